@@ -16,9 +16,19 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 #![warn(missing_docs)]
 
+pub mod block;
 pub mod cert;
 pub mod codec;
+pub mod consensus;
+pub mod error;
 pub mod hash;
+pub mod merkle;
+pub mod proof;
+pub mod record;
+pub mod rules;
+pub mod store;
+pub mod tx;
+pub mod verify;
 
 pub use cert::{CertError, CommitCertificate, ValidatorSet, VoteKind};
 pub use hash::Hash;
