@@ -841,11 +841,11 @@ impl Federation {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "federation `{}`: {} clouds, {} nodes, {} chains",
+            "federation `{}`: {}, {}, {}",
             self.name,
-            self.clouds.len(),
-            self.nodes.len(),
-            self.chains.len()
+            plural(self.clouds.len(), "cloud"),
+            plural(self.nodes.len(), "node"),
+            plural(self.chains.len(), "chain")
         );
         let _ = writeln!(
             s,
@@ -898,6 +898,14 @@ impl Federation {
                 .unwrap_or_else(|| "no export".into())
         );
         s
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 

@@ -183,7 +183,7 @@ pub fn write_local_federation(
         );
         let node_file = dir.join("nodes").join(format!("{}.toml", node.name));
         let body = format!(
-            "# Node `{}` of the federation in ../federation.toml. Run it with `federact node --config {}`.\nfederation = \"../federation.toml\"\nnode = \"{}\"\n",
+            "# Configuration of node `{}` ({}) in the federation ../federation.toml.\nfederation = \"../federation.toml\"\nnode = \"{}\"\n",
             node.name,
             node_file.display(),
             node.name
