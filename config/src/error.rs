@@ -76,8 +76,8 @@ pub struct ConfigError {
     pub file: PathBuf,
     /// Where in the file, when known.
     pub location: Option<Location>,
-    /// What is wrong.
-    pub kind: ConfigErrorKind,
+    /// What is wrong (boxed: errors are rare, `Result`s are everywhere).
+    pub kind: Box<ConfigErrorKind>,
 }
 
 impl fmt::Display for ConfigError {
@@ -98,7 +98,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match self.kind.as_ref() {
             ConfigErrorKind::Io(e) => Some(e),
             ConfigErrorKind::Key { source, .. } => Some(source),
             _ => None,

@@ -318,7 +318,7 @@ impl Federation {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             location: None,
-            kind: ConfigErrorKind::Io(e),
+            kind: Box::new(ConfigErrorKind::Io(e)),
         })?;
         Federation::parse(&text, path)
     }
@@ -329,7 +329,7 @@ impl Federation {
         let err = |span: Option<Range<usize>>, kind| ConfigError {
             file: path.to_path_buf(),
             location: span.map(|s| Location::of_offset(text, s.start)),
-            kind,
+            kind: Box::new(kind),
         };
         let raw: RawFederation = toml::from_str(text)
             .map_err(|e| err(e.span(), ConfigErrorKind::Syntax(e.message().to_string())))?;

@@ -43,12 +43,12 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             location: None,
-            kind: ConfigErrorKind::Io(e),
+            kind: Box::new(ConfigErrorKind::Io(e)),
         })?;
         let err = |span: Option<std::ops::Range<usize>>, kind| ConfigError {
             file: path.to_path_buf(),
             location: span.map(|s| Location::of_offset(&text, s.start)),
-            kind,
+            kind: Box::new(kind),
         };
         let raw: RawNodeConfig = toml::from_str(&text)
             .map_err(|e| err(e.span(), ConfigErrorKind::Syntax(e.message().to_string())))?;
@@ -87,10 +87,10 @@ impl NodeConfig {
             return Err(ConfigError {
                 file: federation.source().to_path_buf(),
                 location: None,
-                kind: ConfigErrorKind::UnknownNode {
+                kind: Box::new(ConfigErrorKind::UnknownNode {
                     node: node.to_string(),
                     federation: federation.source().display().to_string(),
-                },
+                }),
             });
         };
         Ok(NodeConfig {
@@ -130,22 +130,22 @@ impl NodeConfig {
         let key = NodeKey::read_file(&self.key_file).map_err(|source| ConfigError {
             file: self.source.clone(),
             location: None,
-            kind: ConfigErrorKind::Key {
+            kind: Box::new(ConfigErrorKind::Key {
                 node: self.name.clone(),
                 source,
-            },
+            }),
         })?;
         let expected = self.spec().id();
         if key.id() != expected {
             return Err(ConfigError {
                 file: self.source.clone(),
                 location: None,
-                kind: ConfigErrorKind::KeyMismatch {
+                kind: Box::new(ConfigErrorKind::KeyMismatch {
                     node: self.name.clone(),
                     key_file: self.key_file.display().to_string(),
                     found: key.id().to_string(),
                     expected: expected.to_string(),
-                },
+                }),
             });
         }
         Ok(key)

@@ -147,20 +147,10 @@ pub struct CommitCertificate {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CertError {
     /// The certificate names a different chain, height or block than expected.
-    #[error("certificate is for chain {chain_id} height {height} block {block}, expected chain {expected_chain} height {expected_height} block {expected_block}")]
+    #[error("certificate is for another {field} than the block it is attached to")]
     Mismatch {
-        /// Certificate's chain.
-        chain_id: String,
-        /// Certificate's height.
-        height: u64,
-        /// Certificate's block.
-        block: Hash,
-        /// Expected chain.
-        expected_chain: String,
-        /// Expected height.
-        expected_height: u64,
-        /// Expected block.
-        expected_block: Hash,
+        /// Which of `chain_id`, `height`, `block_hash` differs.
+        field: &'static str,
     },
     /// A signer index is not in the validator set.
     #[error("signer index {index} is not a validator (set has {n})")]
@@ -204,15 +194,17 @@ impl CommitCertificate {
         height: u64,
         block_hash: &Hash,
     ) -> Result<(), CertError> {
-        if self.chain_id != chain_id || self.height != height || &self.block_hash != block_hash {
-            return Err(CertError::Mismatch {
-                chain_id: self.chain_id.clone(),
-                height: self.height,
-                block: self.block_hash,
-                expected_chain: chain_id.to_string(),
-                expected_height: height,
-                expected_block: *block_hash,
-            });
+        let field = if self.chain_id != chain_id {
+            "chain_id"
+        } else if self.height != height {
+            "height"
+        } else if &self.block_hash != block_hash {
+            "block_hash"
+        } else {
+            ""
+        };
+        if !field.is_empty() {
+            return Err(CertError::Mismatch { field });
         }
         self.verify_signatures(set)
     }
