@@ -3,3 +3,5 @@
 //! The actix actors of the four node roles (server, orchestrator, gateway,
 //! validator), driving the pure cores of `federact-ledger` over the transport
 //! of `federact-federation`.
+
+pub mod telemetry;
