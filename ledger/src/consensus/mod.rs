@@ -48,3 +48,6 @@ pub use types::{
     Rejection, SignedProposal, SignedVote, Stats, Status, Step, Timeout, TimeoutKind, Vote,
     WalEntry,
 };
+
+#[cfg(test)]
+mod scenarios;

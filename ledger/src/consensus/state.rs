@@ -47,6 +47,8 @@ use super::types::{
 
 /// Proposals kept per round: the first, and one conflicting one (evidence).
 const PROPOSALS_PER_ROUND_MAX: usize = 2;
+/// Conflicting votes kept per validator, kind and round.
+const EXTRA_VOTES_MAX: usize = 3;
 /// Upper bound on rule evaluations per input (each firing changes state
 /// monotonically, so this is never reached; it guards against a bug
 /// turning into a hang).
@@ -64,14 +66,37 @@ enum Validity {
     Invalid,
 }
 
+/// One validator's votes of one kind in one round: the first, and a few
+/// conflicting ones. Like the paper (which counts every message received) a
+/// quorum for a value may count an equivocator's vote for it: otherwise a
+/// Byzantine validator could hide a proof of lock from some honest
+/// validators forever by showing them another vote first (Tendermint Core's
+/// `SetPeerMaj23` solves the same problem). Safety is unaffected: a quorum
+/// still holds a majority of the honest validators. Memory stays bounded:
+/// at most [`EXTRA_VOTES_MAX`] conflicting votes, and when full, a vote for
+/// nil or for a proposed value replaces one for a value nobody proposed.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    first: Option<SignedVote>,
+    extra: Vec<SignedVote>,
+    reported: bool,
+}
+
+impl Slot {
+    fn iter(&self) -> impl Iterator<Item = &SignedVote> {
+        self.first.iter().chain(self.extra.iter())
+    }
+    fn voted_for(&self, value: Option<&Hash>) -> Option<&SignedVote> {
+        self.iter().find(|v| v.vote.value.as_ref() == value)
+    }
+}
+
 /// What one round of the current height has received.
 #[derive(Debug)]
 struct RoundState<V> {
     proposals: Vec<SignedProposal<V>>,
-    prevotes: Vec<Option<SignedVote>>,
-    precommits: Vec<Option<SignedVote>>,
-    /// Equivocation already reported, per [prevote, precommit] per validator.
-    equivocated: Vec<[bool; 2]>,
+    prevotes: Vec<Slot>,
+    precommits: Vec<Slot>,
     /// L34 has scheduled `timeoutPrevote`.
     prevote_timer: bool,
     /// L47 has scheduled `timeoutPrecommit`.
@@ -86,9 +111,8 @@ impl<V> RoundState<V> {
     fn new(n: usize) -> Self {
         RoundState {
             proposals: Vec::new(),
-            prevotes: vec![None; n],
-            precommits: vec![None; n],
-            equivocated: vec![[false; 2]; n],
+            prevotes: vec![Slot::default(); n],
+            precommits: vec![Slot::default(); n],
             prevote_timer: false,
             precommit_timer: false,
             l36_done: false,
@@ -96,14 +120,14 @@ impl<V> RoundState<V> {
         }
     }
 
-    fn votes(&self, kind: VoteKind) -> &[Option<SignedVote>] {
+    fn votes(&self, kind: VoteKind) -> &[Slot] {
         match kind {
             VoteKind::Prevote => &self.prevotes,
             VoteKind::Precommit => &self.precommits,
         }
     }
 
-    fn votes_mut(&mut self, kind: VoteKind) -> &mut Vec<Option<SignedVote>> {
+    fn votes_mut(&mut self, kind: VoteKind) -> &mut Vec<Slot> {
         match kind {
             VoteKind::Prevote => &mut self.prevotes,
             VoteKind::Precommit => &mut self.precommits,
@@ -114,14 +138,13 @@ impl<V> RoundState<V> {
     fn count(&self, kind: VoteKind, value: Option<&Hash>) -> usize {
         self.votes(kind)
             .iter()
-            .flatten()
-            .filter(|v| v.vote.value.as_ref() == value)
+            .filter(|s| s.voted_for(value).is_some())
             .count()
     }
 
     /// Votes of `kind` for anything.
     fn count_any(&self, kind: VoteKind) -> usize {
-        self.votes(kind).iter().flatten().count()
+        self.votes(kind).iter().filter(|s| s.first.is_some()).count()
     }
 }
 
@@ -277,7 +300,7 @@ impl<V: ConsensusValue> Consensus<V> {
                         .entry(v.round)
                         .or_insert_with(|| RoundState::new(n));
                     if let Some(slot) = rs.votes_mut(v.kind).get_mut(self.me as usize) {
-                        *slot = Some(vote);
+                        slot.first = Some(vote);
                     }
                     self.own_votes.insert((v.round, v.kind), vote);
                     // L38: the lock is the value of the highest-round
@@ -338,6 +361,48 @@ impl<V: ConsensusValue> Consensus<V> {
     /// Counters of accepted and rejected inputs.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// A one-line-per-round description of the current height's state, for
+    /// logs and simulator failure reports.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "h={} r={} step={:?} locked={:?} valid={:?} awaiting={} build_req={} deferred={} txs={} peers={:?} seen={:?}",
+            self.height,
+            self.round,
+            self.step,
+            self.locked().map(|(r, h)| (r, h.short())),
+            self.valid().map(|(r, h)| (r, h.short())),
+            self.awaiting_value,
+            self.build_requested,
+            self.propose_timer_deferred,
+            self.txs_count,
+            self.peer_heights,
+            self.seen_round,
+        );
+        let short = |s: &Slot| {
+            let one = |v: &SignedVote| v.vote.value.map_or("nil".to_string(), |h| h.short());
+            let all: Vec<String> = s.iter().map(one).collect();
+            if all.is_empty() {
+                "-".to_string()
+            } else {
+                all.join("|")
+            }
+        };
+        for (r, rs) in &self.rounds {
+            let props: Vec<String> = rs
+                .proposals
+                .iter()
+                .map(|p| {
+                    let id = p.proposal.value.id();
+                    format!("{}/{:?}/{:?}", id.short(), p.proposal.valid_round, self.validity.get(&id))
+                })
+                .collect();
+            let pv: Vec<String> = rs.prevotes.iter().map(short).collect();
+            let pc: Vec<String> = rs.precommits.iter().map(short).collect();
+            out.push_str(&format!("\n  r{r}: proposals {props:?} prevotes {pv:?} precommits {pc:?}"));
+        }
+        out
     }
 
     /// Drains the effects produced so far, in the order they must be done.
@@ -543,8 +608,8 @@ impl<V: ConsensusValue> Consensus<V> {
         // Cheap duplicate check before the signature check.
         if !far {
             if let Some(rs) = self.rounds.get(&v.round) {
-                if let Some(Some(existing)) = rs.votes(v.kind).get(v.validator as usize) {
-                    if existing.vote == v && existing.signature == sv.signature {
+                if let Some(slot) = rs.votes(v.kind).get(v.validator as usize) {
+                    if slot.iter().any(|e| e.vote == v && e.signature == sv.signature) {
                         self.stats.count(Rejection::Duplicate);
                         return;
                     }
@@ -560,35 +625,64 @@ impl<V: ConsensusValue> Consensus<V> {
             self.stats.count(Rejection::FarFutureRound);
             return;
         }
-        let k = kind_index(v.kind);
-        let rs = self.round_state(v.round);
-        let i = v.validator as usize;
-        let (slot_existing, reported) = match (rs.votes(v.kind).get(i), rs.equivocated.get(i)) {
-            (Some(e), Some(rep)) => (*e, rep[k]),
-            _ => return,
+        let relevant = |c: &Self, value: Option<Hash>| {
+            value.is_none_or(|id| c.validity.contains_key(&id))
         };
-        match slot_existing {
-            None => {
-                if let Some(slot) = rs.votes_mut(v.kind).get_mut(i) {
-                    *slot = Some(sv);
+        let rs = self.round_state(v.round);
+        let Some(slot) = rs.votes_mut(v.kind).get_mut(v.validator as usize) else {
+            return;
+        };
+        let Some(first) = slot.first else {
+            slot.first = Some(sv);
+            self.stats.votes_accepted += 1;
+            return;
+        };
+        if slot.iter().any(|e| e.vote == v) {
+            self.stats.count(Rejection::Duplicate);
+            return;
+        }
+        let report = !slot.reported;
+        slot.reported = true;
+        let stored = if slot.extra.len() < EXTRA_VOTES_MAX {
+            slot.extra.push(sv);
+            true
+        } else {
+            false
+        };
+        if !stored && relevant(self, v.value) {
+            // Replace a vote for a value nobody proposed.
+            let junk: Vec<usize> = self
+                .rounds
+                .get(&v.round)
+                .and_then(|rs| rs.votes(v.kind).get(v.validator as usize))
+                .map(|slot| {
+                    slot.extra
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| !relevant(self, e.vote.value))
+                        .map(|(i, _)| i)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let (Some(&i), Some(slot)) = (
+                junk.first(),
+                self.rounds
+                    .get_mut(&v.round)
+                    .and_then(|rs| rs.votes_mut(v.kind).get_mut(v.validator as usize)),
+            ) {
+                if let Some(e) = slot.extra.get_mut(i) {
+                    *e = sv;
                 }
-                self.stats.votes_accepted += 1;
             }
-            Some(first) if first.vote == v => self.stats.count(Rejection::Duplicate),
-            Some(first) => {
-                if reported {
-                    self.stats.count(Rejection::Equivocation);
-                } else {
-                    if let Some(rep) = rs.equivocated.get_mut(i) {
-                        rep[k] = true;
-                    }
-                    self.stats.evidence += 1;
-                    self.effects.push(Effect::Evidence(Evidence::ConflictingVotes {
-                        first,
-                        second: sv,
-                    }));
-                }
-            }
+        }
+        if report {
+            self.stats.evidence += 1;
+            self.effects.push(Effect::Evidence(Evidence::ConflictingVotes {
+                first,
+                second: sv,
+            }));
+        } else {
+            self.stats.count(Rejection::Equivocation);
         }
     }
 
@@ -775,8 +869,7 @@ impl<V: ConsensusValue> Consensus<V> {
                 .map(|rs| {
                     rs.prevotes
                         .iter()
-                        .flatten()
-                        .filter(|v| v.vote.value == Some(id))
+                        .filter_map(|s| s.voted_for(Some(&id)))
                         .copied()
                         .collect()
                 })
@@ -814,7 +907,7 @@ impl<V: ConsensusValue> Consensus<V> {
         self.own_votes.insert((round, kind), sv);
         let me = self.me as usize;
         if let Some(slot) = self.round_state(round).votes_mut(kind).get_mut(me) {
-            *slot = Some(sv);
+            slot.first = Some(sv);
         }
     }
 
@@ -863,8 +956,7 @@ impl<V: ConsensusValue> Consensus<V> {
                 .map(|rs| {
                     rs.precommits
                         .iter()
-                        .flatten()
-                        .filter(|v| v.vote.value == Some(id))
+                        .filter_map(|s| s.voted_for(Some(&id)))
                         .map(|v| (v.vote.validator, v.signature))
                         .collect()
                 })
@@ -906,8 +998,8 @@ impl<V: ConsensusValue> Consensus<V> {
             && (rs.proposals.iter().any(|p| p.proposal.proposer != self.me)
                 || (0..self.set.len()).any(|i| {
                     i != self.me as usize
-                        && (rs.prevotes.get(i).is_some_and(|v| v.is_some())
-                            || rs.precommits.get(i).is_some_and(|v| v.is_some()))
+                        && (rs.prevotes.get(i).is_some_and(|s| s.first.is_some())
+                            || rs.precommits.get(i).is_some_and(|s| s.first.is_some()))
                 }))
         {
             self.start_propose_timer(now_ms);
@@ -1105,7 +1197,12 @@ impl<V: ConsensusValue> Consensus<V> {
     fn precommit_quorum_without_value(&self) -> Vec<u16> {
         let quorum = self.set.quorum();
         for rs in self.rounds.values() {
-            let mut ids: Vec<Hash> = rs.precommits.iter().flatten().filter_map(|v| v.vote.value).collect();
+            let mut ids: Vec<Hash> = rs
+                .precommits
+                .iter()
+                .flat_map(|s| s.iter())
+                .filter_map(|v| v.vote.value)
+                .collect();
             ids.sort_unstable();
             ids.dedup();
             for id in ids {
@@ -1115,8 +1212,8 @@ impl<V: ConsensusValue> Consensus<V> {
                     return rs
                         .precommits
                         .iter()
-                        .flatten()
-                        .filter(|v| v.vote.value == Some(id) && v.vote.validator != self.me)
+                        .filter_map(|s| s.voted_for(Some(&id)))
+                        .filter(|v| v.vote.validator != self.me)
                         .map(|v| v.vote.validator)
                         .collect();
                 }
