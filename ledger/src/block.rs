@@ -101,9 +101,17 @@ impl Block {
         self.txs.iter().map(Transaction::id).collect()
     }
 
-    /// The canonical encoding.
+    /// The canonical encoding, assembled from each transaction's cached
+    /// encoding (identical to `codec::encode(self)`, without re-encoding the
+    /// records).
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
+        let mut out = codec::encode(&self.header);
+        out.reserve(self.encoded_len().saturating_sub(out.len()));
+        out.extend_from_slice(&codec::encode(&(self.txs.len() as u64)));
+        for tx in &self.txs {
+            tx.encode_into(&mut out);
+        }
+        out
     }
 
     /// Decodes an untrusted encoding of at most `max` bytes.
@@ -123,6 +131,24 @@ impl Block {
     /// transaction count and size, `tx_root`, and every transaction's
     /// size, shape, author and signature (batch-verified).
     pub fn check_body(&self, limits: &Limits, policy: &TxPolicy) -> Result<(), BlockError> {
+        self.check_body_unsigned(limits, policy)?;
+        tx::verify_batch(&self.txs, policy).map_err(|(index, source): (usize, TxError)| {
+            BlockError::Tx {
+                height: self.header.height,
+                index,
+                tx_id: self.txs.get(index).map(Transaction::id).unwrap_or_default(),
+                source: Box::new(source),
+            }
+        })
+    }
+
+    /// [`Self::check_body`] without verifying signatures: for a body whose
+    /// signatures this node already verified.
+    pub fn check_body_unsigned(
+        &self,
+        limits: &Limits,
+        policy: &TxPolicy,
+    ) -> Result<(), BlockError> {
         let height = self.header.height;
         if self.txs.len() > limits.block_txs_max as usize {
             return Err(BlockError::TooManyTxs {
@@ -148,14 +174,15 @@ impl Block {
                 got: self.header.tx_root,
             });
         }
-        tx::verify_batch(&self.txs, policy).map_err(|(index, source): (usize, TxError)| {
-            BlockError::Tx {
+        for (index, tx) in self.txs.iter().enumerate() {
+            tx.verify_static(policy).map_err(|source| BlockError::Tx {
                 height,
                 index,
                 tx_id: ids.get(index).copied().unwrap_or_default(),
-                source,
-            }
-        })
+                source: Box::new(source),
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -229,8 +256,8 @@ pub fn check_link(genesis: &Genesis, tip: &Tip, header: &BlockHeader) -> Result<
         return Err(BlockError::WrongProposer {
             height,
             round: header.round,
-            expected: *expected,
-            got: header.proposer,
+            expected: Box::new(*expected),
+            got: Box::new(header.proposer),
         });
     }
     if header.timestamp_ms < tip.timestamp_ms {
@@ -493,6 +520,7 @@ pub(crate) mod tests {
                 .collect();
             let b = next_block(&g, &g.tip(), txs);
             let bytes = b.encode();
+            prop_assert_eq!(&bytes, &codec::encode(&b));
             prop_assert_eq!(bytes.len(), b.encoded_len());
             let back = Block::decode(&bytes, 1 << 20).unwrap();
             prop_assert_eq!(back.id(), b.id());
@@ -637,9 +665,9 @@ pub(crate) mod tests {
             b3.check_body(&g.limits, &g.tx_policy()),
             Err(BlockError::Tx {
                 index: 1,
-                source: TxError::BadSignature { .. },
+                source,
                 ..
-            })
+            }) if matches!(*source, TxError::BadSignature { .. })
         ));
     }
 }

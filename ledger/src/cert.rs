@@ -171,8 +171,9 @@ pub enum CertError {
     BadSignature {
         /// The index.
         index: u16,
-        /// The validator's id.
-        validator: NodeId,
+        /// The validator's id (boxed: a `NodeId` is 192 bytes and would make
+        /// every `Result<_, CertError>` that large).
+        validator: Box<NodeId>,
     },
     /// Fewer than a quorum of valid, distinct signatures.
     #[error("{have} signatures, quorum is {need}")]
@@ -234,7 +235,7 @@ impl CommitCertificate {
             if !validator.verify(&msg, sig) {
                 return Err(CertError::BadSignature {
                     index: *index,
-                    validator: *validator,
+                    validator: Box::new(*validator),
                 });
             }
         }

@@ -7,6 +7,9 @@
 //!   [`ProofError`], [`BlockError`] — say why a record, transaction, proof or
 //!   block is not acceptable. They are expected outcomes of checking input
 //!   from peers, and are returned as values (inside `Ok` for store calls).
+//!
+//! Node ids in errors are boxed: a `NodeId` holds a decompressed curve point
+//! (192 bytes) and would make every `Result` carrying these errors that large.
 
 use std::path::PathBuf;
 
@@ -141,19 +144,19 @@ pub enum TxError {
         /// The transaction id.
         tx_id: Hash,
         /// The claimed author.
-        author: NodeId,
+        author: Box<NodeId>,
     },
     /// The author may not write to this chain.
     #[error("author {author} may not write to this chain")]
     UnknownAuthor {
         /// The author.
-        author: NodeId,
+        author: Box<NodeId>,
     },
     /// The author key is a small-order (weak) point.
     #[error("author key {author} is weak")]
     WeakAuthorKey {
         /// The author.
-        author: NodeId,
+        author: Box<NodeId>,
     },
     /// The record is malformed.
     #[error("record malformed: {0}")]
@@ -205,7 +208,7 @@ pub enum RuleError {
     #[error("nonce {nonce} of {author} replayed (last {last})")]
     NonceReplayed {
         /// Author.
-        author: NodeId,
+        author: Box<NodeId>,
         /// The tx's nonce.
         nonce: u64,
         /// The author's last committed nonce.
@@ -215,7 +218,7 @@ pub enum RuleError {
     #[error("nonce {nonce} of {author} out of order (last {last})")]
     NonceOutOfOrder {
         /// Author.
-        author: NodeId,
+        author: Box<NodeId>,
         /// The tx's nonce.
         nonce: u64,
         /// The author's last committed nonce.
@@ -293,7 +296,7 @@ pub enum RuleError {
         /// The task.
         task: Hash,
         /// The first executor.
-        executor: NodeId,
+        executor: Box<NodeId>,
     },
     /// A completion for a task not accepted.
     #[error("task {task} completed without being accepted")]
@@ -426,7 +429,7 @@ pub enum RuleError {
     #[error("node {node} is already a member")]
     AlreadyMember {
         /// The node.
-        node: NodeId,
+        node: Box<NodeId>,
     },
 }
 
@@ -477,9 +480,9 @@ pub enum BlockError {
         /// Round.
         round: u32,
         /// Expected proposer.
-        expected: NodeId,
+        expected: Box<NodeId>,
         /// Header's proposer.
-        got: NodeId,
+        got: Box<NodeId>,
     },
     /// The timestamp is before the previous block's.
     #[error("block {height} timestamp {got} ms before previous {prev} ms")]
@@ -529,7 +532,7 @@ pub enum BlockError {
         /// Its id.
         tx_id: Hash,
         /// Why.
-        source: TxError,
+        source: Box<TxError>,
     },
     /// A transaction breaks a validation rule.
     #[error("block {height} tx {index} ({tx_id}): {source}")]
@@ -541,7 +544,7 @@ pub enum BlockError {
         /// Its id.
         tx_id: Hash,
         /// Why.
-        source: RuleError,
+        source: Box<RuleError>,
     },
     /// A transaction appears twice.
     #[error("block {height} tx {index} ({tx_id}) already committed or repeated")]

@@ -7,8 +7,36 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// A sha256 digest. Displays as lowercase hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+///
+/// Serializes as 32 raw bytes in binary formats (the canonical encoding) and
+/// as 64 hex digits in human-readable ones (JSON output of the CLI).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Hash(pub [u8; 32]);
+
+impl Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            // Exactly what `#[derive(Serialize)]` produced before.
+            s.serialize_newtype_struct("Hash", &self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            Hash::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+        } else {
+            #[derive(Deserialize)]
+            #[serde(rename = "Hash")]
+            struct Raw([u8; 32]);
+            Raw::deserialize(d).map(|r| Hash(r.0))
+        }
+    }
+}
 
 impl Hash {
     /// The all-zero hash (the `prev_hash` of a genesis block).
@@ -96,6 +124,17 @@ mod tests {
         h.update(b"a");
         h.update(b"bc");
         assert_eq!(h.finish(), Hash::of(b"abc"));
+    }
+
+    #[test]
+    fn binary_encoding_is_32_raw_bytes_and_json_is_hex() {
+        let h = Hash::of(b"x");
+        let bytes = crate::codec::encode(&h);
+        assert_eq!(bytes, h.0.to_vec());
+        assert_eq!(crate::codec::decode::<Hash>(&bytes, 32).unwrap(), h);
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, format!("\"{h}\""));
+        assert_eq!(serde_json::from_str::<Hash>(&json).unwrap(), h);
     }
 
     #[test]

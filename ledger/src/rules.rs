@@ -58,6 +58,11 @@ pub enum StateKey {
 }
 
 /// The value stored under a [`StateKey`] (the variant matches the key's).
+///
+/// Values are short-lived (read, changed, encoded), so the size difference
+/// between variants does not matter; boxing the large ones would only add
+/// allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StateValue {
     /// Last nonce.
@@ -281,9 +286,9 @@ pub struct RuleContext<'a> {
 }
 
 macro_rules! typed_get {
-    ($name:ident, $key:ident, $arg:ty, $val:ident, $out:ty) => {
-        fn $name(s: &dyn ChainState, k: $arg) -> Option<$out> {
-            match s.get(&StateKey::$key(k.clone())) {
+    ($name:ident, $arg:ty, $val:ident, $out:ty, |$k:ident| $key:expr) => {
+        fn $name(s: &dyn ChainState, $k: $arg) -> Option<$out> {
+            match s.get(&$key) {
                 Some(StateValue::$val(v)) => Some(v),
                 _ => None,
             }
@@ -291,14 +296,26 @@ macro_rules! typed_get {
     };
 }
 
-typed_get!(get_nonce, Nonce, &NodeId, Nonce, u64);
-typed_get!(get_entity, Entity, &String, Entity, EntityState);
-typed_get!(get_data, Data, &Hash, Data, DataState);
-typed_get!(get_offload, Offload, &Hash, Offload, OffloadContract);
-typed_get!(get_migration, Migration, &Hash, Migration, MigrationState);
-typed_get!(get_in_flight, VmInFlight, &Hash, VmInFlight, Hash);
-typed_get!(get_delivered, Delivered, &Hash, Delivered, u64);
-typed_get!(get_member, Member, &NodeId, Member, MemberState);
+typed_get!(get_nonce, &NodeId, Nonce, u64, |k| StateKey::Nonce(*k));
+typed_get!(get_entity, &str, Entity, EntityState, |k| StateKey::Entity(
+    k.to_string()
+));
+typed_get!(get_data, &Hash, Data, DataState, |k| StateKey::Data(*k));
+typed_get!(get_offload, &Hash, Offload, OffloadContract, |k| {
+    StateKey::Offload(*k)
+});
+typed_get!(get_migration, &Hash, Migration, MigrationState, |k| {
+    StateKey::Migration(*k)
+});
+typed_get!(get_in_flight, &Hash, VmInFlight, Hash, |k| {
+    StateKey::VmInFlight(*k)
+});
+typed_get!(get_delivered, &Hash, Delivered, u64, |k| {
+    StateKey::Delivered(*k)
+});
+typed_get!(get_member, &NodeId, Member, MemberState, |k| {
+    StateKey::Member(*k)
+});
 
 /// The nonce rule alone: `nonce` must exceed the author's `last`.
 pub fn check_nonce(author: &NodeId, nonce: u64, last: u64) -> Result<(), RuleError> {
@@ -306,13 +323,13 @@ pub fn check_nonce(author: &NodeId, nonce: u64, last: u64) -> Result<(), RuleErr
         Ok(())
     } else if nonce == last {
         Err(RuleError::NonceReplayed {
-            author: *author,
+            author: Box::new(*author),
             nonce,
             last,
         })
     } else {
         Err(RuleError::NonceOutOfOrder {
-            author: *author,
+            author: Box::new(*author),
             nonce,
             last,
         })
@@ -377,7 +394,7 @@ pub fn apply_tx(
             if let Some(e) = c.executor {
                 return Err(RuleError::AlreadyAccepted {
                     task: *task_id,
-                    executor: e,
+                    executor: Box::new(e),
                 });
             }
             c.executor = Some(*executor);
@@ -418,7 +435,10 @@ pub fn apply_tx(
                 id_proof: id_proof.clone(),
                 height: h,
             };
-            writes.push((StateKey::Entity(entity.clone()), Some(StateValue::Entity(e))));
+            writes.push((
+                StateKey::Entity(entity.clone()),
+                Some(StateValue::Entity(e)),
+            ));
         }
         Record::ProvIdDelete { kind, entity } => {
             let mut e = match get_entity(overlay, entity) {
@@ -438,7 +458,10 @@ pub fn apply_tx(
             }
             e.joined = false;
             e.height = h;
-            writes.push((StateKey::Entity(entity.clone()), Some(StateValue::Entity(e))));
+            writes.push((
+                StateKey::Entity(entity.clone()),
+                Some(StateValue::Entity(e)),
+            ));
         }
         Record::ProvData {
             data_digest,
@@ -651,7 +674,9 @@ pub fn apply_tx(
         }
         Record::MemberJoin { node, cloud, roles } => {
             if get_member(overlay, node).is_some() {
-                return Err(RuleError::AlreadyMember { node: *node });
+                return Err(RuleError::AlreadyMember {
+                    node: Box::new(*node),
+                });
             }
             let m = MemberState {
                 cloud: cloud.clone(),
@@ -701,7 +726,7 @@ pub fn apply_block(
             height: block.header.height,
             index,
             tx_id: tx.id(),
-            source,
+            source: Box::new(source),
         })?;
     }
     Ok(overlay.into_delta())
@@ -783,7 +808,15 @@ mod tests {
                 .map(|(i, r)| Transaction::sign(r, &k, self.nonce + 1 + i as u64, 0, None))
                 .collect();
             let n = txs.len() as u64;
-            let b = Block::new(&self.g.chain_id, self.height + 1, Hash::ZERO, k.id(), 0, 0, txs);
+            let b = Block::new(
+                &self.g.chain_id,
+                self.height + 1,
+                Hash::ZERO,
+                k.id(),
+                0,
+                0,
+                txs,
+            );
             match apply_block(&self.g, &self.state, &b) {
                 Ok(delta) => {
                     self.state.apply(delta);
@@ -791,7 +824,7 @@ mod tests {
                     self.nonce += n;
                     Ok(())
                 }
-                Err(BlockError::Rule { source, .. }) => Err(source),
+                Err(BlockError::Rule { source, .. }) => Err(*source),
                 Err(e) => panic!("unexpected {e}"),
             }
         }
@@ -862,7 +895,8 @@ mod tests {
             Err(RuleError::NotJoined { .. })
         ));
         // Rejoin after leaving is fine; join and leave in one block too.
-        c.block(vec![join(Device, "c1"), leave(Device, "c1")]).unwrap();
+        c.block(vec![join(Device, "c1"), leave(Device, "c1")])
+            .unwrap();
         // Data: used before it left, then left, then used.
         assert_eq!(
             c.one(data("d", "sensor", Some("analyser"))),
@@ -890,7 +924,10 @@ mod tests {
         let mut c = Chain::local();
         let before = c.state.clone();
         assert!(c
-            .block(vec![join(EntityKind::Device, "d"), join(EntityKind::Device, "d")])
+            .block(vec![
+                join(EntityKind::Device, "d"),
+                join(EntityKind::Device, "d")
+            ])
             .is_err());
         assert_eq!(c.state, before);
     }
@@ -951,7 +988,7 @@ mod tests {
             c.one(accepted("t", 4, l)),
             Err(RuleError::AlreadyAccepted {
                 task: h("t"),
-                executor: key(3).id()
+                executor: Box::new(key(3).id())
             })
         );
         c.one(completed("t", l)).unwrap();
@@ -960,8 +997,12 @@ mod tests {
             Err(RuleError::AlreadyCompleted { task: h("t") })
         );
         // Request, accept and complete in one block.
-        c.block(vec![requested("u", l), accepted("u", 3, l), completed("u", l)])
-            .unwrap();
+        c.block(vec![
+            requested("u", l),
+            accepted("u", 3, l),
+            completed("u", l),
+        ])
+        .unwrap();
         // Cross-cloud contracts live on the consortium, with a consistent scope.
         let i = Scope::Inter;
         assert!(matches!(
@@ -1057,7 +1098,8 @@ mod tests {
         );
         // The vm is free again; a rejected migration frees it too.
         c.one(indication("m2", "vm", l)).unwrap();
-        c.one(confirmation("m2", "vm", false, "tampered", l)).unwrap();
+        c.one(confirmation("m2", "vm", false, "tampered", l))
+            .unwrap();
         c.one(indication("m3", "vm", l)).unwrap();
         // Inter migrations belong on the consortium.
         assert!(matches!(
@@ -1114,7 +1156,10 @@ mod tests {
         c.one(leave(good.clone())).unwrap();
         assert!(matches!(
             c.one(leave(good.clone())),
-            Err(RuleError::MigrationAlreadyRecorded { record: "Leave", .. })
+            Err(RuleError::MigrationAlreadyRecorded {
+                record: "Leave",
+                ..
+            })
         ));
         let mut dest = Chain::local();
         dest.one(arrival(good.clone())).unwrap();
@@ -1167,7 +1212,7 @@ mod tests {
         assert_eq!(
             check_nonce(&a, 3, 3),
             Err(RuleError::NonceReplayed {
-                author: a,
+                author: Box::new(a),
                 nonce: 3,
                 last: 3
             })
@@ -1175,7 +1220,7 @@ mod tests {
         assert_eq!(
             check_nonce(&a, 2, 3),
             Err(RuleError::NonceOutOfOrder {
-                author: a,
+                author: Box::new(a),
                 nonce: 2,
                 last: 3
             })
@@ -1189,9 +1234,9 @@ mod tests {
             apply_block(&g, &MemState::default(), &b),
             Err(BlockError::Rule {
                 index: 1,
-                source: RuleError::NonceReplayed { .. },
+                source,
                 ..
-            })
+            }) if matches!(*source, RuleError::NonceReplayed { .. })
         ));
     }
 

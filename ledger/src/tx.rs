@@ -120,11 +120,17 @@ impl Transaction {
 
     /// The canonical encoding (signed bytes followed by the signature).
     pub fn encode(&self) -> Vec<u8> {
-        let signed = self.signed_bytes();
-        let mut out = Vec::with_capacity(signed.len() + 65);
-        out.extend_from_slice(signed);
-        out.extend_from_slice(&codec::encode(&self.signature));
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
         out
+    }
+
+    /// Appends the canonical encoding to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.signed_bytes());
+        // serde bytes in bincode: a varint length (64 fits one byte), then the bytes.
+        out.push(64);
+        out.extend_from_slice(&self.signature.0);
     }
 
     fn cached(&self) -> &Cached {
@@ -191,7 +197,7 @@ impl Transaction {
         } else {
             Err(TxError::BadSignature {
                 tx_id: self.id(),
-                author: self.author,
+                author: Box::new(self.author),
             })
         }
     }
@@ -207,13 +213,13 @@ impl Transaction {
         }
         if self.author.verifying_key().is_weak() {
             return Err(TxError::WeakAuthorKey {
-                author: self.author,
+                author: Box::new(self.author),
             });
         }
         if let Some(writers) = &policy.writers {
             if !writers.contains(&self.author) {
                 return Err(TxError::UnknownAuthor {
-                    author: self.author,
+                    author: Box::new(self.author),
                 });
             }
         }
@@ -275,7 +281,7 @@ impl Default for TxPolicy {
 
 /// Verifies many transactions' signatures at once with ed25519 batch
 /// verification (about twice as fast as one by one), after the stateless
-/// checks of each. On failure, finds and names the first bad transaction
+/// checks of each ([`Transaction::verify_static`]). On failure, finds and names the first bad transaction
 /// (by single strict verification) and returns its index.
 ///
 /// Batch verification is deterministic here (its randomness is derived from
@@ -307,7 +313,7 @@ pub fn verify_batch(txs: &[Transaction], policy: &TxPolicy) -> Result<(), (usize
             0,
             TxError::BadSignature {
                 tx_id: tx.id(),
-                author: tx.author,
+                author: Box::new(tx.author),
             },
         )),
         None => Ok(()),
@@ -383,7 +389,7 @@ pub(crate) mod tests {
             forged.verify(&TxPolicy::default()),
             Err(TxError::BadSignature {
                 tx_id: forged.id(),
-                author: key(2).id()
+                author: Box::new(key(2).id())
             })
         );
         let mut sig = *tx.signature();
@@ -401,7 +407,7 @@ pub(crate) mod tests {
         assert_eq!(
             tx.verify(&policy),
             Err(TxError::UnknownAuthor {
-                author: key(1).id()
+                author: Box::new(key(1).id())
             })
         );
     }
