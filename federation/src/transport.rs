@@ -1000,7 +1000,14 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>) -> Result<quinn::Connecti
         let Some(addr) = member_addr(&inner, peer.id) else {
             break Err(DialFailure::NotMember);
         };
-        match dial_once(&inner, peer.id, addr).await {
+        let attempt = tokio::time::timeout_at(deadline, dial_once(&inner, peer.id, addr));
+        let outcome = attempt.await.unwrap_or_else(|_| {
+            Err(DialFailure::Unreachable {
+                addr,
+                reason: "no handshake before the connect timeout".into(),
+            })
+        });
+        match outcome {
             Ok((conn, cert)) => {
                 {
                     let mut st = peer.lock();
@@ -1022,7 +1029,7 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>) -> Result<quinn::Connecti
                     delay
                 };
                 debug!(peer = %peer.id.short(), %addr, ?delay, failure = ?f, "dial failed");
-                if tokio::time::Instant::now() + delay > deadline {
+                if tokio::time::Instant::now() + delay >= deadline {
                     break Err(f);
                 }
             }
