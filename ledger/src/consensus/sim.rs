@@ -184,7 +184,7 @@ impl FaultModel {
             delay_after_gst_ms: (1, 20),
             partitions: false,
             crashes: false,
-            gst_ms: (200, 600),
+            gst_ms: (150, 450),
             heights_after_gst: 3,
             liveness_bound_ms: 30_000,
             params: sim_params(),
@@ -291,6 +291,8 @@ pub struct Sim {
     signed: HashMap<(u16, u64, u32, u8), Option<Hash>>,
     failure: Option<String>,
     events: u64,
+    /// The double voter's second vote for each vote (signed once).
+    alt_votes: HashMap<Vote, SignedVote>,
 }
 
 fn key_seed(i: usize) -> [u8; 32] {
@@ -357,6 +359,7 @@ impl Sim {
             signed: HashMap::new(),
             failure: None,
             events: 0,
+            alt_votes: HashMap::new(),
         }
     }
 
@@ -873,12 +876,19 @@ impl Sim {
                 }
             }
             (Behaviour::DoubleVoter, Message::Vote(sv)) if sv.vote.validator == self.nodes[i].validator => {
-                let mut other = sv.vote;
-                other.value = match other.value {
-                    Some(_) if self.rng.chance(500) => None,
-                    _ => Some(Hash::of(&self.rng.next_u64().to_be_bytes())),
+                let alt = match self.alt_votes.get(&sv.vote) {
+                    Some(a) => *a,
+                    None => {
+                        let mut other = sv.vote;
+                        other.value = match other.value {
+                            Some(_) if self.rng.chance(500) => None,
+                            _ => Some(Hash::of(&self.rng.next_u64().to_be_bytes())),
+                        };
+                        let a = self.sign_vote(other);
+                        self.alt_votes.insert(sv.vote, a);
+                        a
+                    }
                 };
-                let alt = self.sign_vote(other);
                 for to in 0..self.nodes.len() {
                     if to == i {
                         continue;
@@ -890,8 +900,10 @@ impl Sim {
             }
             (Behaviour::Garbage, msg) => {
                 self.broadcast(i, Wire::Consensus(msg.clone()));
-                let junk = self.garbage(i, &msg);
-                self.broadcast(i, Wire::Consensus(junk));
+                if self.rng.chance(300) {
+                    let junk = self.garbage(i, &msg);
+                    self.broadcast(i, Wire::Consensus(junk));
+                }
             }
             (_, msg) => self.broadcast(i, Wire::Consensus(msg)),
         }

@@ -94,7 +94,8 @@ impl Slot {
 /// What one round of the current height has received.
 #[derive(Debug)]
 struct RoundState<V> {
-    proposals: Vec<SignedProposal<V>>,
+    /// (value id, proposal): ids cached, a block id is a hash.
+    proposals: Vec<(Hash, SignedProposal<V>)>,
     prevotes: Vec<Slot>,
     precommits: Vec<Slot>,
     /// L34 has scheduled `timeoutPrevote`.
@@ -280,11 +281,12 @@ impl<V: ConsensusValue> Consensus<V> {
                 WalEntry::Proposal(sp) => {
                     let r = sp.proposal.round;
                     round = round.max(r);
-                    self.validity.insert(sp.proposal.value.id(), Validity::Valid);
+                    let id = sp.proposal.value.id();
+                    self.validity.insert(id, Validity::Valid);
                     let n = self.set.len();
                     let rs = self.rounds.entry(r).or_insert_with(|| RoundState::new(n));
                     if rs.proposals.is_empty() {
-                        rs.proposals.push(sp.clone());
+                        rs.proposals.push((id, sp.clone()));
                     }
                     self.own_proposals.insert(r, sp);
                 }
@@ -393,8 +395,7 @@ impl<V: ConsensusValue> Consensus<V> {
             let props: Vec<String> = rs
                 .proposals
                 .iter()
-                .map(|p| {
-                    let id = p.proposal.value.id();
+                .map(|(id, p)| {
                     format!("{}/{:?}/{:?}", id.short(), p.proposal.valid_round, self.validity.get(&id))
                 })
                 .collect();
@@ -707,13 +708,21 @@ impl<V: ConsensusValue> Consensus<V> {
         let far = p.round > self.round.saturating_add(self.params.future_rounds_max);
         if !far {
             if let Some(rs) = self.rounds.get(&p.round) {
-                if rs.proposals.iter().any(|q| q == &sp) {
+                if rs.proposals.iter().any(|(_, q)| q == &sp) {
                     self.stats.count(Rejection::Duplicate);
                     return;
                 }
             }
         }
-        if !proposer.verify(&p.sign_bytes(&self.chain_id), &sp.signature) {
+        let id = p.value.id();
+        let bytes = super::types::proposal_sign_bytes(
+            &self.chain_id,
+            p.height,
+            p.round,
+            p.valid_round,
+            &id,
+        );
+        if !proposer.verify(&bytes, &sp.signature) {
             self.stats.count(Rejection::BadSignature);
             return;
         }
@@ -722,15 +731,15 @@ impl<V: ConsensusValue> Consensus<V> {
             self.stats.count(Rejection::FarFutureRound);
             return;
         }
-        let (round, id) = (p.round, p.value.id());
+        let round = p.round;
         let rs = self.round_state(round);
-        if let Some(first) = rs.proposals.first().cloned() {
+        if let Some((_, first)) = rs.proposals.first().cloned() {
             if rs.proposals.len() >= PROPOSALS_PER_ROUND_MAX || rs.proposal_equivocated {
                 self.stats.count(Rejection::Equivocation);
                 return;
             }
             rs.proposal_equivocated = true;
-            rs.proposals.push(sp.clone());
+            rs.proposals.push((id, sp.clone()));
             self.stats.evidence += 1;
             self.effects
                 .push(Effect::Evidence(Evidence::ConflictingProposals {
@@ -738,7 +747,7 @@ impl<V: ConsensusValue> Consensus<V> {
                     second: Box::new(sp.clone()),
                 }));
         } else {
-            rs.proposals.push(sp.clone());
+            rs.proposals.push((id, sp.clone()));
         }
         self.stats.proposals_accepted += 1;
         if !self.validity.contains_key(&id) {
@@ -854,7 +863,8 @@ impl<V: ConsensusValue> Consensus<V> {
         self.validity.insert(sp.proposal.value.id(), Validity::Valid);
         let round = self.round;
         self.own_proposals.insert(round, sp.clone());
-        self.round_state(round).proposals.insert(0, sp);
+        let id = sp.proposal.value.id();
+        self.round_state(round).proposals.insert(0, (id, sp));
     }
 
     /// Sends a proposal and, for a re-proposal, its proof of lock.
@@ -936,8 +946,8 @@ impl<V: ConsensusValue> Consensus<V> {
         // L49: a proposal and a precommit quorum for it, in any round.
         let mut decision = None;
         for (r, rs) in &self.rounds {
-            for sp in &rs.proposals {
-                let id = sp.proposal.value.id();
+            for (id, sp) in &rs.proposals {
+                let id = *id;
                 if rs.count(VoteKind::Precommit, Some(&id)) >= quorum
                     && self.validity_of(&id) == Some(true)
                 {
@@ -995,7 +1005,7 @@ impl<V: ConsensusValue> Consensus<V> {
 
         // Deferred timeoutPropose: another validator is active in this round.
         if self.propose_timer_deferred
-            && (rs.proposals.iter().any(|p| p.proposal.proposer != self.me)
+            && (rs.proposals.iter().any(|(_, p)| p.proposal.proposer != self.me)
                 || (0..self.set.len()).any(|i| {
                     i != self.me as usize
                         && (rs.prevotes.get(i).is_some_and(|s| s.first.is_some())
@@ -1008,9 +1018,9 @@ impl<V: ConsensusValue> Consensus<V> {
 
         if self.step == Step::Propose {
             let mut prevote: Option<Option<Hash>> = None;
-            for sp in &rs.proposals {
+            for (id, sp) in &rs.proposals {
                 let p = &sp.proposal;
-                let id = p.value.id();
+                let id = *id;
                 let Some(valid) = self.validity_of(&id) else {
                     continue; // valid(v) not known yet
                 };
@@ -1048,8 +1058,8 @@ impl<V: ConsensusValue> Consensus<V> {
         };
         // L36: a proposal with a prevote quorum, step >= prevote, first time.
         if self.step >= Step::Prevote && !rs.l36_done {
-            let hit = rs.proposals.iter().find_map(|sp| {
-                let id = sp.proposal.value.id();
+            let hit = rs.proposals.iter().find_map(|(id, sp)| {
+                let id = *id;
                 (rs.count(VoteKind::Prevote, Some(&id)) >= quorum
                     && self.validity_of(&id) == Some(true))
                 .then(|| (id, sp.proposal.value.clone()))
@@ -1207,7 +1217,7 @@ impl<V: ConsensusValue> Consensus<V> {
             ids.dedup();
             for id in ids {
                 if rs.count(VoteKind::Precommit, Some(&id)) >= quorum
-                    && !rs.proposals.iter().any(|p| p.proposal.value.id() == id)
+                    && !rs.proposals.iter().any(|(pid, _)| *pid == id)
                 {
                     return rs
                         .precommits
@@ -1220,5 +1230,774 @@ impl<V: ConsensusValue> Consensus<V> {
             }
         }
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Table-driven tests of each step of Algorithm 1 (Malachite's driver
+    //! tests): a case is a description, the inputs, and the effects the last
+    //! input must produce, rendered as short strings.
+
+    use super::*;
+    use crate::consensus::types::proposal_sign_bytes;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Tv(u64);
+
+    impl ConsensusValue for Tv {
+        fn id(&self) -> Hash {
+            Hash::of(&self.0.to_be_bytes())
+        }
+    }
+
+    const CHAIN: &str = "t";
+
+    fn params() -> ConsensusParams {
+        ConsensusParams {
+            block_size_txs: 4,
+            block_bytes_max: 1 << 20,
+            batch_timeout_ms: 20,
+            empty_blocks: false,
+            propose_ms: 100,
+            prevote_ms: 50,
+            precommit_ms: 50,
+            delta_ms: 10,
+            tick_ms: 1000,
+            future_rounds_max: 8,
+            future_msgs_per_peer: 4,
+        }
+    }
+
+    fn key(i: u16) -> NodeKey {
+        NodeKey::from_seed(&[i as u8 + 1; 32])
+    }
+
+    /// An input to the core under test (height 1 unless stated).
+    #[derive(Debug, Clone)]
+    enum In {
+        /// Proposal(from, round, value, valid_round).
+        P(u16, u32, u64, Option<u32>),
+        /// Prevote(from, round, value or nil).
+        Pv(u16, u32, Option<u64>),
+        /// Precommit(from, round, value or nil).
+        Pc(u16, u32, Option<u64>),
+        /// A timeout of the current height.
+        T(u32, TimeoutKind),
+        /// The mempool holds this many transactions.
+        Txs(u64),
+        /// The driver built a value.
+        Built(u32, u64),
+        /// The driver's validity verdict.
+        Valid(u64, bool),
+        /// Advance the clock to this time.
+        At(u64),
+        /// A raw message from a validator.
+        Raw(u16, Message<Tv>),
+    }
+    use In::*;
+
+    struct H {
+        n: u16,
+        set: ValidatorSet,
+        c: Consensus<Tv>,
+        now: u64,
+        /// Everything the core asked to persist.
+        wal: Vec<WalEntry<Tv>>,
+    }
+
+    impl H {
+        fn new(n: u16, me: u16, f: u32, p: ConsensusParams, wal: Vec<WalEntry<Tv>>) -> Self {
+            let set = ValidatorSet::new((0..n).map(|i| key(i).id()).collect(), f).unwrap();
+            let c = Consensus::new(CHAIN, set.clone(), key(me), p, 1, wal, 0).unwrap();
+            H {
+                n,
+                set,
+                c,
+                now: 0,
+                wal: Vec::new(),
+            }
+        }
+        fn n4(me: u16) -> Self {
+            H::new(4, me, 1, params(), Vec::new())
+        }
+
+        fn vote(kind: VoteKind, from: u16, h: u64, r: u32, v: Option<u64>) -> SignedVote {
+            let vote = Vote {
+                kind,
+                height: h,
+                round: r,
+                value: v.map(|x| Tv(x).id()),
+                validator: from,
+            };
+            SignedVote {
+                vote,
+                signature: key(from).sign(&vote.sign_bytes(CHAIN)),
+            }
+        }
+
+        fn proposal(from: u16, h: u64, r: u32, v: u64, vr: Option<u32>) -> SignedProposal<Tv> {
+            let p = Proposal {
+                height: h,
+                round: r,
+                valid_round: vr,
+                value: Tv(v),
+                proposer: from,
+            };
+            let signature = key(from).sign(&p.sign_bytes(CHAIN));
+            SignedProposal {
+                proposal: p,
+                signature,
+            }
+        }
+
+        fn input(&mut self, i: In) -> Vec<String> {
+            let now = self.now;
+            let from = |v: u16| key(v).id();
+            match i {
+                P(f, r, v, vr) => {
+                    let m = Message::Proposal(H::proposal(f, 1, r, v, vr));
+                    self.c.handle_message(now, &from(f), m)
+                }
+                Pv(f, r, v) => self.c.handle_message(
+                    now,
+                    &from(f),
+                    Message::Vote(H::vote(VoteKind::Prevote, f, 1, r, v)),
+                ),
+                Pc(f, r, v) => self.c.handle_message(
+                    now,
+                    &from(f),
+                    Message::Vote(H::vote(VoteKind::Precommit, f, 1, r, v)),
+                ),
+                T(r, kind) => self.c.handle_timeout(
+                    now,
+                    Timeout {
+                        height: self.c.height(),
+                        round: r,
+                        kind,
+                    },
+                ),
+                Txs(k) => self.c.handle_txs_available(now, k, k * 100),
+                Built(r, v) => self.c.handle_value_built(now, self.c.height(), r, Tv(v)),
+                Valid(v, ok) => self
+                    .c
+                    .handle_value_validity(now, self.c.height(), Tv(v).id(), ok),
+                At(t) => self.now = t,
+                Raw(f, m) => self.c.handle_message(now, &from(f), m),
+            }
+            let effects = self.c.poll_effects();
+            for e in &effects {
+                if let Effect::Persist(entry) = e {
+                    self.wal.push(entry.clone());
+                }
+            }
+            effects.iter().map(|e| self.show(e)).collect()
+        }
+
+        fn run(&mut self, inputs: &[In]) -> Vec<String> {
+            let mut last = Vec::new();
+            for i in inputs {
+                last = self.input(i.clone());
+            }
+            last
+        }
+
+        fn name(&self, id: &Hash) -> String {
+            (0..100u64)
+                .find(|x| &Tv(*x).id() == id)
+                .map_or("?".into(), |x| format!("v{x}"))
+        }
+
+        fn vname(&self, v: &Option<Hash>) -> String {
+            v.as_ref().map_or("nil".into(), |h| self.name(h))
+        }
+
+        fn show(&self, e: &Effect<Tv>) -> String {
+            let kind = |k: VoteKind| match k {
+                VoteKind::Prevote => "prevote",
+                VoteKind::Precommit => "precommit",
+            };
+            let vr = |v: Option<u32>| v.map_or("-".into(), |r| r.to_string());
+            let msg = |m: &Message<Tv>| match m {
+                Message::Proposal(sp) => format!(
+                    "proposal r{} v{} vr{}",
+                    sp.proposal.round,
+                    sp.proposal.value.0,
+                    vr(sp.proposal.valid_round)
+                ),
+                Message::Vote(sv) => format!(
+                    "{} r{} {} by {}",
+                    kind(sv.vote.kind),
+                    sv.vote.round,
+                    self.vname(&sv.vote.value),
+                    sv.vote.validator
+                ),
+                Message::Status(s) => format!("status h{}", s.height),
+            };
+            match e {
+                Effect::Persist(WalEntry::Proposal(sp)) => format!(
+                    "persist proposal r{} v{}",
+                    sp.proposal.round, sp.proposal.value.0
+                ),
+                Effect::Persist(WalEntry::Vote { vote, locked_value }) => format!(
+                    "persist {} r{} {}{}",
+                    kind(vote.vote.kind),
+                    vote.vote.round,
+                    self.vname(&vote.vote.value),
+                    if locked_value.is_some() { " locked" } else { "" }
+                ),
+                Effect::Broadcast(m) => format!("broadcast {}", msg(m)),
+                Effect::SendTo(p, m) => format!("send {} to {}", msg(m), p.short()),
+                Effect::ScheduleTimeout { timeout, at_ms } => format!(
+                    "timer {:?} h{} r{} at {}",
+                    timeout.kind, timeout.height, timeout.round, at_ms
+                ),
+                Effect::BuildValue { height, round, .. } => format!("build h{height} r{round}"),
+                Effect::ValidateValue { value, .. } => format!("validate v{}", value.0),
+                Effect::RequestBlock { peer, height } => format!(
+                    "request h{height} from {}",
+                    self.set.index_of(peer).map_or(99, |i| i)
+                ),
+                Effect::Decide { value, certificate } => format!(
+                    "decide h{} v{} r{} sigs {}",
+                    certificate.height,
+                    value.0,
+                    certificate.round,
+                    certificate.signatures.len()
+                ),
+                Effect::Evidence(Evidence::ConflictingVotes { first, .. }) => {
+                    format!("evidence votes by {}", first.vote.validator)
+                }
+                Effect::Evidence(Evidence::ConflictingProposals { first, .. }) => {
+                    format!("evidence proposals by {}", first.proposal.proposer)
+                }
+            }
+        }
+    }
+
+    struct Case {
+        desc: &'static str,
+        me: u16,
+        inputs: Vec<In>,
+        expected: Vec<&'static str>,
+    }
+
+    /// Validator 0 of 4 (f = 1) at height 1: proposer of round r is
+    /// validator (1 + r) % 4, so 0 proposes round 3 only.
+    fn cases() -> Vec<Case> {
+        use TimeoutKind::*;
+        // Locks validator 0 on v1 in round 0 (L36).
+        let lock_v1 = || {
+            vec![
+                Txs(4),
+                P(1, 0, 1, None),
+                Valid(1, true),
+                Pv(1, 0, Some(1)),
+                Pv(2, 0, Some(1)),
+            ]
+        };
+        let with = |mut a: Vec<In>, b: Vec<In>| {
+            a.extend(b);
+            a
+        };
+        vec![
+            Case {
+                desc: "L11/L21 idle chain: no timeoutPropose until transactions exist",
+                me: 0,
+                inputs: vec![At(5)],
+                expected: vec![],
+            },
+            Case {
+                desc: "L21 transactions known: timeoutPropose(0) = propose + batch",
+                me: 0,
+                inputs: vec![At(5), Txs(1)],
+                expected: vec!["timer Propose h1 r0 at 125"],
+            },
+            Case {
+                desc: "L21 a peer's message for this round also starts timeoutPropose",
+                me: 0,
+                inputs: vec![Pv(2, 0, None)],
+                expected: vec!["timer Propose h1 r0 at 120"],
+            },
+            Case {
+                desc: "L18 proposer with a full block asks the driver to build",
+                me: 1,
+                inputs: vec![Txs(4)],
+                expected: vec!["timer Propose h1 r0 at 120", "build h1 r0"],
+            },
+            Case {
+                desc: "batching: a partial block waits batch_timeout",
+                me: 1,
+                inputs: vec![Txs(2)],
+                expected: vec!["timer Propose h1 r0 at 120", "timer Batch h1 r0 at 20"],
+            },
+            Case {
+                desc: "batching: the batch timer builds what there is",
+                me: 1,
+                inputs: vec![Txs(2), At(20), T(0, Batch)],
+                expected: vec!["build h1 r0"],
+            },
+            Case {
+                desc: "L19 built value: persist, then broadcast proposal; L22 own prevote",
+                me: 1,
+                inputs: vec![Txs(4), Built(0, 7)],
+                expected: vec![
+                    "persist proposal r0 v7",
+                    "broadcast proposal r0 v7 vr-",
+                    "persist prevote r0 v7",
+                    "broadcast prevote r0 v7 by 1",
+                ],
+            },
+            Case {
+                desc: "L22 a proposal is validated by the application first",
+                me: 0,
+                inputs: vec![Txs(4), P(1, 0, 1, None)],
+                expected: vec!["validate v1"],
+            },
+            Case {
+                desc: "L24 valid proposal, not locked: prevote it",
+                me: 0,
+                inputs: vec![Txs(4), P(1, 0, 1, None), Valid(1, true)],
+                expected: vec!["persist prevote r0 v1", "broadcast prevote r0 v1 by 0"],
+            },
+            Case {
+                desc: "L26 invalid proposal: prevote nil",
+                me: 0,
+                inputs: vec![Txs(4), P(1, 0, 1, None), Valid(1, false)],
+                expected: vec!["persist prevote r0 nil", "broadcast prevote r0 nil by 0"],
+            },
+            Case {
+                desc: "L36-L43 proposal + 2f+1 prevotes: lock, precommit (value persisted)",
+                me: 0,
+                inputs: lock_v1(),
+                expected: vec![
+                    "persist precommit r0 v1 locked",
+                    "broadcast precommit r0 v1 by 0",
+                ],
+            },
+            Case {
+                desc: "L34 2f+1 prevotes for anything: schedule timeoutPrevote",
+                me: 0,
+                inputs: vec![Txs(4), T(0, Propose), Pv(1, 0, Some(9)), At(7), Pv(2, 0, None)],
+                expected: vec!["timer Prevote h1 r0 at 57"],
+            },
+            Case {
+                desc: "L44 2f+1 nil prevotes: precommit nil",
+                me: 0,
+                inputs: vec![Txs(4), T(0, Propose), Pv(1, 0, None), Pv(2, 0, None)],
+                expected: vec!["persist precommit r0 nil", "broadcast precommit r0 nil by 0"],
+            },
+            Case {
+                desc: "L47 2f+1 precommits for anything: schedule timeoutPrecommit",
+                me: 0,
+                inputs: vec![
+                    Txs(4),
+                    T(0, Propose),
+                    Pv(1, 0, None),
+                    Pv(2, 0, None),
+                    Pc(1, 0, Some(9)),
+                    Pc(3, 0, None),
+                ],
+                expected: vec!["timer Precommit h1 r0 at 50"],
+            },
+            Case {
+                desc: "L49 proposal + 2f+1 precommits: decide with a certificate, start h2",
+                me: 0,
+                inputs: with(lock_v1(), vec![Pc(1, 0, Some(1)), Pc(2, 0, Some(1))]),
+                expected: vec!["decide h1 v1 r0 sigs 3", "timer Tick h2 r0 at 1000"],
+            },
+            Case {
+                desc: "L49 decides in any round, even from the propose step",
+                me: 0,
+                inputs: vec![
+                    P(1, 0, 1, None),
+                    Pc(1, 0, Some(1)),
+                    Pc(2, 0, Some(1)),
+                    Pc(3, 0, Some(1)),
+                    Valid(1, true),
+                ],
+                expected: vec!["decide h1 v1 r0 sigs 3", "timer Tick h2 r0 at 1000"],
+            },
+            Case {
+                desc: "L55 f+1 messages of a higher round: skip to it",
+                me: 0,
+                inputs: vec![Pv(2, 2, None), Pc(3, 2, None)],
+                expected: vec!["timer Propose h1 r2 at 140"],
+            },
+            Case {
+                desc: "L55 f messages are not enough",
+                me: 0,
+                inputs: vec![Txs(4), Pv(2, 2, None), Pc(2, 2, None)],
+                expected: vec![],
+            },
+            Case {
+                desc: "L57 timeoutPropose: prevote nil",
+                me: 0,
+                inputs: vec![Txs(4), T(0, Propose)],
+                expected: vec!["persist prevote r0 nil", "broadcast prevote r0 nil by 0"],
+            },
+            Case {
+                desc: "L61 timeoutPrevote: precommit nil",
+                me: 0,
+                inputs: vec![Txs(4), T(0, Propose), T(0, Prevote)],
+                expected: vec!["persist precommit r0 nil", "broadcast precommit r0 nil by 0"],
+            },
+            Case {
+                desc: "L65 timeoutPrecommit: next round, timeoutPropose(1) grows by delta",
+                me: 0,
+                inputs: vec![Txs(4), At(300), T(0, Precommit)],
+                expected: vec!["timer Propose h1 r1 at 430"],
+            },
+            Case {
+                desc: "stale timeouts are ignored",
+                me: 0,
+                inputs: vec![Txs(4), T(0, Precommit), T(0, Propose), T(0, Precommit)],
+                expected: vec![],
+            },
+            Case {
+                desc: "L22 locked on another value: prevote nil",
+                me: 0,
+                inputs: with(
+                    lock_v1(),
+                    vec![T(0, Precommit), P(2, 1, 2, None), Valid(2, true)],
+                ),
+                expected: vec!["persist prevote r1 nil", "broadcast prevote r1 nil by 0"],
+            },
+            Case {
+                desc: "L22 locked on the proposed value: prevote it",
+                me: 0,
+                inputs: with(lock_v1(), vec![T(0, Precommit), P(2, 1, 1, Some(0))]),
+                expected: vec!["persist prevote r1 v1", "broadcast prevote r1 v1 by 0"],
+            },
+            Case {
+                desc: "L28 re-proposal with a proof of lock: prevote (not locked)",
+                me: 0,
+                inputs: vec![
+                    Pv(2, 1, None),
+                    Pv(3, 1, None),
+                    Pv(1, 0, Some(1)),
+                    Pv(2, 0, Some(1)),
+                    Pv(3, 0, Some(1)),
+                    P(2, 1, 1, Some(0)),
+                    Valid(1, true),
+                ],
+                expected: vec![
+                    "persist prevote r1 v1",
+                    "broadcast prevote r1 v1 by 0",
+                    "timer Prevote h1 r1 at 60",
+                ],
+            },
+            Case {
+                desc: "L28 re-proposal without a proof of lock: wait",
+                me: 0,
+                inputs: vec![
+                    Pv(2, 1, None),
+                    Pv(3, 1, None),
+                    Pv(1, 0, Some(1)),
+                    P(2, 1, 1, Some(0)),
+                    Valid(1, true),
+                ],
+                expected: vec![],
+            },
+            Case {
+                desc: "L16 proposer re-proposes validValue with its proof of lock",
+                me: 3,
+                inputs: vec![
+                    Txs(4),
+                    P(1, 0, 1, None),
+                    Valid(1, true),
+                    Pv(1, 0, Some(1)),
+                    Pv(2, 0, Some(1)),
+                    T(0, Precommit),
+                    Pv(0, 1, None),
+                    Pv(1, 1, None),
+                    T(1, Precommit),
+                ],
+                expected: vec![
+                    "persist proposal r2 v1",
+                    "broadcast proposal r2 v1 vr0",
+                    "broadcast prevote r0 v1 by 1",
+                    "broadcast prevote r0 v1 by 2",
+                    "broadcast prevote r0 v1 by 3",
+                    "timer Propose h1 r2 at 140",
+                    "persist prevote r2 v1",
+                    "broadcast prevote r2 v1 by 3",
+                ],
+            },
+            Case {
+                desc: "equivocating voter: evidence with both votes, both counted",
+                me: 0,
+                inputs: vec![Txs(4), Pv(2, 0, Some(1)), Pv(2, 0, Some(2))],
+                expected: vec!["evidence votes by 2"],
+            },
+            Case {
+                desc: "equivocating proposer: evidence with both proposals",
+                me: 0,
+                inputs: vec![Txs(4), P(1, 0, 1, None), Valid(1, false), P(1, 0, 2, None)],
+                expected: vec!["evidence proposals by 1", "validate v2"],
+            },
+            Case {
+                desc: "status from a peer two heights ahead: fetch the block",
+                me: 0,
+                inputs: vec![Raw(2, Message::Status(Status { height: 3 }))],
+                expected: vec!["request h1 from 2"],
+            },
+            Case {
+                desc: "tick: status, own votes again, and catch-up from a peer ahead",
+                me: 0,
+                inputs: vec![
+                    Txs(4),
+                    T(0, Propose),
+                    Raw(3, Message::Status(Status { height: 2 })),
+                    At(1000),
+                    T(0, Tick),
+                ],
+                expected: vec![
+                    "broadcast status h1",
+                    "broadcast prevote r0 nil by 0",
+                    "request h1 from 3",
+                    "timer Tick h1 r0 at 2000",
+                ],
+            },
+            Case {
+                desc: "tick: a precommit quorum for a value never received is fetched",
+                me: 0,
+                inputs: vec![
+                    Pc(1, 0, Some(5)),
+                    Pc(2, 0, Some(5)),
+                    Pc(3, 0, Some(5)),
+                    At(1000),
+                    T(0, Tick),
+                ],
+                expected: vec![
+                    "broadcast status h1",
+                    "request h1 from 1",
+                    "timer Tick h1 r0 at 2000",
+                ],
+            },
+        ]
+    }
+
+    #[test]
+    fn algorithm_1_step_by_step() {
+        for case in cases() {
+            let mut h = H::n4(case.me);
+            h.c.poll_effects();
+            let got = h.run(&case.inputs);
+            assert_eq!(got, case.expected, "case: {}", case.desc);
+        }
+    }
+
+    /// (description, message from validator 1, counter that must move).
+    #[test]
+    fn rejections_are_counted_by_reason() {
+        let good = H::vote(VoteKind::Prevote, 2, 1, 0, Some(1));
+        let mut bad_sig = good;
+        bad_sig.signature.0[0] ^= 1;
+        let mut not_validator = good;
+        not_validator.vote.validator = 9;
+        let mut wrong_chain = good;
+        wrong_chain.signature = key(2).sign(&vote_bytes_other_chain(&good.vote));
+        let cases: Vec<(&str, Message<Tv>, fn(&Stats) -> u64)> = vec![
+            ("bad signature", Message::Vote(bad_sig), |s| s.bad_signature),
+            ("signed for another chain", Message::Vote(wrong_chain), |s| s.bad_signature),
+            ("voter index outside the set", Message::Vote(not_validator), |s| s.not_validator),
+            (
+                "height far in the future",
+                Message::Vote(H::vote(VoteKind::Prevote, 2, 9, 0, None)),
+                |s| s.far_future_height,
+            ),
+            (
+                "round far in the future",
+                Message::Vote(H::vote(VoteKind::Prevote, 2, 1, 500, None)),
+                |s| s.far_future_round,
+            ),
+            (
+                "proposal from a validator that is not the proposer",
+                Message::Proposal(H::proposal(2, 1, 0, 1, None)),
+                |s| s.wrong_proposer,
+            ),
+            (
+                "valid round not below round",
+                Message::Proposal(H::proposal(1, 1, 0, 1, Some(0))),
+                |s| s.malformed,
+            ),
+            (
+                "own vote echoed back",
+                Message::Vote(H::vote(VoteKind::Prevote, 0, 1, 0, None)),
+                |s| s.own_echo,
+            ),
+        ];
+        for (desc, msg, counter) in cases {
+            let mut h = H::n4(0);
+            h.c.handle_message(0, &key(1).id(), msg);
+            assert_eq!(counter(h.c.stats()), 1, "case: {desc}");
+            assert_eq!(h.c.stats().votes_accepted + h.c.stats().proposals_accepted, 0, "{desc}");
+        }
+
+        let mut h = H::n4(0);
+        h.c.handle_message(0, &key(1).id(), Message::Vote(good));
+        h.c.handle_message(0, &key(1).id(), Message::Vote(good));
+        assert_eq!((h.c.stats().votes_accepted, h.c.stats().duplicate), (1, 1));
+
+        // A sender outside the set.
+        h.c.handle_message(0, &key(7).id(), Message::Vote(good));
+        assert_eq!(h.c.stats().not_validator, 1);
+
+        // Next-height messages are buffered per peer, up to the bound.
+        for r in 0..6 {
+            let m = Message::Vote(H::vote(VoteKind::Prevote, 2, 2, r, None));
+            h.c.handle_message(0, &key(2).id(), m);
+        }
+        assert_eq!(h.c.stats().buffer_full, 2);
+        // Stale height after deciding.
+        h.run(&[
+            P(1, 0, 1, None),
+            Valid(1, true),
+            Pc(1, 0, Some(1)),
+            Pc(2, 0, Some(1)),
+            Pc(3, 0, Some(1)),
+        ]);
+        assert_eq!(h.c.height(), 2);
+        h.input(Pv(3, 0, None));
+        assert_eq!(h.c.stats().stale_height, 1);
+    }
+
+    fn vote_bytes_other_chain(v: &Vote) -> Vec<u8> {
+        v.sign_bytes("another-chain")
+    }
+
+    #[test]
+    fn decided_certificate_verifies_and_buffered_next_height_messages_replay() {
+        let mut h = H::n4(0);
+        // Validator 2 is already at height 2 and prevotes there.
+        let early = H::vote(VoteKind::Prevote, 2, 2, 0, None);
+        h.c.handle_message(0, &key(2).id(), Message::Vote(early));
+        h.run(&[Txs(4)]);
+        let out = h.run(&[
+            P(1, 0, 1, None),
+            Valid(1, true),
+            Pc(1, 0, Some(1)),
+            Pc(2, 0, Some(1)),
+            Pc(3, 0, Some(1)),
+        ]);
+        assert!(out.contains(&"decide h1 v1 r0 sigs 3".to_string()), "{out:?}");
+        assert_eq!(h.c.height(), 2);
+        // The buffered prevote of height 2 was replayed into round 0.
+        assert_eq!(h.c.stats().votes_accepted, 4);
+        // And the certificate checks out offline.
+        let mut h = H::n4(0);
+        h.run(&[P(1, 0, 1, None), Valid(1, true), Pc(1, 0, Some(1)), Pc(2, 0, Some(1))]);
+        h.c.handle_message(
+            0,
+            &key(3).id(),
+            Message::Vote(H::vote(VoteKind::Precommit, 3, 1, 0, Some(1))),
+        );
+        let cert = h
+            .c
+            .poll_effects()
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Decide { certificate, .. } => Some(certificate),
+                _ => None,
+            })
+            .unwrap();
+        cert.verify(&h.set, CHAIN, 1, &Tv(1).id()).unwrap();
+        assert_eq!(h.n, 4);
+    }
+
+    #[test]
+    fn n1_solo_commits_immediately() {
+        let mut h = H::new(1, 0, 0, params(), Vec::new());
+        assert!(h.c.poll_effects().iter().all(|e| !matches!(e, Effect::BuildValue { .. })));
+        let out = h.run(&[Txs(4)]);
+        assert_eq!(out.last().map(String::as_str), Some("build h1 r0"));
+        let out = h.run(&[Built(0, 3)]);
+        assert!(out.contains(&"decide h1 v3 r0 sigs 1".to_string()), "{out:?}");
+        assert_eq!(h.c.height(), 2);
+        // The next height waits for the driver's mempool report.
+        let out = h.run(&[Txs(4)]);
+        assert!(out.contains(&"build h2 r0".to_string()), "{out:?}");
+    }
+
+    #[test]
+    fn empty_blocks_when_configured() {
+        let p = ConsensusParams {
+            empty_blocks: true,
+            ..params()
+        };
+        let mut h = H::new(4, 1, 1, p, Vec::new());
+        let effects: Vec<String> = h.c.poll_effects().iter().map(|e| h.show(e)).collect();
+        assert!(effects.contains(&"timer Batch h1 r0 at 20".to_string()), "{effects:?}");
+        assert!(effects.contains(&"timer Propose h1 r0 at 120".to_string()), "{effects:?}");
+        assert_eq!(h.run(&[At(20), T(0, TimeoutKind::Batch)]), vec!["build h1 r0"]);
+    }
+
+    #[test]
+    fn restart_from_wal_never_signs_twice() {
+        // Validator 0 prevoted v1 and precommitted (locked) v1 in round 0.
+        let mut h = H::n4(0);
+        h.run(&[
+            Txs(4),
+            P(1, 0, 1, None),
+            Valid(1, true),
+            Pv(1, 0, Some(1)),
+            Pv(2, 0, Some(1)),
+        ]);
+        let wal = h.wal.clone();
+        assert_eq!(wal.len(), 2);
+        // Restart: the lock and the step come back; no rule signs again.
+        let mut r = H::new(4, 0, 1, params(), wal);
+        assert_eq!(r.c.locked(), Some((0, Tv(1).id())));
+        assert_eq!(r.c.step(), Step::Precommit);
+        let start: Vec<String> = r.c.poll_effects().iter().map(|e| r.show(e)).collect();
+        assert!(start.iter().all(|s| !s.starts_with("persist")), "{start:?}");
+        // A conflicting proposal for round 0 (equivocation) cannot make it re-vote.
+        let out = r.run(&[P(1, 0, 2, None), Valid(2, true), Pv(1, 0, Some(2)), Pv(2, 0, Some(2)), Pv(3, 0, Some(2))]);
+        assert!(out.iter().all(|s| !s.starts_with("persist")), "{out:?}");
+        // Its tick re-sends the votes it signed before the crash.
+        let out = r.run(&[At(1000), T(0, TimeoutKind::Tick)]);
+        assert!(out.contains(&"broadcast prevote r0 v1 by 0".to_string()), "{out:?}");
+        assert!(out.contains(&"broadcast precommit r0 v1 by 0".to_string()), "{out:?}");
+        // In round 1 it is still locked on v1.
+        let out = r.run(&[T(0, TimeoutKind::Precommit), P(2, 1, 3, None), Valid(3, true)]);
+        assert!(out.contains(&"persist prevote r1 nil".to_string()), "{out:?}");
+    }
+
+    #[test]
+    fn fetched_blocks_apply_only_with_a_valid_certificate() {
+        let value = Tv(4);
+        let id = value.id();
+        let sig = |i: u16| {
+            let bytes = crate::cert::vote_sign_bytes(VoteKind::Precommit, CHAIN, 1, 2, Some(&id));
+            (i, key(i).sign(&bytes))
+        };
+        let cert = CommitCertificate {
+            chain_id: CHAIN.into(),
+            height: 1,
+            round: 2,
+            block_hash: id,
+            signatures: vec![sig(1), sig(2), sig(3)],
+        };
+        let mut h = H::n4(0);
+        let mut short = cert.clone();
+        short.signatures.pop();
+        h.c.handle_block_fetched(0, value.clone(), short);
+        assert_eq!(h.c.stats().bad_certificate, 1);
+        h.c.handle_block_fetched(0, Tv(5), cert.clone());
+        assert_eq!(h.c.stats().bad_certificate, 2);
+        let mut later = cert.clone();
+        later.height = 2;
+        h.c.handle_block_fetched(0, value.clone(), later);
+        assert_eq!(h.c.stats().unexpected, 1);
+        assert_eq!(h.c.height(), 1);
+        h.c.poll_effects();
+        h.c.handle_block_fetched(0, value.clone(), cert.clone());
+        assert_eq!(h.c.height(), 2);
+        let out: Vec<String> = h.c.poll_effects().iter().map(|e| h.show(e)).collect();
+        assert_eq!(out.first().map(String::as_str), Some("decide h1 v4 r2 sigs 3"));
+        h.c.handle_block_fetched(0, value, cert);
+        assert_eq!(h.c.stats().stale_height, 1);
+        let _ = proposal_sign_bytes(CHAIN, 1, 0, None, &id);
     }
 }
