@@ -4,4 +4,5 @@
 //! validator), driving the pure cores of `federact-ledger` over the transport
 //! of `federact-federation`.
 
+pub mod metrics;
 pub mod telemetry;

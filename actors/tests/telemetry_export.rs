@@ -1,0 +1,395 @@
+//! Telemetry export against a real OTLP receiver (`support::otlp_receiver`).
+//!
+//! `telemetry::init` installs process-wide state (the global subscriber), so
+//! each scenario that calls it runs in a child process: this test binary
+//! re-executed with `FEDERACT_TELEMETRY_CHILD=<mode>`, running only
+//! [`child_process`]. The child prints `CHILD key=value` lines the parent
+//! reads. Tests that need no global state (config precedence, the embedded
+//! pipeline with a thread-local subscriber) run in the parent.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use federact_actors::metrics::Metrics;
+use federact_actors::telemetry::{
+    self, Protocol, Sampling, TelemetryConfig, TelemetryPipeline, Traced,
+};
+use federact_federation::trace::TraceContext;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use support::otlp_receiver::{OtlpReceiver, Received};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+
+const CHILD_ENV: &str = "FEDERACT_TELEMETRY_CHILD";
+/// The requirement from issue 10: shutdown with the backend down < 2 s.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(2);
+/// Generous bound on a whole child run (startup included), only so a hung
+/// child fails the test instead of hanging it.
+const CHILD_BOUND: Duration = Duration::from_secs(60);
+const RECEIVE_BOUND: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- child side
+
+#[derive(Message)]
+#[rtype(result = "u32")]
+struct Work(u32);
+
+struct Worker;
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Traced<Work>> for Worker {
+    type Result = u32;
+
+    fn handle(&mut self, msg: Traced<Work>, _: &mut Context<Self>) -> u32 {
+        // The sender's span is not current here: it came in the message.
+        let span = tracing::info_span!(parent: &msg.span, "server.handle", federact.node = "a-srv", work.input = msg.msg.0);
+        let _entered = span.enter();
+        tracing::debug!("handling");
+        msg.msg.0 * 2
+    }
+}
+
+/// Entry point of the child process; a no-op in a normal test run.
+#[test]
+fn child_process() {
+    let Ok(mode) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    // The federation's own telemetry section points at the discard port;
+    // the parent overrides it through OTEL_EXPORTER_OTLP_ENDPOINT.
+    let telemetry_section = if mode == "disabled" {
+        String::new()
+    } else {
+        "otlp_endpoint = \"http://127.0.0.1:9\"\nsampling_ratio = 1.0".to_owned()
+    };
+    let fed = support::federation_with_telemetry(&telemetry_section);
+    let spec = fed.node("a-gw").expect("a-gw exists");
+    let mut cfg = TelemetryConfig::from_spec(spec, fed.telemetry())
+        .and_then(|c| c.with_env(|k| std::env::var(k).ok()))
+        .expect("telemetry config");
+    cfg.metrics_interval = Duration::from_secs(60); // metrics go out at shutdown
+    let guard = telemetry::init(&cfg).expect("telemetry init");
+    println!("CHILD EXPORTING={}", guard.is_exporting());
+    println!("CHILD GLOBAL_METRICS={}", Metrics::global().is_enabled());
+
+    let spans = if mode == "down" { 500 } else { 1 };
+    let trace_id = System::new().block_on(async move {
+        let addr = Worker.start();
+        let mut trace_id = String::new();
+        for i in 0..spans {
+            let parent = tracing::info_span!("client.request", federact.node = "a-gw");
+            trace_id = parent.context().span().span_context().trace_id().to_string();
+            println!(
+                "CHILD CURRENT_EMPTY={}",
+                parent.in_scope(|| TraceContext::current().is_empty())
+            );
+            let doubled = async { addr.send(Traced::new(Work(i))).await }
+                .instrument(parent)
+                .await
+                .expect("worker answers");
+            assert_eq!(doubled, i * 2, "the actor system keeps working");
+        }
+        Metrics::global().tx_committed("a.local", 3);
+        trace_id
+    });
+    println!("CHILD TRACE_ID={trace_id}");
+    println!("CHILD STATS={:?}", guard.stats());
+    let started = Instant::now();
+    let result = guard.shutdown();
+    println!("CHILD SHUTDOWN_MS={}", started.elapsed().as_millis());
+    println!("CHILD SHUTDOWN_RESULT={result:?}");
+}
+
+// --------------------------------------------------------------- parent side
+
+struct ChildRun {
+    lines: HashMap<String, String>,
+    stdout: String,
+    stderr: String,
+}
+
+impl ChildRun {
+    fn get(&self, key: &str) -> &str {
+        self.lines.get(key).map(String::as_str).unwrap_or_else(|| {
+            panic!(
+                "child printed no {key}\nstdout:\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs [`child_process`] in `mode` with `env` (and no other OTEL_* or
+/// RUST_LOG from this process) and checks it exited 0.
+async fn run_child(mode: &str, env: &[(&str, &str)]) -> ChildRun {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["child_process", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, mode)
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = tokio::time::timeout(CHILD_BOUND, cmd.output())
+        .await
+        .expect("child finished in time")
+        .expect("child ran");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let lines = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("CHILD "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    ChildRun {
+        lines,
+        stdout,
+        stderr,
+    }
+}
+
+/// Both spans in one trace with the right parent link and resource, and
+/// the counter, received over `protocol`.
+async fn check_export(receiver: OtlpReceiver, protocol: &str) {
+    let run = run_child(
+        "export",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ],
+    )
+    .await;
+    assert_eq!(run.get("EXPORTING"), "true");
+    assert_eq!(run.get("GLOBAL_METRICS"), "true");
+    assert_eq!(run.get("CURRENT_EMPTY"), "false");
+    let done = |r: &Received| {
+        r.spans_named("client.request").len() == 1
+            && r.spans_named("server.handle").len() == 1
+            && !r.points_named("federact.tx.committed").is_empty()
+    };
+    let got = match receiver.wait_until(RECEIVE_BOUND, done).await {
+        Ok(got) => got,
+        Err(got) => panic!("receiver got {got:#?}\nchild stderr:\n{}", run.stderr),
+    };
+    let parent = got.spans_named("client.request")[0];
+    let child = got.spans_named("server.handle")[0];
+    assert_eq!(parent.trace_id, run.get("TRACE_ID"));
+    assert_eq!(child.trace_id, parent.trace_id, "one trace");
+    assert_eq!(child.parent_span_id, parent.span_id, "parent link");
+    assert!(parent.parent_span_id.is_empty(), "the request is the root");
+    assert_eq!(child.attributes["federact.node"], "a-srv");
+    assert_eq!(child.attributes["work.input"], "0");
+
+    let fed = support::federation_with_telemetry("");
+    let spec = fed.node("a-gw").expect("a-gw");
+    for span in [parent, child] {
+        let r = &span.resource;
+        assert_eq!(r["service.name"], "a-gw");
+        assert_eq!(r["service.instance.id"], spec.id().to_string());
+        assert_eq!(r["federact.cloud"], "a");
+        assert_eq!(r["federact.roles"], "gateway");
+        assert_eq!(r["service.version"], env!("CARGO_PKG_VERSION"));
+    }
+    let committed = got.points_named("federact.tx.committed");
+    assert_eq!(committed[0].value, 3.0);
+    assert_eq!(committed[0].attributes["chain"], "a.local");
+    assert_eq!(committed[0].resource["service.name"], "a-gw");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_one_trace_across_an_actix_mailbox_with_node_resource_and_metric() {
+    check_export(OtlpReceiver::start_grpc().await.unwrap(), "grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_protobuf_one_trace_across_an_actix_mailbox_with_node_resource_and_metric() {
+    check_export(OtlpReceiver::start_http().await.unwrap(), "http/protobuf").await;
+}
+
+fn assert_fast_clean_shutdown(run: &ChildRun) {
+    assert_eq!(run.get("EXPORTING"), "true");
+    let ms: u64 = run.get("SHUTDOWN_MS").parse().expect("a number");
+    assert!(
+        Duration::from_millis(ms) < SHUTDOWN_BOUND,
+        "shutdown took {ms} ms with the backend down ({})",
+        run.get("SHUTDOWN_RESULT")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_down_refused_shutdown_under_two_seconds_and_work_completes() {
+    // A port nothing listens on: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let run = run_child("down", &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    assert_fast_clean_shutdown(&run);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_hung_shutdown_under_two_seconds_and_work_completes() {
+    // A backend that accepts connections and never answers: exports hang
+    // until their timeout, the worst case for shutdown.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let run = run_child("down", &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    hold.abort();
+    assert_fast_clean_shutdown(&run);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_endpoint_installs_no_exporter() {
+    let run = run_child("disabled", &[]).await;
+    assert_eq!(run.get("EXPORTING"), "false");
+    assert_eq!(run.get("GLOBAL_METRICS"), "false");
+    // No OpenTelemetry layer: nothing to propagate.
+    assert_eq!(run.get("CURRENT_EMPTY"), "true");
+    assert_eq!(run.get("SHUTDOWN_RESULT"), "Ok(())");
+}
+
+#[test]
+fn env_overrides_take_precedence_over_config() {
+    let fed = support::federation_with_telemetry(
+        "otlp_endpoint = \"http://collector.a:4317\"\notlp_protocol = \"grpc\"\nsampling_ratio = 0.5",
+    );
+    let spec = fed.node("b-srv").expect("b-srv");
+    let from_config = TelemetryConfig::from_spec(spec, fed.telemetry()).unwrap();
+    assert_eq!(from_config.service_name, "b-srv");
+    assert_eq!(from_config.cloud, "b");
+    assert_eq!(from_config.roles, "server");
+    assert_eq!(from_config.instance_id, spec.id().to_string());
+    assert_eq!(from_config.endpoint.as_deref(), Some("http://collector.a:4317"));
+    assert_eq!(from_config.protocol, Protocol::Grpc);
+    assert_eq!(from_config.sampling, Sampling::ParentBasedRatio(0.5));
+
+    let env: HashMap<&str, &str> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", "renamed"),
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+        ("RUST_LOG", "debug"),
+    ]
+    .into_iter()
+    .collect();
+    let cfg = from_config
+        .clone()
+        .with_env(|k| env.get(k).map(|v| v.to_string()))
+        .unwrap();
+    assert_eq!(cfg.endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    assert_eq!(cfg.protocol, Protocol::HttpProtobuf);
+    assert_eq!(cfg.service_name, "renamed");
+    assert_eq!(cfg.sampling, Sampling::TraceIdRatio(0.01));
+    assert_eq!(cfg.log_filter, "debug");
+    // Untouched by the environment.
+    assert_eq!(cfg.instance_id, from_config.instance_id);
+    assert_eq!(cfg.cloud, "b");
+
+    // An empty environment changes nothing.
+    assert_eq!(from_config.clone().with_env(|_| None).unwrap(), from_config);
+
+    // A bad value in the environment is an error, not silently ignored.
+    assert!(from_config
+        .with_env(|k| (k == "OTEL_EXPORTER_OTLP_PROTOCOL").then(|| "http/json".into()))
+        .is_err());
+}
+
+#[test]
+fn config_without_telemetry_section_does_not_export() {
+    let fed = support::federation_with_telemetry("");
+    let cfg = TelemetryConfig::from_spec(fed.node("a-v1").unwrap(), fed.telemetry()).unwrap();
+    assert!(!cfg.exports());
+    assert_eq!(cfg.sampling, Sampling::ParentBasedRatio(1.0));
+    assert!(TelemetryPipeline::build(&cfg).unwrap().is_none());
+}
+
+/// The W3C context the global propagator injects is exactly what
+/// `federact_federation::trace::TraceContext` carries over QUIC, and a
+/// receiver that adopts it continues the trace. Runs an embedded pipeline
+/// (no global subscriber) against the gRPC receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w3c_context_round_trips_through_federation_trace_context() {
+    let receiver = OtlpReceiver::start_grpc().await.unwrap();
+    let cfg = TelemetryConfig::new("embedded-demo").with_endpoint(receiver.endpoint());
+    let pipeline = TelemetryPipeline::build(&cfg).unwrap().expect("exporting");
+    let subscriber = tracing_subscriber::registry().with(pipeline.layer());
+    let propagator = TraceContextPropagator::new();
+
+    let (sender_trace, sender_span) = tracing::subscriber::with_default(subscriber, || {
+        // Sender side (node a-gw).
+        let send = tracing::info_span!("quic.request", federact.node = "a-gw");
+        let mut headers = HashMap::new();
+        propagator.inject_context(&send.context(), &mut headers);
+        let carried = send.in_scope(TraceContext::current);
+        assert_eq!(carried.traceparent(), headers["traceparent"]);
+        assert_eq!(
+            carried.tracestate(),
+            headers.get("tracestate").map_or("", String::as_str)
+        );
+        let sc = send.context().span().span_context().clone();
+
+        // Over the wire: only the two strings travel.
+        let wire = TraceContext::from_parts(carried.traceparent(), carried.tracestate());
+        let extracted = propagator.extract(&headers);
+        assert_eq!(
+            wire.span_context(),
+            Some(extracted.span().span_context().clone())
+        );
+
+        // Receiver side (node b-gw).
+        let handle = tracing::info_span!("quic.handle", federact.node = "b-gw");
+        wire.set_parent_of(&handle);
+        handle.in_scope(|| tracing::info!("handled"));
+        assert_eq!(
+            handle.context().span().span_context().trace_id(),
+            sc.trace_id()
+        );
+        drop(handle);
+        drop(send);
+        (sc.trace_id().to_string(), sc.span_id().to_string())
+    });
+    tokio::task::spawn_blocking(move || pipeline.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let got = receiver
+        .wait_until(RECEIVE_BOUND, |r| r.spans.len() >= 2)
+        .await
+        .unwrap_or_else(|r| panic!("received {r:#?}"));
+    let handle = got.spans_named("quic.handle")[0];
+    assert_eq!(handle.trace_id, sender_trace);
+    assert_eq!(handle.parent_span_id, sender_span);
+    assert_eq!(handle.attributes["federact.node"], "b-gw");
+    assert_eq!(handle.resource["service.name"], "embedded-demo");
+    assert_eq!(
+        got.spans_named("quic.request")[0].attributes["federact.node"],
+        "a-gw"
+    );
+}
