@@ -1,0 +1,161 @@
+//! Transport benchmark: two endpoints on loopback.
+//!
+//! Measures request/response round trips per second with 256-byte bodies at
+//! 1, 16 and 256 requests in flight (with p50/p99 latency), and bulk
+//! transfer throughput. Prints a table; a custom harness (not criterion)
+//! because throughput under concurrency is what matters here.
+//!
+//! `cargo bench -p federact-federation --bench transport`
+//! (`FEDERACT_BENCH_SECS` sets the seconds per row, default 3).
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use federact_config::NodeKey;
+use federact_federation::{Incoming, Member, Membership, Transport, TransportOptions};
+
+const BODY: usize = 256;
+
+async fn pair(options: TransportOptions) -> (Transport, Transport, federact_config::NodeId) {
+    let keys = [NodeKey::from_seed(&[1; 32]), NodeKey::from_seed(&[2; 32])];
+    let sockets = [
+        UdpSocket::bind("127.0.0.1:0").expect("bind"),
+        UdpSocket::bind("127.0.0.1:0").expect("bind"),
+    ];
+    let membership = Membership::new((0..2).map(|i| Member {
+        id: keys[i].id(),
+        addr: sockets[i].local_addr().expect("addr"),
+        name: format!("n{i}"),
+    }));
+    let [s0, s1] = sockets;
+    let a = Transport::bind_socket(&keys[0], membership.clone(), options.clone(), s0)
+        .await
+        .expect("bind a");
+    let b = Transport::bind_socket(&keys[1], membership, options, s1)
+        .await
+        .expect("bind b");
+    (a, b, keys[1].id())
+}
+
+fn serve(b: &Transport) {
+    let mut inbox = b.register("bench", 4096).expect("register");
+    tokio::spawn(async move {
+        while let Some(item) = inbox.recv().await {
+            match item {
+                Incoming::Request {
+                    body, responder, ..
+                } => {
+                    let _ = responder.respond(body).await;
+                }
+                Incoming::Transfer { mut receiver, .. } => {
+                    tokio::spawn(async move {
+                        while let Ok(Some(_)) = receiver.chunk(usize::MAX).await {}
+                    });
+                }
+                Incoming::OneWay { .. } => {}
+            }
+        }
+    });
+}
+
+struct Row {
+    in_flight: usize,
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn requests(a: &Transport, to: federact_config::NodeId, in_flight: usize, secs: f64) -> Row {
+    let body = Bytes::from(vec![7u8; BODY]);
+    // Warm up (connection, windows, allocator).
+    for _ in 0..200 {
+        a.request(to, "bench", body.clone(), Duration::from_secs(5))
+            .await
+            .expect("warm-up");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..in_flight {
+        let (a, body, stop) = (a.clone(), body.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 16);
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                a.request(to, "bench", body.clone(), Duration::from_secs(5))
+                    .await
+                    .expect("request");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let q = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Row {
+        in_flight,
+        rps: all.len() as f64 / elapsed,
+        p50: q(0.50),
+        p99: q(0.99),
+    }
+}
+
+async fn transfer(a: &Transport, to: federact_config::NodeId, total: usize) -> f64 {
+    let chunk = Bytes::from(vec![0x5au8; 1 << 20]);
+    let start = Instant::now();
+    let mut tx = a
+        .open_transfer(to, "bench", Bytes::from_static(b"image"))
+        .await
+        .expect("open");
+    let mut sent = 0;
+    while sent < total {
+        tx.write_chunk(chunk.clone()).await.expect("write");
+        sent += chunk.len();
+    }
+    tx.finish().await.expect("finish");
+    (total as f64 / (1 << 20) as f64) / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let secs: f64 = std::env::var("FEDERACT_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (a, b, to) = pair(TransportOptions::default()).await;
+        serve(&b);
+        println!("federact-federation transport benchmark (loopback, {BODY}-byte bodies, {secs} s per row)");
+        println!("{:>10} {:>12} {:>10} {:>10}", "in flight", "req/s", "p50 µs", "p99 µs");
+        for in_flight in [1, 16, 256] {
+            let r = requests(&a, to, in_flight, secs).await;
+            println!(
+                "{:>10} {:>12.0} {:>10} {:>10}",
+                r.in_flight,
+                r.rps,
+                r.p50.as_micros(),
+                r.p99.as_micros()
+            );
+        }
+        let total = 1usize << 30;
+        transfer(&a, to, 64 << 20).await; // warm-up
+        let mibs = transfer(&a, to, total).await;
+        println!("transfer: {} MiB at {:.0} MiB/s", total >> 20, mibs);
+        a.close().await;
+        b.close().await;
+    });
+}
