@@ -6,7 +6,14 @@
 //! because throughput under concurrency is what matters here.
 //!
 //! `cargo bench -p federact-federation --bench transport`
-//! (`FEDERACT_BENCH_SECS` sets the seconds per row, default 3).
+//! (`FEDERACT_BENCH_SECS` sets the seconds per row, default 3;
+//! `FEDERACT_BENCH_MTU` the MTU discovery upper bound, default the
+//! transport's 1452).
+//!
+//! Besides wall-clock rates it prints the process CPU time each row used
+//! (both endpoints run in this process on a 2-thread runtime), so figures
+//! from a machine shared with other work can be compared: "per CPU-s" is
+//! requests (or MiB) per second of CPU actually consumed.
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,9 +68,19 @@ fn serve(b: &Transport) {
     });
 }
 
+/// Process CPU time (user + system) so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 struct Row {
     in_flight: usize,
     rps: f64,
+    per_cpu_s: f64,
     p50: Duration,
     p99: Duration,
 }
@@ -78,6 +95,7 @@ async fn requests(a: &Transport, to: federact_config::NodeId, in_flight: usize, 
     }
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
+    let cpu = cpu_time();
     let mut workers = Vec::new();
     for _ in 0..in_flight {
         let (a, body, stop) = (a.clone(), body.clone(), stop.clone());
@@ -100,19 +118,22 @@ async fn requests(a: &Transport, to: federact_config::NodeId, in_flight: usize, 
         all.extend(w.await.expect("worker"));
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = (cpu_time() - cpu).as_secs_f64();
     all.sort_unstable();
     let q = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Row {
         in_flight,
         rps: all.len() as f64 / elapsed,
+        per_cpu_s: all.len() as f64 / cpu,
         p50: q(0.50),
         p99: q(0.99),
     }
 }
 
-async fn transfer(a: &Transport, to: federact_config::NodeId, total: usize) -> f64 {
+async fn transfer(a: &Transport, to: federact_config::NodeId, total: usize) -> (f64, f64) {
     let chunk = Bytes::from(vec![0x5au8; 1 << 20]);
     let start = Instant::now();
+    let cpu = cpu_time();
     let mut tx = a
         .open_transfer(to, "bench", Bytes::from_static(b"image"))
         .await
@@ -123,7 +144,9 @@ async fn transfer(a: &Transport, to: federact_config::NodeId, total: usize) -> f
         sent += chunk.len();
     }
     tx.finish().await.expect("finish");
-    (total as f64 / (1 << 20) as f64) / start.elapsed().as_secs_f64()
+    let mib = total as f64 / (1 << 20) as f64;
+    let cpu = (cpu_time() - cpu).as_secs_f64();
+    (mib / start.elapsed().as_secs_f64(), mib / cpu)
 }
 
 fn main() {
@@ -137,24 +160,37 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let (a, b, to) = pair(TransportOptions::default()).await;
+        let mut options = TransportOptions::default();
+        if let Some(mtu) = std::env::var("FEDERACT_BENCH_MTU").ok().and_then(|s| s.parse().ok()) {
+            options.mtu_upper_bound = mtu;
+        }
+        let (a, b, to) = pair(options).await;
         serve(&b);
         println!("federact-federation transport benchmark (loopback, {BODY}-byte bodies, {secs} s per row)");
-        println!("{:>10} {:>12} {:>10} {:>10}", "in flight", "req/s", "p50 µs", "p99 µs");
+        println!(
+            "{:>10} {:>12} {:>10} {:>10} {:>14}",
+            "in flight", "req/s", "p50 µs", "p99 µs", "req per CPU-s"
+        );
         for in_flight in [1, 16, 256] {
             let r = requests(&a, to, in_flight, secs).await;
             println!(
-                "{:>10} {:>12.0} {:>10} {:>10}",
+                "{:>10} {:>12.0} {:>10} {:>10} {:>14.0}",
                 r.in_flight,
                 r.rps,
                 r.p50.as_micros(),
-                r.p99.as_micros()
+                r.p99.as_micros(),
+                r.per_cpu_s
             );
         }
         let total = 1usize << 30;
         transfer(&a, to, 64 << 20).await; // warm-up
-        let mibs = transfer(&a, to, total).await;
-        println!("transfer: {} MiB at {:.0} MiB/s", total >> 20, mibs);
+        let (mibs, per_cpu) = transfer(&a, to, total).await;
+        println!(
+            "transfer: {} MiB at {:.0} MiB/s ({:.0} MiB per CPU-s)",
+            total >> 20,
+            mibs,
+            per_cpu
+        );
         a.close().await;
         b.close().await;
     });
