@@ -120,7 +120,10 @@ fn n4_partition_heals() {
 #[test]
 fn n4_restart_mid_round() {
     let s = run(restart());
-    assert!(s.fetched > 0, "restarted validators catch up by fetching blocks");
+    assert!(
+        s.fetched > 0,
+        "restarted validators catch up by fetching blocks"
+    );
 }
 
 #[test]

@@ -57,7 +57,7 @@ const RULE_ITERATIONS_MAX: usize = 10_000;
 /// The key given to [`Consensus::new`] is not in the validator set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("node {0} is not a validator of this chain")]
-pub struct NotAValidator(pub NodeId);
+pub struct NotAValidator(pub Box<NodeId>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Validity {
@@ -145,7 +145,10 @@ impl<V> RoundState<V> {
 
     /// Votes of `kind` for anything.
     fn count_any(&self, kind: VoteKind) -> usize {
-        self.votes(kind).iter().filter(|s| s.first.is_some()).count()
+        self.votes(kind)
+            .iter()
+            .filter(|s| s.first.is_some())
+            .count()
     }
 }
 
@@ -219,7 +222,9 @@ impl<V: ConsensusValue> Consensus<V> {
         wal: Vec<WalEntry<V>>,
         now_ms: u64,
     ) -> Result<Self, NotAValidator> {
-        let me = set.index_of(&key.id()).ok_or(NotAValidator(key.id()))?;
+        let me = set
+            .index_of(&key.id())
+            .ok_or_else(|| NotAValidator(Box::new(key.id())))?;
         let n = set.len();
         let mut c = Consensus {
             chain_id: chain_id.into(),
@@ -252,16 +257,21 @@ impl<V: ConsensusValue> Consensus<V> {
             stats: Stats::default(),
         };
         let start_round = c.restore(wal);
-        c.schedule(Timeout {
-            height,
-            round: 0,
-            kind: TimeoutKind::Tick,
-        }, now_ms.saturating_add(c.params.tick_ms));
+        c.schedule(
+            Timeout {
+                height,
+                round: 0,
+                kind: TimeoutKind::Tick,
+            },
+            now_ms.saturating_add(c.params.tick_ms),
+        );
         c.start_round(start_round, now_ms);
         // Resume at the step the WAL shows, so no rule re-fires for a step
         // already taken (the signing guard would stop a second signature
         // anyway, but not the state change that goes with it).
-        if c.own_votes.contains_key(&(start_round, VoteKind::Precommit)) {
+        if c.own_votes
+            .contains_key(&(start_round, VoteKind::Precommit))
+        {
             c.step = Step::Precommit;
         } else if c.own_votes.contains_key(&(start_round, VoteKind::Prevote)) {
             c.step = Step::Prevote;
@@ -310,7 +320,8 @@ impl<V: ConsensusValue> Consensus<V> {
                     if let (VoteKind::Precommit, Some(id), Some(value)) =
                         (v.kind, v.value, locked_value)
                     {
-                        if value.id() == id && self.locked.as_ref().is_none_or(|(lr, _)| *lr < v.round)
+                        if value.id() == id
+                            && self.locked.as_ref().is_none_or(|(lr, _)| *lr < v.round)
                         {
                             self.validity.insert(id, Validity::Valid);
                             self.locked = Some((v.round, value.clone()));
@@ -396,12 +407,19 @@ impl<V: ConsensusValue> Consensus<V> {
                 .proposals
                 .iter()
                 .map(|(id, p)| {
-                    format!("{}/{:?}/{:?}", id.short(), p.proposal.valid_round, self.validity.get(&id))
+                    format!(
+                        "{}/{:?}/{:?}",
+                        id.short(),
+                        p.proposal.valid_round,
+                        self.validity.get(id)
+                    )
                 })
                 .collect();
             let pv: Vec<String> = rs.prevotes.iter().map(short).collect();
             let pc: Vec<String> = rs.precommits.iter().map(short).collect();
-            out.push_str(&format!("\n  r{r}: proposals {props:?} prevotes {pv:?} precommits {pc:?}"));
+            out.push_str(&format!(
+                "\n  r{r}: proposals {props:?} prevotes {pv:?} precommits {pc:?}"
+            ));
         }
         out
     }
@@ -529,6 +547,17 @@ impl<V: ConsensusValue> Consensus<V> {
                 self.note_peer_height(from, height);
                 if height > self.height.saturating_add(1) {
                     self.maybe_catch_up(now_ms, false);
+                } else if height < self.height {
+                    // Tell a laggard where we are so it fetches blocks (at
+                    // most one reply per status it sends, i.e. per its tick).
+                    if let Some(peer) = self.set.get(from).copied() {
+                        self.effects.push(Effect::SendTo(
+                            peer,
+                            Message::Status(Status {
+                                height: self.height,
+                            }),
+                        ));
+                    }
                 }
             }
             Message::Vote(sv) => {
@@ -568,7 +597,11 @@ impl<V: ConsensusValue> Consensus<V> {
         }
         self.note_peer_height(from, h);
         if h == self.height.saturating_add(1) {
-            let used = self.future_per_peer.get(from as usize).copied().unwrap_or(0);
+            let used = self
+                .future_per_peer
+                .get(from as usize)
+                .copied()
+                .unwrap_or(0);
             if used >= self.params.future_msgs_per_peer {
                 self.stats.count(Rejection::BufferFull);
             } else {
@@ -586,7 +619,9 @@ impl<V: ConsensusValue> Consensus<V> {
 
     fn round_state(&mut self, round: u32) -> &mut RoundState<V> {
         let n = self.set.len();
-        self.rounds.entry(round).or_insert_with(|| RoundState::new(n))
+        self.rounds
+            .entry(round)
+            .or_insert_with(|| RoundState::new(n))
     }
 
     fn note_round(&mut self, validator: u16, round: u32) {
@@ -610,7 +645,10 @@ impl<V: ConsensusValue> Consensus<V> {
         if !far {
             if let Some(rs) = self.rounds.get(&v.round) {
                 if let Some(slot) = rs.votes(v.kind).get(v.validator as usize) {
-                    if slot.iter().any(|e| e.vote == v && e.signature == sv.signature) {
+                    if slot
+                        .iter()
+                        .any(|e| e.vote == v && e.signature == sv.signature)
+                    {
                         self.stats.count(Rejection::Duplicate);
                         return;
                     }
@@ -626,9 +664,8 @@ impl<V: ConsensusValue> Consensus<V> {
             self.stats.count(Rejection::FarFutureRound);
             return;
         }
-        let relevant = |c: &Self, value: Option<Hash>| {
-            value.is_none_or(|id| c.validity.contains_key(&id))
-        };
+        let relevant =
+            |c: &Self, value: Option<Hash>| value.is_none_or(|id| c.validity.contains_key(&id));
         let rs = self.round_state(v.round);
         let Some(slot) = rs.votes_mut(v.kind).get_mut(v.validator as usize) else {
             return;
@@ -678,10 +715,11 @@ impl<V: ConsensusValue> Consensus<V> {
         }
         if report {
             self.stats.evidence += 1;
-            self.effects.push(Effect::Evidence(Evidence::ConflictingVotes {
-                first,
-                second: sv,
-            }));
+            self.effects
+                .push(Effect::Evidence(Evidence::ConflictingVotes {
+                    first: Box::new(first),
+                    second: Box::new(sv),
+                }));
         } else {
             self.stats.count(Rejection::Equivocation);
         }
@@ -750,8 +788,8 @@ impl<V: ConsensusValue> Consensus<V> {
             rs.proposals.push((id, sp.clone()));
         }
         self.stats.proposals_accepted += 1;
-        if !self.validity.contains_key(&id) {
-            self.validity.insert(id, Validity::Pending);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.validity.entry(id) {
+            e.insert(Validity::Pending);
             self.effects.push(Effect::ValidateValue {
                 height: self.height,
                 round,
@@ -763,7 +801,8 @@ impl<V: ConsensusValue> Consensus<V> {
     // ----- Algorithm 1 ------------------------------------------------------
 
     fn schedule(&mut self, timeout: Timeout, at_ms: u64) {
-        self.effects.push(Effect::ScheduleTimeout { timeout, at_ms });
+        self.effects
+            .push(Effect::ScheduleTimeout { timeout, at_ms });
     }
 
     fn timeout(&self, kind: TimeoutKind) -> Timeout {
@@ -858,9 +897,11 @@ impl<V: ConsensusValue> Consensus<V> {
             proposal,
             signature,
         };
-        self.effects.push(Effect::Persist(WalEntry::Proposal(sp.clone())));
+        self.effects
+            .push(Effect::Persist(WalEntry::Proposal(sp.clone())));
         self.broadcast_proposal(&sp);
-        self.validity.insert(sp.proposal.value.id(), Validity::Valid);
+        self.validity
+            .insert(sp.proposal.value.id(), Validity::Valid);
         let round = self.round;
         self.own_proposals.insert(round, sp.clone());
         let id = sp.proposal.value.id();
@@ -1005,7 +1046,10 @@ impl<V: ConsensusValue> Consensus<V> {
 
         // Deferred timeoutPropose: another validator is active in this round.
         if self.propose_timer_deferred
-            && (rs.proposals.iter().any(|(_, p)| p.proposal.proposer != self.me)
+            && (rs
+                .proposals
+                .iter()
+                .any(|(_, p)| p.proposal.proposer != self.me)
                 || (0..self.set.len()).any(|i| {
                     i != self.me as usize
                         && (rs.prevotes.get(i).is_some_and(|s| s.first.is_some())
@@ -1029,9 +1073,10 @@ impl<V: ConsensusValue> Consensus<V> {
                     None => valid && self.locked.as_ref().is_none_or(|(_, lv)| lv.id() == id),
                     // L28: a re-proposal backed by a prevote quorum in vr.
                     Some(vr) => {
-                        let pol = self.rounds.get(&vr).is_some_and(|vrs| {
-                            vrs.count(VoteKind::Prevote, Some(&id)) >= quorum
-                        });
+                        let pol = self
+                            .rounds
+                            .get(&vr)
+                            .is_some_and(|vrs| vrs.count(VoteKind::Prevote, Some(&id)) >= quorum);
                         if !pol {
                             continue;
                         }
@@ -1118,7 +1163,7 @@ impl<V: ConsensusValue> Consensus<V> {
     fn decide(&mut self, value: V, certificate: CommitCertificate, now_ms: u64) {
         self.effects.push(Effect::Decide { value, certificate });
         self.height = self.height.saturating_add(1); // L52
-        // L53: reset per-height state.
+                                                     // L53: reset per-height state.
         self.locked = None;
         self.valid = None;
         self.rounds.clear();
@@ -1130,9 +1175,12 @@ impl<V: ConsensusValue> Consensus<V> {
         self.txs_count = 0;
         self.txs_bytes = 0;
         self.catch_up = None;
-        self.schedule(self.timeout_at_height(TimeoutKind::Tick), now_ms.saturating_add(self.params.tick_ms));
+        self.schedule(
+            self.timeout_at_height(TimeoutKind::Tick),
+            now_ms.saturating_add(self.params.tick_ms),
+        );
         self.start_round(0, now_ms); // L54
-        // Replay what arrived early for this height.
+                                     // Replay what arrived early for this height.
         let future = std::mem::take(&mut self.future);
         self.future_per_peer.iter_mut().for_each(|u| *u = 0);
         for (from, msg) in future {
@@ -1168,7 +1216,10 @@ impl<V: ConsensusValue> Consensus<V> {
             self.effects.push(Effect::Broadcast(Message::Vote(v)));
         }
         self.maybe_catch_up(now_ms, true);
-        self.schedule(self.timeout_at_height(TimeoutKind::Tick), now_ms.saturating_add(self.params.tick_ms));
+        self.schedule(
+            self.timeout_at_height(TimeoutKind::Tick),
+            now_ms.saturating_add(self.params.tick_ms),
+        );
     }
 
     /// Asks a peer for the current height's block if some peer is known to
@@ -1444,10 +1495,18 @@ mod tests {
                     kind(vote.vote.kind),
                     vote.vote.round,
                     self.vname(&vote.vote.value),
-                    if locked_value.is_some() { " locked" } else { "" }
+                    if locked_value.is_some() {
+                        " locked"
+                    } else {
+                        ""
+                    }
                 ),
                 Effect::Broadcast(m) => format!("broadcast {}", msg(m)),
-                Effect::SendTo(p, m) => format!("send {} to {}", msg(m), p.short()),
+                Effect::SendTo(p, m) => format!(
+                    "send {} to {}",
+                    msg(m),
+                    self.set.index_of(p).map_or(99, |i| i)
+                ),
                 Effect::ScheduleTimeout { timeout, at_ms } => format!(
                     "timer {:?} h{} r{} at {}",
                     timeout.kind, timeout.height, timeout.round, at_ms
@@ -1578,14 +1637,23 @@ mod tests {
             Case {
                 desc: "L34 2f+1 prevotes for anything: schedule timeoutPrevote",
                 me: 0,
-                inputs: vec![Txs(4), T(0, Propose), Pv(1, 0, Some(9)), At(7), Pv(2, 0, None)],
+                inputs: vec![
+                    Txs(4),
+                    T(0, Propose),
+                    Pv(1, 0, Some(9)),
+                    At(7),
+                    Pv(2, 0, None),
+                ],
                 expected: vec!["timer Prevote h1 r0 at 57"],
             },
             Case {
                 desc: "L44 2f+1 nil prevotes: precommit nil",
                 me: 0,
                 inputs: vec![Txs(4), T(0, Propose), Pv(1, 0, None), Pv(2, 0, None)],
-                expected: vec!["persist precommit r0 nil", "broadcast precommit r0 nil by 0"],
+                expected: vec![
+                    "persist precommit r0 nil",
+                    "broadcast precommit r0 nil by 0",
+                ],
             },
             Case {
                 desc: "L47 2f+1 precommits for anything: schedule timeoutPrecommit",
@@ -1640,7 +1708,10 @@ mod tests {
                 desc: "L61 timeoutPrevote: precommit nil",
                 me: 0,
                 inputs: vec![Txs(4), T(0, Propose), T(0, Prevote)],
-                expected: vec!["persist precommit r0 nil", "broadcast precommit r0 nil by 0"],
+                expected: vec![
+                    "persist precommit r0 nil",
+                    "broadcast precommit r0 nil by 0",
+                ],
             },
             Case {
                 desc: "L65 timeoutPrecommit: next round, timeoutPropose(1) grows by delta",
@@ -1743,6 +1814,19 @@ mod tests {
                 expected: vec!["request h1 from 2"],
             },
             Case {
+                desc: "status from a peer behind: tell it our height",
+                me: 0,
+                inputs: vec![
+                    P(1, 0, 1, None),
+                    Valid(1, true),
+                    Pc(1, 0, Some(1)),
+                    Pc(2, 0, Some(1)),
+                    Pc(3, 0, Some(1)),
+                    Raw(2, Message::Status(Status { height: 1 })),
+                ],
+                expected: vec!["send status h2 to 2"],
+            },
+            Case {
                 desc: "tick: status, own votes again, and catch-up from a peer ahead",
                 me: 0,
                 inputs: vec![
@@ -1798,10 +1882,19 @@ mod tests {
         not_validator.vote.validator = 9;
         let mut wrong_chain = good;
         wrong_chain.signature = key(2).sign(&vote_bytes_other_chain(&good.vote));
-        let cases: Vec<(&str, Message<Tv>, fn(&Stats) -> u64)> = vec![
+        type Counter = fn(&Stats) -> u64;
+        let cases: Vec<(&str, Message<Tv>, Counter)> = vec![
             ("bad signature", Message::Vote(bad_sig), |s| s.bad_signature),
-            ("signed for another chain", Message::Vote(wrong_chain), |s| s.bad_signature),
-            ("voter index outside the set", Message::Vote(not_validator), |s| s.not_validator),
+            (
+                "signed for another chain",
+                Message::Vote(wrong_chain),
+                |s| s.bad_signature,
+            ),
+            (
+                "voter index outside the set",
+                Message::Vote(not_validator),
+                |s| s.not_validator,
+            ),
             (
                 "height far in the future",
                 Message::Vote(H::vote(VoteKind::Prevote, 2, 9, 0, None)),
@@ -1832,7 +1925,11 @@ mod tests {
             let mut h = H::n4(0);
             h.c.handle_message(0, &key(1).id(), msg);
             assert_eq!(counter(h.c.stats()), 1, "case: {desc}");
-            assert_eq!(h.c.stats().votes_accepted + h.c.stats().proposals_accepted, 0, "{desc}");
+            assert_eq!(
+                h.c.stats().votes_accepted + h.c.stats().proposals_accepted,
+                0,
+                "{desc}"
+            );
         }
 
         let mut h = H::n4(0);
@@ -1881,27 +1978,34 @@ mod tests {
             Pc(2, 0, Some(1)),
             Pc(3, 0, Some(1)),
         ]);
-        assert!(out.contains(&"decide h1 v1 r0 sigs 3".to_string()), "{out:?}");
+        assert!(
+            out.contains(&"decide h1 v1 r0 sigs 3".to_string()),
+            "{out:?}"
+        );
         assert_eq!(h.c.height(), 2);
         // The buffered prevote of height 2 was replayed into round 0.
         assert_eq!(h.c.stats().votes_accepted, 4);
         // And the certificate checks out offline.
         let mut h = H::n4(0);
-        h.run(&[P(1, 0, 1, None), Valid(1, true), Pc(1, 0, Some(1)), Pc(2, 0, Some(1))]);
+        h.run(&[
+            P(1, 0, 1, None),
+            Valid(1, true),
+            Pc(1, 0, Some(1)),
+            Pc(2, 0, Some(1)),
+        ]);
         h.c.handle_message(
             0,
             &key(3).id(),
             Message::Vote(H::vote(VoteKind::Precommit, 3, 1, 0, Some(1))),
         );
-        let cert = h
-            .c
-            .poll_effects()
-            .into_iter()
-            .find_map(|e| match e {
-                Effect::Decide { certificate, .. } => Some(certificate),
-                _ => None,
-            })
-            .unwrap();
+        let cert =
+            h.c.poll_effects()
+                .into_iter()
+                .find_map(|e| match e {
+                    Effect::Decide { certificate, .. } => Some(certificate),
+                    _ => None,
+                })
+                .unwrap();
         cert.verify(&h.set, CHAIN, 1, &Tv(1).id()).unwrap();
         assert_eq!(h.n, 4);
     }
@@ -1909,11 +2013,18 @@ mod tests {
     #[test]
     fn n1_solo_commits_immediately() {
         let mut h = H::new(1, 0, 0, params(), Vec::new());
-        assert!(h.c.poll_effects().iter().all(|e| !matches!(e, Effect::BuildValue { .. })));
+        assert!(h
+            .c
+            .poll_effects()
+            .iter()
+            .all(|e| !matches!(e, Effect::BuildValue { .. })));
         let out = h.run(&[Txs(4)]);
         assert_eq!(out.last().map(String::as_str), Some("build h1 r0"));
         let out = h.run(&[Built(0, 3)]);
-        assert!(out.contains(&"decide h1 v3 r0 sigs 1".to_string()), "{out:?}");
+        assert!(
+            out.contains(&"decide h1 v3 r0 sigs 1".to_string()),
+            "{out:?}"
+        );
         assert_eq!(h.c.height(), 2);
         // The next height waits for the driver's mempool report.
         let out = h.run(&[Txs(4)]);
@@ -1928,9 +2039,18 @@ mod tests {
         };
         let mut h = H::new(4, 1, 1, p, Vec::new());
         let effects: Vec<String> = h.c.poll_effects().iter().map(|e| h.show(e)).collect();
-        assert!(effects.contains(&"timer Batch h1 r0 at 20".to_string()), "{effects:?}");
-        assert!(effects.contains(&"timer Propose h1 r0 at 120".to_string()), "{effects:?}");
-        assert_eq!(h.run(&[At(20), T(0, TimeoutKind::Batch)]), vec!["build h1 r0"]);
+        assert!(
+            effects.contains(&"timer Batch h1 r0 at 20".to_string()),
+            "{effects:?}"
+        );
+        assert!(
+            effects.contains(&"timer Propose h1 r0 at 120".to_string()),
+            "{effects:?}"
+        );
+        assert_eq!(
+            h.run(&[At(20), T(0, TimeoutKind::Batch)]),
+            vec!["build h1 r0"]
+        );
     }
 
     #[test]
@@ -1953,15 +2073,34 @@ mod tests {
         let start: Vec<String> = r.c.poll_effects().iter().map(|e| r.show(e)).collect();
         assert!(start.iter().all(|s| !s.starts_with("persist")), "{start:?}");
         // A conflicting proposal for round 0 (equivocation) cannot make it re-vote.
-        let out = r.run(&[P(1, 0, 2, None), Valid(2, true), Pv(1, 0, Some(2)), Pv(2, 0, Some(2)), Pv(3, 0, Some(2))]);
+        let out = r.run(&[
+            P(1, 0, 2, None),
+            Valid(2, true),
+            Pv(1, 0, Some(2)),
+            Pv(2, 0, Some(2)),
+            Pv(3, 0, Some(2)),
+        ]);
         assert!(out.iter().all(|s| !s.starts_with("persist")), "{out:?}");
         // Its tick re-sends the votes it signed before the crash.
         let out = r.run(&[At(1000), T(0, TimeoutKind::Tick)]);
-        assert!(out.contains(&"broadcast prevote r0 v1 by 0".to_string()), "{out:?}");
-        assert!(out.contains(&"broadcast precommit r0 v1 by 0".to_string()), "{out:?}");
+        assert!(
+            out.contains(&"broadcast prevote r0 v1 by 0".to_string()),
+            "{out:?}"
+        );
+        assert!(
+            out.contains(&"broadcast precommit r0 v1 by 0".to_string()),
+            "{out:?}"
+        );
         // In round 1 it is still locked on v1.
-        let out = r.run(&[T(0, TimeoutKind::Precommit), P(2, 1, 3, None), Valid(3, true)]);
-        assert!(out.contains(&"persist prevote r1 nil".to_string()), "{out:?}");
+        let out = r.run(&[
+            T(0, TimeoutKind::Precommit),
+            P(2, 1, 3, None),
+            Valid(3, true),
+        ]);
+        assert!(
+            out.contains(&"persist prevote r1 nil".to_string()),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -1995,7 +2134,10 @@ mod tests {
         h.c.handle_block_fetched(0, value.clone(), cert.clone());
         assert_eq!(h.c.height(), 2);
         let out: Vec<String> = h.c.poll_effects().iter().map(|e| h.show(e)).collect();
-        assert_eq!(out.first().map(String::as_str), Some("decide h1 v4 r2 sigs 3"));
+        assert_eq!(
+            out.first().map(String::as_str),
+            Some("decide h1 v4 r2 sigs 3")
+        );
         h.c.handle_block_fetched(0, value, cert);
         assert_eq!(h.c.stats().stale_height, 1);
         let _ = proposal_sign_bytes(CHAIN, 1, 0, None, &id);

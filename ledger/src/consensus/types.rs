@@ -220,9 +220,9 @@ pub enum Evidence<V> {
     /// Two different votes of one kind for one (height, round).
     ConflictingVotes {
         /// The vote seen first.
-        first: SignedVote,
+        first: Box<SignedVote>,
         /// The conflicting vote.
-        second: SignedVote,
+        second: Box<SignedVote>,
     },
     /// Two different proposals for one (height, round).
     ConflictingProposals {
