@@ -25,6 +25,9 @@
 //! - [`store`]: the sled chain store (the only I/O): atomic commit per
 //!   block, queries, durability contract.
 //! - [`verify`]: offline re-verification of a store (`federact ledger verify`).
+//! - [`consensus`]: the Tendermint state machine the validator actor drives
+//!   (sans-IO, generic over the value agreed on, [`consensus::ConsensusValue`]);
+//!   its deterministic simulator is behind the `sim` feature.
 //! - [`error`]: [`error::LedgerError`] (environment) and the verdict types.
 //!
 //! # What the actors call
