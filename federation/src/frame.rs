@@ -116,7 +116,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawBytes<'a> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("borrowed bytes")
             }
-            fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<Self::Value, E> {
                 Ok(RawBytes(v))
             }
         }
@@ -203,8 +206,7 @@ pub fn decode_payload(payload: Bytes, peer: &NodeId) -> Result<Envelope, FrameEr
     if wire.to.is_empty() || wire.to.len() > MAX_ACTOR_LEN {
         return Err(FrameError::Malformed("actor address empty or too long"));
     }
-    if wire.traceparent.len() > MAX_TRACEPARENT_LEN || wire.tracestate.len() > MAX_TRACESTATE_LEN
-    {
+    if wire.traceparent.len() > MAX_TRACEPARENT_LEN || wire.tracestate.len() > MAX_TRACESTATE_LEN {
         return Err(FrameError::Malformed("trace context too long"));
     }
     let trace = TraceContext::from_parts(wire.traceparent, wire.tracestate);
@@ -226,7 +228,11 @@ pub fn decode_payload(payload: Bytes, peer: &NodeId) -> Result<Envelope, FrameEr
 /// frame is an expected outcome, not an error), or the envelope and the
 /// number of bytes it used. A prefix over `max` is refused before the payload
 /// is looked at.
-pub fn decode(buf: &[u8], max: u32, peer: &NodeId) -> Result<Option<(Envelope, usize)>, FrameError> {
+pub fn decode(
+    buf: &[u8],
+    max: u32,
+    peer: &NodeId,
+) -> Result<Option<(Envelope, usize)>, FrameError> {
     let Some(prefix) = buf.get(..PREFIX_LEN) else {
         return Ok(None);
     };
@@ -289,9 +295,18 @@ mod tests {
                 vec![0, 0, 4, 1],
                 1024,
                 &id,
-                FrameError::TooLarge { len: 1025, max: 1024 },
+                FrameError::TooLarge {
+                    len: 1025,
+                    max: 1024,
+                },
             ),
-            ("forged sender", frame.clone(), 1024, &other, FrameError::ForgedSender),
+            (
+                "forged sender",
+                frame.clone(),
+                1024,
+                &other,
+                FrameError::ForgedSender,
+            ),
             (
                 "garbage payload",
                 vec![0, 0, 0, 3, 0xff, 0xff, 0xff],

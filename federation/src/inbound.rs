@@ -20,7 +20,6 @@ use tracing::warn;
 use crate::codes;
 use crate::error::{FrameError, TransportError};
 use crate::frame::{self, EnvelopeRef, Kind};
-use crate::metrics::PeerCounters;
 use crate::trace::TraceContext;
 use crate::transfer::TransferReceiver;
 use crate::transport::{read_frame, Inner, Peer, ReadFail, WhenFull};
@@ -174,7 +173,10 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.upgrade() {
             let mut inboxes = inner.inboxes.write().unwrap_or_else(|p| p.into_inner());
-            if inboxes.get(&self.actor).is_some_and(|(t, _)| *t == self.token) {
+            if inboxes
+                .get(&self.actor)
+                .is_some_and(|(t, _)| *t == self.token)
+            {
                 inboxes.remove(&self.actor);
             }
         }
@@ -187,19 +189,19 @@ impl Drop for Inbox {
 /// timeout.
 pub struct Responder {
     send: Option<quinn::SendStream>,
-    local: NodeId,
-    peer: NodeId,
+    // Shared state rather than copies: a `NodeId` is 192 bytes and every
+    // request carries a responder through a channel.
+    inner: Arc<Inner>,
+    peer: Arc<Peer>,
     actor: String,
     correlation: u64,
-    max_frame: u32,
-    counters: Arc<PeerCounters>,
     _drain: mpsc::Sender<()>,
 }
 
 impl fmt::Debug for Responder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Responder")
-            .field("peer", &self.peer)
+            .field("peer", &self.peer.id)
             .field("actor", &self.actor)
             .field("correlation", &self.correlation)
             .finish()
@@ -209,7 +211,7 @@ impl fmt::Debug for Responder {
 impl Responder {
     /// The requester.
     pub fn peer(&self) -> NodeId {
-        self.peer
+        self.peer.id
     }
 
     /// Sends the response.
@@ -228,16 +230,17 @@ impl Responder {
             return Ok(());
         };
         let trace = TraceContext::current();
+        let max_frame = self.inner.options.limits.max_frame_bytes;
         let frame = frame::encode(
             &EnvelopeRef {
-                from: &self.local,
+                from: &self.inner.id,
                 to: &self.actor,
                 correlation: self.correlation,
                 kind,
                 trace: &trace,
                 body,
             },
-            self.max_frame,
+            max_frame,
         );
         let frame = match frame {
             Ok(f) => Bytes::from(f),
@@ -246,20 +249,19 @@ impl Responder {
                 return Err(TransportError::TooLarge {
                     actor: self.actor.clone(),
                     len: body.len(),
-                    max: self.max_frame,
+                    max: max_frame,
                 });
             }
         };
         let len = frame.len() as u64;
-        let lost = |reason: String| TransportError::ConnectionLost {
-            peer: self.peer,
-            reason,
-        };
-        send.write_chunk(frame)
-            .await
-            .map_err(|e| lost(e.to_string()))?;
+        if let Err(e) = send.write_chunk(frame).await {
+            return Err(TransportError::ConnectionLost {
+                peer: self.peer.id,
+                reason: e.to_string(),
+            });
+        }
         let _ = send.finish();
-        self.counters.bytes_out.fetch_add(len, Relaxed);
+        self.peer.counters.bytes_out.fetch_add(len, Relaxed);
         Ok(())
     }
 
@@ -333,17 +335,21 @@ pub(crate) async fn handle_bi(
         return;
     };
     if env.kind != Kind::Request {
-        refuse_frame(&inner, &peer, FrameError::UnexpectedKind, Some(&mut send), &mut recv);
+        refuse_frame(
+            &inner,
+            &peer,
+            FrameError::UnexpectedKind,
+            Some(&mut send),
+            &mut recv,
+        );
         return;
     }
     let responder = Responder {
         send: Some(send),
-        local: inner.id,
-        peer: peer.id,
+        inner: inner.clone(),
+        peer: peer.clone(),
         actor: env.to.clone(),
         correlation: env.correlation,
-        max_frame: inner.options.limits.max_frame_bytes,
-        counters: peer.counters.clone(),
         _drain: drain,
     };
     deliver(
@@ -381,7 +387,7 @@ pub(crate) async fn handle_uni(
             actor: env.to,
             header: env.body,
             trace: env.trace,
-            receiver: TransferReceiver::new(recv, peer.id, peer.counters.clone(), drain),
+            receiver: TransferReceiver::new(recv, peer.clone(), drain),
         },
         _ => {
             refuse_frame(&inner, &peer, FrameError::UnexpectedKind, None, &mut recv);

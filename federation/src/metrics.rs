@@ -263,7 +263,20 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_quantiles_close() {
         let mut last = 0;
-        for us in [0u64, 1, 7, 8, 9, 15, 16, 100, 1000, 65_535, 1 << 40, u64::MAX] {
+        for us in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1000,
+            65_535,
+            1 << 40,
+            u64::MAX,
+        ] {
             let b = bucket_of(us);
             assert!(b >= last && b < BUCKETS, "{us}");
             assert!(bucket_floor(b) <= us, "{us}");

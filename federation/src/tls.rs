@@ -320,8 +320,14 @@ impl ResetKey {
             ipad[i] ^= k;
             opad[i] ^= k;
         }
-        let inner = sha2::Sha256::new().chain_update(ipad).chain_update(data).finalize();
-        let outer = sha2::Sha256::new().chain_update(opad).chain_update(inner).finalize();
+        let inner = sha2::Sha256::new()
+            .chain_update(ipad)
+            .chain_update(data)
+            .finalize();
+        let outer = sha2::Sha256::new()
+            .chain_update(opad)
+            .chain_update(inner)
+            .finalize();
         let mut out = [0u8; 32];
         out.copy_from_slice(&outer);
         out
@@ -345,12 +351,39 @@ impl quinn::crypto::HmacKey for ResetKey {
         let diff = mac
             .iter()
             .zip(signature.iter())
-            .fold(u8::from(mac.len() != signature.len()), |acc, (a, b)| acc | (a ^ b));
+            .fold(u8::from(mac.len() != signature.len()), |acc, (a, b)| {
+                acc | (a ^ b)
+            });
         if diff == 0 {
             Ok(())
         } else {
             Err(quinn::crypto::CryptoError)
         }
+    }
+}
+
+/// Random 8-byte connection ids, accepted without validation.
+///
+/// quinn's default generator signs its ids with a per-process random key
+/// and silently drops packets whose id does not verify, so a restarted node
+/// would never answer its predecessor's peers with a stateless reset. With
+/// unvalidated ids every stray short-header packet gets a reset (rate
+/// limited by quinn, and always smaller than the packet that caused it).
+pub(crate) struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut bytes = [0u8; 8];
+        rand::fill(&mut bytes[..]);
+        quinn::ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
     }
 }
 

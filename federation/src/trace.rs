@@ -18,9 +18,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// A W3C trace context as carried in an envelope. Empty when the sender was
@@ -156,7 +154,11 @@ fn parse_traceparent(s: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
         return None;
     }
     let flags = u8::from_str_radix(flags, 16).ok()?;
-    Some((trace_id, span_id, TraceFlags::new(flags) & TraceFlags::SAMPLED))
+    Some((
+        trace_id,
+        span_id,
+        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+    ))
 }
 
 #[cfg(test)]
@@ -166,18 +168,43 @@ mod tests {
     #[test]
     fn parses_valid_and_refuses_invalid_traceparents() {
         let cases = [
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", true),
-            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", false),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false),
-            ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false),
-            ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", false),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                true,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+                true,
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                false,
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                false,
+            ),
             ("", false),
             ("garbage", false),
         ];
         for (tp, ok) in cases {
-            assert_eq!(TraceContext::from_parts(tp, "").span_context().is_some(), ok, "{tp}");
+            assert_eq!(
+                TraceContext::from_parts(tp, "").span_context().is_some(),
+                ok,
+                "{tp}"
+            );
         }
     }
 

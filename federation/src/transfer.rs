@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use crate::codes;
 use crate::error::{RemoteRefusal, TransportError};
 use crate::metrics::PeerCounters;
+use crate::transport::Peer;
 
 /// Writes a transfer's data (see [`crate::Transport::open_transfer`]).
 pub struct TransferSender {
@@ -74,7 +75,9 @@ impl TransferSender {
             return Err(self.error(e));
         }
         self.sent += data.len() as u64;
-        self.counters.bytes_out.fetch_add(data.len() as u64, Relaxed);
+        self.counters
+            .bytes_out
+            .fetch_add(data.len() as u64, Relaxed);
         Ok(())
     }
 
@@ -123,8 +126,7 @@ impl TransferSender {
 /// Reads a transfer's data as it arrives (see [`crate::Incoming::Transfer`]).
 pub struct TransferReceiver {
     recv: quinn::RecvStream,
-    peer: NodeId,
-    counters: Arc<PeerCounters>,
+    peer: Arc<Peer>,
     received: u64,
     _drain: mpsc::Sender<()>,
 }
@@ -132,23 +134,17 @@ pub struct TransferReceiver {
 impl fmt::Debug for TransferReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TransferReceiver")
-            .field("peer", &self.peer)
+            .field("peer", &self.peer.id)
             .field("received", &self.received)
             .finish()
     }
 }
 
 impl TransferReceiver {
-    pub(crate) fn new(
-        recv: quinn::RecvStream,
-        peer: NodeId,
-        counters: Arc<PeerCounters>,
-        drain: mpsc::Sender<()>,
-    ) -> Self {
+    pub(crate) fn new(recv: quinn::RecvStream, peer: Arc<Peer>, drain: mpsc::Sender<()>) -> Self {
         TransferReceiver {
             recv,
             peer,
-            counters,
             received: 0,
             _drain: drain,
         }
@@ -161,17 +157,17 @@ impl TransferReceiver {
             Ok(Some(c)) => {
                 let len = c.bytes.len() as u64;
                 self.received += len;
-                self.counters.bytes_in.fetch_add(len, Relaxed);
+                self.peer.counters.bytes_in.fetch_add(len, Relaxed);
                 Ok(Some(c.bytes))
             }
             Ok(None) => Ok(None),
             Err(quinn::ReadError::Reset(code)) => Err(TransportError::Refused {
-                peer: self.peer,
+                peer: self.peer.id,
                 actor: String::new(),
                 reason: RemoteRefusal::from_code(code.into_inner()),
             }),
             Err(e) => Err(TransportError::ConnectionLost {
-                peer: self.peer,
+                peer: self.peer.id,
                 reason: e.to_string(),
             }),
         }
@@ -184,7 +180,7 @@ impl TransferReceiver {
 
     /// The sender.
     pub fn peer(&self) -> NodeId {
-        self.peer
+        self.peer.id
     }
 
     /// Rejects the transfer: the sender's next write or `finish` fails with

@@ -204,7 +204,9 @@ impl DialFailure {
     fn into_error(self, peer: NodeId) -> TransportError {
         match self {
             DialFailure::NotMember => TransportError::NotMember { peer },
-            DialFailure::WrongPeer { addr, found } => TransportError::WrongPeer { peer, addr, found },
+            DialFailure::WrongPeer { addr, found } => {
+                TransportError::WrongPeer { peer, addr, found }
+            }
             DialFailure::Refused(reason) => TransportError::HandshakeRefused { peer, reason },
             DialFailure::Unreachable { addr, reason } => {
                 TransportError::Unreachable { peer, addr, reason }
@@ -255,8 +257,8 @@ impl Transport {
         options: impl Into<TransportOptions>,
         addr: SocketAddr,
     ) -> Result<Transport, TransportError> {
-        let socket =
-            std::net::UdpSocket::bind(addr).map_err(|source| TransportError::Io { addr, source })?;
+        let socket = std::net::UdpSocket::bind(addr)
+            .map_err(|source| TransportError::Io { addr, source })?;
         Self::bind_socket(key, membership, options, socket).await
     }
 
@@ -268,18 +270,17 @@ impl Transport {
         socket: std::net::UdpSocket,
     ) -> Result<Transport, TransportError> {
         let options = options.into();
-        let addr = socket
-            .local_addr()
-            .map_err(|source| TransportError::Io {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                source,
-            })?;
+        let addr = socket.local_addr().map_err(|source| TransportError::Io {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
         tune_socket(&socket, options.udp_buffer_bytes);
         let identity = Identity::new(key)?;
         let membership: SharedMembership = Arc::new(RwLock::new(Arc::new(membership)));
         let quic = Arc::new(quic_config(&options)?);
         let server = tls::server_config(&identity, membership.clone(), quic.clone())?;
-        let endpoint_config = quinn::EndpointConfig::new(Arc::new(tls::ResetKey::new(key)));
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(tls::ResetKey::new(key)));
+        endpoint_config.cid_generator(|| Box::new(tls::RandomCids));
         let endpoint = quinn::Endpoint::new(
             endpoint_config,
             Some(server),
@@ -353,7 +354,8 @@ impl Transport {
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(membership);
         for peer in removed {
             if let Some(link) = peer.lock().current.take() {
-                link.conn.close(codes::NOT_MEMBER.into(), b"no longer a member");
+                link.conn
+                    .close(codes::NOT_MEMBER.into(), b"no longer a member");
             }
         }
     }
@@ -439,7 +441,12 @@ impl Transport {
         self.inner
             .lock_peers()
             .get(peer)
-            .and_then(|p| p.lock().current.as_ref().map(|l| l.conn.close_reason().is_none()))
+            .and_then(|p| {
+                p.lock()
+                    .current
+                    .as_ref()
+                    .map(|l| l.conn.close_reason().is_none())
+            })
             .unwrap_or(false)
     }
 
@@ -584,7 +591,8 @@ fn retry_or_fatal(peer: NodeId, e: quinn::ConnectionError, closing: bool) -> Att
     match &e {
         _ if closing => Attempt::Fatal(TransportError::Closed),
         C::ApplicationClosed(c)
-            if c.error_code == codes::DUPLICATE.into() || c.error_code == codes::SUPERSEDED.into() =>
+            if c.error_code == codes::DUPLICATE.into()
+                || c.error_code == codes::SUPERSEDED.into() =>
         {
             Attempt::Retry(lost(&e))
         }
@@ -623,7 +631,9 @@ impl Inner {
                 .or_insert_with(|| {
                     Arc::new(Peer {
                         id,
-                        slots: Semaphore::new(self.options.limits.max_in_flight_per_peer.max(1) as usize),
+                        slots: Semaphore::new(
+                            self.options.limits.max_in_flight_per_peer.max(1) as usize
+                        ),
                         counters: self.metrics.peer(id),
                         correlation: AtomicU64::new(0),
                         state: Mutex::new(PeerState::default()),
@@ -642,7 +652,11 @@ impl Inner {
 
     async fn slot<'a>(&self, peer: &'a Peer) -> Result<Slot<'a>, TransportError> {
         let permit = match self.options.when_full {
-            WhenFull::Wait => peer.slots.acquire().await.map_err(|_| TransportError::Closed)?,
+            WhenFull::Wait => peer
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| TransportError::Closed)?,
             WhenFull::FailFast => match peer.slots.try_acquire() {
                 Ok(p) => p,
                 Err(_) => {
@@ -709,7 +723,10 @@ impl Inner {
         let mut attempt = 1;
         loop {
             let result = match self.connection(&peer).await {
-                Ok(conn) => self.request_once(&peer, &conn, actor, correlation, &frame).await,
+                Ok(conn) => {
+                    self.request_once(&peer, &conn, actor, correlation, &frame)
+                        .await
+                }
                 Err(e) => Err(Attempt::Fatal(e)),
             };
             match result {
@@ -847,7 +864,9 @@ impl Inner {
         let _slot = self.slot(&peer).await?;
         let correlation = peer.correlation.fetch_add(1, Relaxed);
         let frame = self.encode(actor, correlation, Kind::OneWay, trace, body)?;
-        self.open_uni_with(&peer, actor, &frame, true).await.map(|_| ())
+        self.open_uni_with(&peer, actor, &frame, true)
+            .await
+            .map(|_| ())
     }
 
     /// Opens a unidirectional stream and writes its first frame, retrying
@@ -906,7 +925,10 @@ impl Inner {
 
     /// A live connection to `peer`, dialing if there is none. Concurrent
     /// callers share one dial.
-    async fn connection(self: &Arc<Self>, peer: &Arc<Peer>) -> Result<quinn::Connection, TransportError> {
+    async fn connection(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+    ) -> Result<quinn::Connection, TransportError> {
         let dial = {
             let mut st = peer.lock();
             if let Some(link) = &st.current {
@@ -991,7 +1013,8 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>) -> Result<quinn::Connecti
         if let Some(at) = next {
             if at > deadline {
                 break Err(DialFailure::Unreachable {
-                    addr: member_addr(&inner, peer.id).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                    addr: member_addr(&inner, peer.id)
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
                     reason: "backing off after failed dials".into(),
                 });
             }
@@ -1075,9 +1098,15 @@ async fn dial_once(
     let conn = match connecting.await {
         Ok(conn) => conn,
         Err(e) => {
-            let found = verifier.found.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let found = verifier
+                .found
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             return Err(match (&e, found) {
-                (quinn::ConnectionError::TransportError(_), Some(found)) if found != Ok(expected) => {
+                (quinn::ConnectionError::TransportError(_), Some(found))
+                    if found != Ok(expected) =>
+                {
                     let reason = match found {
                         Ok(_) => RefusalReason::WrongPeer,
                         Err(r) => r,

@@ -57,5 +57,8 @@ async fn receiving_span_has_the_senders_trace_id() {
         .request(c.id(1), "traced", Bytes::new(), TIMEOUT)
         .await
         .unwrap();
-    assert_ne!(std::str::from_utf8(&untraced).unwrap(), sender_trace.to_string());
+    assert_ne!(
+        std::str::from_utf8(&untraced).unwrap(),
+        sender_trace.to_string()
+    );
 }

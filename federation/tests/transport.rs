@@ -54,11 +54,7 @@ async fn n2_request_response_and_one_way() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n5_every_pair_requests_and_sends_concurrently() {
     let c = cluster(5, options()).await;
-    let mut inboxes: Vec<_> = c
-        .nodes
-        .iter()
-        .map(|t| echo(t, "echo", b"ok:"))
-        .collect();
+    let mut inboxes: Vec<_> = c.nodes.iter().map(|t| echo(t, "echo", b"ok:")).collect();
     let mut tasks = Vec::new();
     for i in 0..5 {
         for j in 0..5 {
@@ -73,7 +69,9 @@ async fn n5_every_pair_requests_and_sends_concurrently() {
                     let out = t.request(to, "echo", body.clone(), TIMEOUT).await.unwrap();
                     assert_eq!(&out[3..], &body[..]);
                 }
-                t.send(to, "echo", Bytes::from(format!("{i}"))).await.unwrap();
+                t.send(to, "echo", Bytes::from(format!("{i}")))
+                    .await
+                    .unwrap();
             }));
         }
     }
@@ -116,7 +114,10 @@ async fn unknown_actor_dropped_responder_and_actor_error_are_distinct() {
         Err(TransportError::AlreadyRegistered { .. })
     ));
     tokio::spawn(async move {
-        while let Some(Incoming::Request { body, responder, .. }) = inbox.recv().await {
+        while let Some(Incoming::Request {
+            body, responder, ..
+        }) = inbox.recv().await
+        {
             match &body[..] {
                 b"drop" => drop(responder),
                 _ => responder.fail("no such thing").await.unwrap(),
@@ -128,7 +129,13 @@ async fn unknown_actor_dropped_responder_and_actor_error_are_distinct() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, TransportError::Refused { reason: RemoteRefusal::UnknownActor, .. }),
+        matches!(
+            err,
+            TransportError::Refused {
+                reason: RemoteRefusal::UnknownActor,
+                ..
+            }
+        ),
         "{err}"
     );
     let err = c.nodes[0]
@@ -136,7 +143,13 @@ async fn unknown_actor_dropped_responder_and_actor_error_are_distinct() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, TransportError::Refused { reason: RemoteRefusal::NoResponse, .. }),
+        matches!(
+            err,
+            TransportError::Refused {
+                reason: RemoteRefusal::NoResponse,
+                ..
+            }
+        ),
         "{err}"
     );
     let err = c.nodes[0]
@@ -156,20 +169,32 @@ async fn unknown_key_is_refused_during_the_handshake() {
     let _rx = echo(&c.nodes[0], "echo", b"");
     // An outsider that believes node 0 is its peer.
     let outsider = NodeKey::from_seed(&[99; 32]);
-    let its_view = c
-        .membership
-        .clone()
-        .with_member(outsider.id(), "127.0.0.1:9".parse().unwrap(), "outsider");
-    let t = Transport::bind(&outsider, its_view, options(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let its_view =
+        c.membership
+            .clone()
+            .with_member(outsider.id(), "127.0.0.1:9".parse().unwrap(), "outsider");
+    let t = Transport::bind(
+        &outsider,
+        its_view,
+        options(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let err = t
         .request(c.id(0), "echo", Bytes::from_static(b"let me in"), TIMEOUT)
         .await
         .unwrap_err();
-    assert!(matches!(err, TransportError::HandshakeRefused { .. }), "{err}");
+    assert!(
+        matches!(err, TransportError::HandshakeRefused { .. }),
+        "{err}"
+    );
     eventually("refusal counted", || {
-        c.nodes[0].metrics().snapshot().refused(RefusalReason::UnknownKey) >= 1
+        c.nodes[0]
+            .metrics()
+            .snapshot()
+            .refused(RefusalReason::UnknownKey)
+            >= 1
     })
     .await;
     assert_eq!(c.nodes[0].metrics().snapshot().inbound_delivered, 0);
@@ -200,7 +225,10 @@ async fn member_key_at_another_members_address_is_refused() {
         other => panic!("{other}"),
     }
     assert_eq!(
-        c.nodes[0].metrics().snapshot().refused(RefusalReason::WrongPeer),
+        c.nodes[0]
+            .metrics()
+            .snapshot()
+            .refused(RefusalReason::WrongPeer),
         1
     );
     assert_eq!(c.nodes[2].metrics().snapshot().inbound_delivered, 0);
@@ -212,8 +240,14 @@ async fn wrong_alpn_and_missing_client_certificate_are_refused() {
     let _rx = echo(&c.nodes[0], "echo", b"");
     let member = key(0);
     for (client, reason) in [
-        (raw_client(Some(&member), b"other/1"), RefusalReason::AlpnMismatch),
-        (raw_client(None, b"federact/1"), RefusalReason::NoClientCertificate),
+        (
+            raw_client(Some(&member), b"other/1"),
+            RefusalReason::AlpnMismatch,
+        ),
+        (
+            raw_client(None, b"federact/1"),
+            RefusalReason::NoClientCertificate,
+        ),
     ] {
         // The client may think the handshake succeeded (TLS 1.3 client auth
         // fails late); it must not get an answer.
@@ -258,7 +292,11 @@ async fn oversized_malformed_and_forged_frames_close_only_their_stream() {
     let _rx = echo(&c.nodes[0], "echo", b"ok:");
     // A member (node 1's key) speaking the framing wrongly on a raw client.
     let client = raw_client(Some(&c.keys[1]), b"federact/1");
-    let conn = client.connect(c.addr(0), "federact").unwrap().await.unwrap();
+    let conn = client
+        .connect(c.addr(0), "federact")
+        .unwrap()
+        .await
+        .unwrap();
     let good = |from: &NodeKey, corr: u64| {
         frame::encode(
             &EnvelopeRef {
@@ -276,7 +314,10 @@ async fn oversized_malformed_and_forged_frames_close_only_their_stream() {
     // 1. Oversized: only the prefix is sent; the node refuses on it.
     let mut big = (1u32 << 30).to_be_bytes().to_vec();
     big.extend_from_slice(&[0; 100]);
-    assert_eq!(raw_exchange(&conn, big).await, Err(codes::FRAME_TOO_LARGE as u64));
+    assert_eq!(
+        raw_exchange(&conn, big).await,
+        Err(codes::FRAME_TOO_LARGE as u64)
+    );
     // 2. Malformed payload.
     assert_eq!(
         raw_exchange(&conn, vec![0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).await,
@@ -285,7 +326,10 @@ async fn oversized_malformed_and_forged_frames_close_only_their_stream() {
     // 3. Truncated frame.
     let mut cut = good(&c.keys[1], 1);
     cut.truncate(cut.len() - 1);
-    assert_eq!(raw_exchange(&conn, cut).await, Err(codes::FRAME_MALFORMED as u64));
+    assert_eq!(
+        raw_exchange(&conn, cut).await,
+        Err(codes::FRAME_MALFORMED as u64)
+    );
     // 4. Forged sender: node 1 claims to be node 2.
     assert_eq!(
         raw_exchange(&conn, good(&c.keys[2], 2)).await,
@@ -294,7 +338,10 @@ async fn oversized_malformed_and_forged_frames_close_only_their_stream() {
     // The same connection still works...
     let ok = raw_exchange(&conn, good(&c.keys[1], 3)).await.unwrap();
     let env = frame::decode(&ok, 1 << 20, &c.id(0)).unwrap().unwrap().0;
-    assert_eq!((env.kind, env.correlation, &env.body[..]), (Kind::Response, 3, &b"ok:hi"[..]));
+    assert_eq!(
+        (env.kind, env.correlation, &env.body[..]),
+        (Kind::Response, 3, &b"ok:hi"[..])
+    );
     // ...and so do other peers.
     c.nodes[2]
         .request(c.id(0), "echo", Bytes::from_static(b"x"), TIMEOUT)
@@ -317,16 +364,26 @@ async fn oversized_malformed_and_forged_frames_close_only_their_stream() {
 async fn graceful_peer_restart_is_reconnected_transparently() {
     let c = cluster(2, options()).await;
     let _rx = echo(&c.nodes[1], "echo", b"v1:");
-    let out = c.nodes[0].request(c.id(1), "echo", Bytes::new(), TIMEOUT).await.unwrap();
+    let out = c.nodes[0]
+        .request(c.id(1), "echo", Bytes::new(), TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(&out[..], b"v1:");
-    let Cluster { keys, mut nodes, membership } = c;
+    let Cluster {
+        keys,
+        mut nodes,
+        membership,
+    } = c;
     let old = nodes.pop().unwrap();
     let addr = old.local_addr().unwrap();
     old.close().await;
     drop(old);
     let restarted = rebind(&keys[1], &membership, addr).await;
     let _rx = echo(&restarted, "echo", b"v2:");
-    let out = nodes[0].request(keys[1].id(), "echo", Bytes::new(), TIMEOUT).await.unwrap();
+    let out = nodes[0]
+        .request(keys[1].id(), "echo", Bytes::new(), TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(&out[..], b"v2:");
 }
 
@@ -345,6 +402,10 @@ async fn rebind(key: &NodeKey, membership: &Membership, addr: std::net::SocketAd
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_peer_restart_is_reconnected_transparently() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let keys = [key(0), key(1)];
     let sockets = [
         std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
@@ -370,13 +431,18 @@ async fn crashed_peer_restart_is_reconnected_transparently() {
     let (k1, m1) = (key(1), membership.clone());
     let b = rt
         .spawn(async move {
-            let t = Transport::bind_socket(&k1, m1, options(), s1).await.unwrap();
+            let t = Transport::bind_socket(&k1, m1, options(), s1)
+                .await
+                .unwrap();
             let rx = echo(&t, "echo", b"v1:");
             (t, rx)
         })
         .await
         .unwrap();
-    let out = a.request(keys[1].id(), "echo", Bytes::new(), TIMEOUT).await.unwrap();
+    let out = a
+        .request(keys[1].id(), "echo", Bytes::new(), TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(&out[..], b"v1:");
     rt.shutdown_background();
     drop(b);
@@ -386,7 +452,10 @@ async fn crashed_peer_restart_is_reconnected_transparently() {
     // The first request goes out on the stale connection; the restarted
     // node answers with a stateless reset (same reset key), and the request
     // is retried on a fresh connection.
-    let out = a.request(keys[1].id(), "echo", Bytes::new(), TIMEOUT).await.unwrap();
+    let out = a
+        .request(keys[1].id(), "echo", Bytes::new(), TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(&out[..], b"v2:");
 }
 
@@ -407,7 +476,12 @@ fn chunk(i: u64, len: usize) -> Vec<u8> {
 async fn transfer(c: &Cluster, total: u64, chunk_len: usize) {
     let mut inbox = c.nodes[1].register("images", 4).unwrap();
     let receiver = tokio::spawn(async move {
-        let Some(Incoming::Transfer { header, mut receiver, .. }) = inbox.recv().await else {
+        let Some(Incoming::Transfer {
+            header,
+            mut receiver,
+            ..
+        }) = inbox.recv().await
+        else {
             panic!("expected a transfer");
         };
         let mut h = Sha256::new();
@@ -454,7 +528,10 @@ async fn without_segmentation_offload_sends_still_work() {
     opts.segmentation_offload = false;
     let c = cluster(2, opts).await;
     let _rx = echo(&c.nodes[1], "echo", b"");
-    c.nodes[0].request(c.id(1), "echo", Bytes::from(vec![1; 10_000]), TIMEOUT).await.unwrap();
+    c.nodes[0]
+        .request(c.id(1), "echo", Bytes::from(vec![1; 10_000]), TIMEOUT)
+        .await
+        .unwrap();
     transfer(&c, 8 << 20, 64 << 10).await;
 }
 
@@ -478,7 +555,13 @@ async fn rejected_transfer_fails_at_the_sender() {
         Ok(()) => tx.finish().await.unwrap_err(),
     };
     assert!(
-        matches!(err, TransportError::Refused { reason: RemoteRefusal::TransferRejected, .. }),
+        matches!(
+            err,
+            TransportError::Refused {
+                reason: RemoteRefusal::TransferRejected,
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -496,8 +579,13 @@ async fn stalled_receiver_fail_fast_keeps_queues_bounded() {
         let t = c.nodes[0].clone();
         let to = c.id(1);
         tasks.push(tokio::spawn(async move {
-            t.request(to, "stalled", Bytes::from_static(&[0; 256]), Duration::from_secs(2))
-                .await
+            t.request(
+                to,
+                "stalled",
+                Bytes::from_static(&[0; 256]),
+                Duration::from_secs(2),
+            )
+            .await
         }));
     }
     let mut backpressure = 0;
@@ -506,7 +594,10 @@ async fn stalled_receiver_fail_fast_keeps_queues_bounded() {
     for t in tasks {
         match t.await.unwrap() {
             Err(TransportError::Backpressure { in_flight: 8, .. }) => backpressure += 1,
-            Err(TransportError::Refused { reason: RemoteRefusal::InboxFull, .. }) => inbox_full += 1,
+            Err(TransportError::Refused {
+                reason: RemoteRefusal::InboxFull,
+                ..
+            }) => inbox_full += 1,
             Err(TransportError::Timeout { .. }) => timeouts += 1,
             other => panic!("{other:?}"),
         }
@@ -520,7 +611,10 @@ async fn stalled_receiver_fail_fast_keeps_queues_bounded() {
     let m0 = c.nodes[0].metrics().snapshot();
     assert_eq!(m0.requests_backpressured, backpressure as u64);
     assert_eq!(m0.peers[&c.id(1)].in_flight, 0);
-    assert_eq!(c.nodes[1].metrics().snapshot().inbound_inbox_full, inbox_full as u64);
+    assert_eq!(
+        c.nodes[1].metrics().snapshot().inbound_inbox_full,
+        inbox_full as u64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,7 +629,8 @@ async fn stalled_receiver_wait_mode_holds_in_flight_at_the_limit() {
         let t = c.nodes[0].clone();
         let to = c.id(1);
         tasks.push(tokio::spawn(async move {
-            t.request(to, "slow", Bytes::from(i.to_be_bytes().to_vec()), TIMEOUT).await
+            t.request(to, "slow", Bytes::from(i.to_be_bytes().to_vec()), TIMEOUT)
+                .await
         }));
     }
     // Stalled: the queue fills, the rest wait on the sender's slots.
@@ -552,7 +647,10 @@ async fn stalled_receiver_wait_mode_holds_in_flight_at_the_limit() {
         let p = sender.metrics().snapshot().peers[&to].in_flight;
         peak.fetch_max(p, Ordering::Relaxed);
         assert!(inbox.len() <= 4);
-        let Some(Incoming::Request { body, responder, .. }) = inbox.recv().await else {
+        let Some(Incoming::Request {
+            body, responder, ..
+        }) = inbox.recv().await
+        else {
             panic!()
         };
         responder.respond(body).await.unwrap();
@@ -570,7 +668,11 @@ async fn dead_peer_is_dialed_with_backoff_and_then_reached() {
     let mut opts = options();
     opts.connect_timeout = Duration::from_millis(300);
     let c = cluster(2, opts.clone()).await;
-    let Cluster { keys, mut nodes, membership } = c;
+    let Cluster {
+        keys,
+        mut nodes,
+        membership,
+    } = c;
     let dead = nodes.pop().unwrap();
     let addr = dead.local_addr().unwrap();
     dead.close().await;

@@ -41,13 +41,17 @@ pub async fn cluster(n: usize, options: TransportOptions) -> Cluster {
     let sockets: Vec<UdpSocket> = (0..n)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
         .collect();
-    let membership = Membership::new(keys.iter().zip(&sockets).enumerate().map(|(i, (k, s))| {
-        Member {
-            id: k.id(),
-            addr: s.local_addr().unwrap(),
-            name: format!("n{i}"),
-        }
-    }));
+    let membership =
+        Membership::new(
+            keys.iter()
+                .zip(&sockets)
+                .enumerate()
+                .map(|(i, (k, s))| Member {
+                    id: k.id(),
+                    addr: s.local_addr().unwrap(),
+                    name: format!("n{i}"),
+                }),
+        );
     let mut nodes = Vec::new();
     for (k, s) in keys.iter().zip(sockets) {
         nodes.push(
@@ -65,13 +69,19 @@ pub async fn cluster(n: usize, options: TransportOptions) -> Cluster {
 
 /// Registers `actor` on `t` and answers every request with
 /// `prefix ++ body`; one-way bodies are forwarded to the returned channel.
-pub fn echo(t: &Transport, actor: &str, prefix: &'static [u8]) -> tokio::sync::mpsc::UnboundedReceiver<(NodeId, Bytes)> {
+pub fn echo(
+    t: &Transport,
+    actor: &str,
+    prefix: &'static [u8],
+) -> tokio::sync::mpsc::UnboundedReceiver<(NodeId, Bytes)> {
     let mut inbox = t.register(actor, 1024).unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(item) = inbox.recv().await {
             match item {
-                Incoming::Request { body, responder, .. } => {
+                Incoming::Request {
+                    body, responder, ..
+                } => {
                     let mut out = prefix.to_vec();
                     out.extend_from_slice(&body);
                     tokio::spawn(async move {
@@ -93,7 +103,10 @@ pub fn echo(t: &Transport, actor: &str, prefix: &'static [u8]) -> tokio::sync::m
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
