@@ -38,14 +38,16 @@ fn record(i: u64) -> Record {
     }
 }
 
-/// `n` signed transactions from 16 authors, as they arrive from the network
-/// (decoded, so no cached encoding).
+/// `n` signed transactions from 16 authors for block `first_nonce` (nonces
+/// increase from block to block), as they arrive from the network (decoded,
+/// so no cached encoding).
 fn fresh_txs(n: usize, first_nonce: u64) -> Vec<Transaction> {
     let keys = authors();
     (0..n)
         .map(|i| {
             let k = &keys[i % keys.len()];
-            let nonce = first_nonce + (i / keys.len()) as u64;
+            // 63 txs per author per block: nonces of block r are r*100+0..62.
+            let nonce = first_nonce * 100 + (i / keys.len()) as u64;
             let t = Transaction::sign(record(first_nonce * 10_000 + i as u64), k, nonce, 0, None);
             Transaction::decode(&t.encode(), tx::TX_BYTES_MAX).expect("decodes")
         })

@@ -531,6 +531,46 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn genesis_from_a_federation_names_validators_consortium_and_writers() {
+        use federact_config::init::{local_chain_id, CONSORTIUM_CHAIN_ID};
+        use federact_config::{write_local_federation, Topology};
+        let dir = tempfile::tempdir().unwrap();
+        let topo = Topology {
+            clouds: 2,
+            servers_per_cloud: 1,
+            local_validators: 4,
+            inter_validators: 4,
+        };
+        let written = write_local_federation(dir.path(), &topo, false).unwrap();
+        let fed = Federation::load(&written.federation_file).unwrap();
+        let cons = Genesis::from_federation(&fed, CONSORTIUM_CHAIN_ID).unwrap();
+        assert_eq!(cons.kind, ChainKind::Consortium);
+        assert_eq!(cons.consortium, None);
+        assert_eq!(cons.validators.len(), 4);
+        assert_eq!(cons.writers.len(), fed.nodes().len());
+        let local = Genesis::from_federation(&fed, &local_chain_id(0)).unwrap();
+        assert_eq!(local.kind, ChainKind::Local);
+        assert_eq!(local.cloud.as_deref(), Some("cloud-1"));
+        assert_eq!(local.validators.fault_tolerance(), 1);
+        let c = local.consortium.as_ref().unwrap();
+        assert_eq!(c.chain_id, CONSORTIUM_CHAIN_ID);
+        assert_eq!(c.validators, cons.validators);
+        assert!(local
+            .writers
+            .iter()
+            .all(|w| fed.node_by_id(w).unwrap().cloud() == "cloud-1"));
+        local.check().unwrap();
+        assert_eq!(
+            local.tx_policy().writers.unwrap().len(),
+            local.writers.len()
+        );
+        assert!(matches!(
+            Genesis::from_federation(&fed, "nope"),
+            Err(LedgerError::InvalidGenesis { .. })
+        ));
+    }
+
+    #[test]
     fn genesis_round_trips_and_commits_to_its_content() {
         let g = genesis("c", ChainKind::Local, None);
         g.check().unwrap();

@@ -252,9 +252,16 @@ pub(crate) mod tests {
             prop_assert_eq!(&back, &p);
             back.verify(&set(), "cons").unwrap();
             // Records carrying proofs round-trip too.
-            let r = Record::Relayed { proof: Box::new(p) };
-            let back: Record = codec::decode(&codec::encode(&r), 1 << 20).unwrap();
-            prop_assert_eq!(back, r);
+            let m = Hash::of(b"m");
+            let vm = Hash::of(b"vm");
+            for r in [
+                Record::Arrival { migration_id: m, vm_id: vm, proof: Box::new(p.clone()) },
+                Record::Leave { migration_id: m, vm_id: vm, proof: Box::new(p.clone()) },
+                Record::Relayed { proof: Box::new(p) },
+            ] {
+                let back: Record = codec::decode(&codec::encode(&r), 1 << 20).unwrap();
+                prop_assert_eq!(back, r);
+            }
         }
     }
 }

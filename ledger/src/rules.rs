@@ -1192,6 +1192,43 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Mutated encodings of a valid block (with a relayed proof inside)
+        /// decode or fail cleanly, and whatever decodes goes through every
+        /// check without panicking (the fuzz target's property, in `cargo test`).
+        #[test]
+        fn mutated_blocks_never_panic(
+            muts in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..8),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            let c = Chain::local();
+            let p = proof_of(requested("t", Scope::Inter));
+            let txs = vec![
+                Transaction::sign(join(EntityKind::Device, "d"), &key(1), 1, 0, None),
+                Transaction::sign(Record::Relayed { proof: p }, &key(1), 2, 0, None),
+                Transaction::sign(indication("m", "vm", Scope::Local), &key(1), 3, 0, None),
+            ];
+            let b = next_block(&c.g, &c.g.tip(), txs);
+            let mut bytes = b.encode();
+            for (at, v) in muts {
+                let n = bytes.len();
+                bytes[at % n] ^= v;
+            }
+            if cut % 4 == 0 {
+                bytes.truncate(cut % (bytes.len() + 1));
+            }
+            if let Ok(block) = Block::decode(&bytes, 1 << 20) {
+                let g = c.g.clone();
+                let _ = check_proposal(&g, &g.tip(), &c.state, &block);
+                let _ = check_block(&g, &g.tip(), &c.state, &block, &certify(&block.header, 0));
+            }
+            for tx in bytes.windows(64).take(4) {
+                let _ = Transaction::decode(tx, 1 << 16);
+            }
+        }
+    }
+
     #[test]
     fn membership_joins_once() {
         let mut c = Chain::consortium();

@@ -306,6 +306,33 @@ mod tests {
         assert!(verify_store(&dir.path().join("missing")).is_err());
     }
 
+    #[test]
+    fn genesis_is_checked_against_the_federation() {
+        use federact_config::init::{local_chain_id, CONSORTIUM_CHAIN_ID};
+        use federact_config::{write_local_federation, Topology};
+        let dir = tempfile::tempdir().unwrap();
+        let topo = Topology {
+            clouds: 2,
+            servers_per_cloud: 1,
+            local_validators: 1,
+            inter_validators: 1,
+        };
+        let written = write_local_federation(&dir.path().join("fed"), &topo, false).unwrap();
+        let fed = Federation::load(&written.federation_file).unwrap();
+        let store_dir = dir.path().join("chain");
+        let g = Genesis::from_federation(&fed, &local_chain_id(1)).unwrap();
+        drop(ChainStore::open(&store_dir, Some(&g)).unwrap());
+        let r = verify_store_against(&store_dir, Some(&fed)).unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        // A store whose genesis names other validators than the federation.
+        let mut forged = Genesis::from_federation(&fed, CONSORTIUM_CHAIN_ID).unwrap();
+        forged.chain_id = local_chain_id(0);
+        let other_dir = dir.path().join("forged");
+        drop(ChainStore::open(&other_dir, Some(&forged)).unwrap());
+        let r = verify_store_against(&other_dir, Some(&fed)).unwrap();
+        assert!(matches!(r.fault, Some(Fault::Federation { .. })), "{r:?}");
+    }
+
     /// Rewrites the raw sled value at `key` (test-only tampering).
     fn tamper(dir: &Path, key: &[u8], f: impl FnOnce(&mut Vec<u8>)) {
         let db = sled::open(dir).unwrap();
