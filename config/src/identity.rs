@@ -203,6 +203,8 @@ impl<'de> Deserialize<'de> for Signature {
 }
 
 /// A node's ed25519 signing key. Never printed; `Debug` shows the public id.
+/// Cloning copies the secret in memory (one per chain the node validates).
+#[derive(Clone)]
 pub struct NodeKey {
     signing: SigningKey,
     id: NodeId,

@@ -44,10 +44,12 @@
 
 pub mod block;
 pub mod cert;
+pub mod chain;
 pub mod codec;
 pub mod consensus;
 pub mod error;
 pub mod hash;
+pub mod mempool;
 pub mod merkle;
 pub mod proof;
 pub mod record;

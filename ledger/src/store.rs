@@ -27,6 +27,11 @@
 //! Errors are [`LedgerError`]s; an invalid block is not an error but a
 //! [`BlockError`] value inside `Ok`.
 
+mod cursor;
+mod wal;
+pub use cursor::CursorStore;
+pub use wal::VoteWal;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use federact::config::{write_local_federation, Federation, NodeKey, Topology};
 
+mod node;
+
 /// federact: serverless actors across a federation of clouds that do not
 /// trust each other, with placements, offloads and migrations on ledgers.
 #[derive(Debug, Parser)]
@@ -31,6 +33,12 @@ enum Command {
     /// Work with federation configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Run one node with the roles its configuration gives it, until ctrl-c or SIGTERM.
+    Node {
+        /// The node's configuration file (e.g. DIR/nodes/c1-gateway.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Node { config } => node::run(&config),
         Command::Config(ConfigCmd::Check { file }) => {
             let fed = Federation::load(&file)?;
             print!("{}", fed.summary());

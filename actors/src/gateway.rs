@@ -1,0 +1,612 @@
+//! The gateway actor: its cloud's single entry point to the chains.
+//!
+//! It accepts signed transactions from the cloud's actors and tools, routes
+//! each to the local chain or the consortium by its record
+//! (`Record::route`), submits it to every validator of that chain (so
+//! whichever proposes next has it, and one faulty validator cannot drop
+//! it), follows the committed blocks of both chains — verifying each
+//! certificate itself, trusting no validator — and answers waiting
+//! submitters with a receipt carrying the inclusion proof. As relay it
+//! delivers consortium records that concern its cloud to the local chain,
+//! as `Relayed` transactions with a cross-chain proof the local validators
+//! check ([`crate::relay`] decides which).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use federact_config::{Federation, NodeId, NodeKey};
+use federact_federation::{Inbox, Incoming, Responder, Transport};
+use federact_ledger::cert::ValidatorSet;
+use federact_ledger::proof::CrossChainProof;
+use federact_ledger::record::{Record, Route};
+use federact_ledger::store::CursorStore;
+use federact_ledger::tx::{Transaction, TxId};
+
+use crate::clock::{now_micros, now_ms};
+use crate::error::ActorError;
+use crate::relay::RelayCore;
+use crate::wire::{
+    self, CertifiedBlock, GatewayRequest, GatewayResponse, Receipt, TxStatus, ValidatorOneWay,
+    ValidatorRequest, ValidatorResponse,
+};
+
+/// Transactions waiting for their commit, at most.
+const WAITING_MAX: usize = 200_000;
+/// Out-of-order blocks buffered per chain, at most.
+const AHEAD_MAX: usize = 1024;
+/// Transactions per submit batch to validators.
+const BATCH_MAX: usize = 1024;
+/// How long a batch may wait for more transactions.
+const BATCH_WINDOW: Duration = Duration::from_millis(1);
+/// A waiting submitter's deadline before the gateway asks why.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(20);
+/// Validator request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often followed chains are checked for gaps and lost subscriptions.
+const FOLLOW_CHECK: Duration = Duration::from_millis(500);
+/// The transport inbox capacity of a gateway.
+pub const INBOX_CAPACITY: usize = 8192;
+
+/// Who waits for a transaction.
+enum Waiter {
+    Remote(Responder),
+    Local(oneshot::Sender<GatewayResponse>),
+}
+
+impl Waiter {
+    fn answer(self, response: GatewayResponse) {
+        match self {
+            Waiter::Remote(r) => {
+                let body = wire::encode(&response);
+                actix::spawn(async move {
+                    let _ = r.respond(body).await;
+                });
+            }
+            Waiter::Local(tx) => {
+                let _ = tx.send(response);
+            }
+        }
+    }
+}
+
+/// One chain the gateway follows.
+struct Followed {
+    chain_id: String,
+    actor: Arc<str>,
+    set: ValidatorSet,
+    validators: Vec<NodeId>,
+    /// Highest height verified and processed in order.
+    height: u64,
+    /// Verified blocks above `height + 1`, waiting for the gap to fill.
+    ahead: BTreeMap<u64, CertifiedBlock>,
+    /// Transactions to submit, with their waiters.
+    outbox: Vec<(Transaction, Option<Waiter>)>,
+    flush_scheduled: bool,
+    last_progress_ms: u64,
+}
+
+/// What it takes to start a gateway.
+pub struct GatewaySetup {
+    /// This node's key (the author of relayed transactions).
+    pub key: NodeKey,
+    /// The federation.
+    pub federation: Federation,
+    /// This gateway's cloud.
+    pub cloud: String,
+    /// The node's transport.
+    pub transport: Transport,
+    /// Directory for the gateway's own state (relay cursor).
+    pub dir: std::path::PathBuf,
+}
+
+/// Counters of a gateway.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayCounters {
+    /// Transactions accepted from submitters.
+    pub submitted: u64,
+    /// Transactions refused (routing, admission, rules).
+    pub refused: u64,
+    /// Blocks whose certificate did not verify.
+    pub bad_blocks: u64,
+    /// Consortium records delivered to the local chain.
+    pub relayed: u64,
+    /// Messages that did not decode.
+    pub malformed: u64,
+}
+
+/// The gateway actor.
+pub struct GatewayActor {
+    key: NodeKey,
+    cloud: String,
+    transport: Transport,
+    local: Followed,
+    consortium: Option<Followed>,
+    waiting: HashMap<TxId, (String, Vec<Waiter>, u64)>,
+    relay: Option<RelayCore>,
+    cursor: CursorStore,
+    /// Relayed consortium heights whose deliveries have not all committed.
+    relay_pending: BTreeMap<u64, Vec<TxId>>,
+    nonce: u64,
+    inbox: Option<Inbox>,
+    counters: GatewayCounters,
+}
+
+const RELAY_CURSOR: &str = "relay.consortium.delivered";
+
+impl GatewayActor {
+    /// Builds the gateway and registers it on the transport.
+    pub fn new(setup: GatewaySetup) -> Result<GatewayActor, ActorError> {
+        let fed = &setup.federation;
+        let follow = |spec: &federact_config::ChainSpec| Followed {
+            chain_id: spec.id().to_string(),
+            actor: wire::validator_actor(spec.id()).into(),
+            set: ValidatorSet::from_spec(spec),
+            validators: spec.validators().to_vec(),
+            height: 0,
+            ahead: BTreeMap::new(),
+            outbox: Vec::new(),
+            flush_scheduled: false,
+            last_progress_ms: 0,
+        };
+        let local_spec = fed.local_chain(&setup.cloud).ok_or_else(|| ActorError::Config {
+            detail: format!("cloud `{}` has no local chain", setup.cloud),
+        })?;
+        let local = follow(local_spec);
+        let consortium = fed.consortium().map(follow);
+        let cursor = CursorStore::open(&setup.dir.join("cursors"))?;
+        let delivered = cursor.get(RELAY_CURSOR)?;
+        let relay = consortium.as_ref().map(|_| RelayCore::new(fed, &setup.cloud, 1));
+        let inbox = setup.transport.register(wire::GATEWAY_ACTOR, INBOX_CAPACITY)?;
+        info!(cloud = %setup.cloud, relay_delivered = delivered, "gateway starting");
+        Ok(GatewayActor {
+            key: setup.key,
+            cloud: setup.cloud,
+            transport: setup.transport,
+            local,
+            consortium,
+            waiting: HashMap::new(),
+            relay,
+            cursor,
+            relay_pending: BTreeMap::new(),
+            nonce: 0,
+            inbox: Some(inbox),
+            counters: GatewayCounters::default(),
+        })
+    }
+
+    fn chain_mut(&mut self, chain_id: &str) -> Option<&mut Followed> {
+        if self.local.chain_id == chain_id {
+            Some(&mut self.local)
+        } else {
+            self.consortium.as_mut().filter(|c| c.chain_id == chain_id)
+        }
+    }
+
+    /// Routes, queues for submission, and registers the waiter.
+    fn submit(&mut self, tx: Transaction, waiter: Option<Waiter>, ctx: &mut Context<Self>) {
+        let chain_id = match tx.record().route() {
+            Route::Local => self.local.chain_id.clone(),
+            Route::Consortium => match &self.consortium {
+                Some(c) => c.chain_id.clone(),
+                None => {
+                    self.counters.refused += 1;
+                    if let Some(w) = waiter {
+                        w.answer(GatewayResponse::Refused(
+                            "the record belongs on the consortium chain, and this federation has none".into(),
+                        ));
+                    }
+                    return;
+                }
+            },
+        };
+        self.counters.submitted += 1;
+        let Some(chain) = self.chain_mut(&chain_id) else { return };
+        chain.outbox.push((tx, waiter));
+        if chain.outbox.len() >= BATCH_MAX {
+            self.flush(&chain_id, ctx);
+        } else if !chain.flush_scheduled {
+            chain.flush_scheduled = true;
+            let id = chain_id.clone();
+            ctx.run_later(BATCH_WINDOW, move |act, ctx| act.flush(&id, ctx));
+        }
+    }
+
+    /// Sends a chain's queued transactions to all its validators.
+    fn flush(&mut self, chain_id: &str, ctx: &mut Context<Self>) {
+        let Some(chain) = self.chain_mut(chain_id) else { return };
+        chain.flush_scheduled = false;
+        if chain.outbox.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut chain.outbox);
+        let validators = chain.validators.clone();
+        let actor = chain.actor.clone();
+        let (txs, waiters): (Vec<Transaction>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
+        let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
+        let body = wire::encode(&ValidatorRequest::Submit(txs));
+        let transport = self.transport.clone();
+        let fut = async move {
+            let calls = validators.iter().map(|v| {
+                let t = transport.clone();
+                let a = actor.clone();
+                let b = body.clone();
+                let v = *v;
+                async move { t.request(v, &a, b, REQUEST_TIMEOUT).await }
+            });
+            futures::future::join_all(calls).await
+        };
+        let chain_id = chain_id.to_string();
+        ctx.spawn(fut.into_actor(self).map(move |replies, act, _ctx| {
+            // Per transaction: admitted by any validator, or the first reason.
+            let mut admitted = vec![false; ids.len()];
+            let mut reason: Vec<Option<String>> = vec![None; ids.len()];
+            for reply in replies {
+                let results = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
+                    Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == ids.len() => r,
+                    Ok(Ok(_)) | Ok(Err(_)) => {
+                        act.counters.malformed += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        debug!(chain = %chain_id, error = %e, "submit to a validator failed");
+                        continue;
+                    }
+                };
+                for (i, r) in results.into_iter().enumerate() {
+                    match r {
+                        Ok(()) => admitted[i] = true,
+                        Err(e) if reason[i].is_none() => reason[i] = Some(e),
+                        Err(_) => {}
+                    }
+                }
+            }
+            let now = now_ms();
+            for (i, waiter) in waiters.into_iter().enumerate() {
+                let id = ids[i];
+                if !admitted[i] {
+                    act.counters.refused += 1;
+                    let why = reason[i].take().unwrap_or_else(|| "no validator reachable".into());
+                    if let Some(w) = waiter {
+                        w.answer(GatewayResponse::Refused(why));
+                    }
+                    continue;
+                }
+                match waiter {
+                    Some(w @ Waiter::Remote(_)) | Some(w @ Waiter::Local(_)) => {
+                        if act.waiting.len() >= WAITING_MAX {
+                            w.answer(GatewayResponse::Refused("gateway has too many waiting submitters".into()));
+                            continue;
+                        }
+                        let entry = act.waiting.entry(id).or_insert_with(|| (chain_id.clone(), Vec::new(), now));
+                        entry.1.push(w);
+                    }
+                    None => {}
+                }
+            }
+        }));
+    }
+
+    /// Verifies and processes a block pushed or fetched from a validator.
+    fn handle_block(&mut self, b: CertifiedBlock, ctx: &mut Context<Self>) {
+        let chain_id = b.block.header.chain_id.clone();
+        let Some(chain) = self.chain_mut(&chain_id) else {
+            return;
+        };
+        let h = b.block.header.height;
+        if h <= chain.height || chain.ahead.contains_key(&h) {
+            return;
+        }
+        let header_ok = b.block.header.tx_root == federact_ledger::merkle::root(&b.block.tx_ids());
+        if !header_ok
+            || b
+                .certificate
+                .verify(&chain.set, &chain.chain_id, h, &b.block.id())
+                .is_err()
+        {
+            self.counters.bad_blocks += 1;
+            warn!(chain = %chain_id, height = h, "block with an invalid certificate or body ignored");
+            return;
+        }
+        if chain.ahead.len() < AHEAD_MAX {
+            chain.ahead.insert(h, b);
+        }
+        // Process in order.
+        loop {
+            let Some(chain) = self.chain_mut(&chain_id) else { return };
+            let next = chain.height + 1;
+            let Some(b) = chain.ahead.remove(&next) else { break };
+            chain.height = next;
+            chain.last_progress_ms = now_ms();
+            self.apply_block(&chain_id, b, ctx);
+        }
+    }
+
+    fn apply_block(&mut self, chain_id: &str, b: CertifiedBlock, ctx: &mut Context<Self>) {
+        let is_consortium = self.consortium.as_ref().is_some_and(|c| c.chain_id == chain_id);
+        let ids = b.block.tx_ids();
+        for (i, id) in ids.iter().enumerate() {
+            if let Some((_, waiters, _)) = self.waiting.remove(id) {
+                let proof = CrossChainProof::build(&b.block, &b.certificate, i).map(Box::new);
+                let receipt = Receipt {
+                    chain_id: chain_id.to_string(),
+                    tx_id: *id,
+                    height: b.block.header.height,
+                    proof,
+                };
+                for w in waiters {
+                    w.answer(GatewayResponse::Receipt(receipt.clone()));
+                }
+            }
+        }
+        if !is_consortium {
+            // Relayed deliveries committing on the local chain advance the cursor.
+            self.settle_relays(&ids);
+            return;
+        }
+        let Some(relay) = self.relay.as_mut() else { return };
+        let Some(indices) = relay.handle_block(&b.block) else { return };
+        let height = b.block.header.height;
+        let delivered = self.cursor.get(RELAY_CURSOR).unwrap_or(0);
+        if height <= delivered {
+            return; // delivered before a restart
+        }
+        let mut pending = Vec::new();
+        for i in indices {
+            let Some(proof) = CrossChainProof::build(&b.block, &b.certificate, i) else { continue };
+            self.nonce = self.nonce.max(now_micros()).saturating_add(1);
+            let tx = Transaction::sign(
+                Record::Relayed { proof: Box::new(proof) },
+                &self.key,
+                self.nonce,
+                now_ms(),
+                None,
+            );
+            pending.push(tx.id());
+            self.counters.relayed += 1;
+            self.submit(tx, None, ctx);
+        }
+        self.relay_pending.insert(height, pending);
+        self.settle_relays(&[]);
+    }
+
+    /// Advances the persisted relay cursor over consortium heights whose
+    /// deliveries have all committed locally.
+    fn settle_relays(&mut self, committed: &[TxId]) {
+        if self.relay_pending.is_empty() {
+            return;
+        }
+        for ids in self.relay_pending.values_mut() {
+            ids.retain(|id| !committed.contains(id));
+        }
+        let mut advanced = None;
+        while let Some((&h, ids)) = self.relay_pending.iter().next() {
+            if !ids.is_empty() {
+                break;
+            }
+            self.relay_pending.remove(&h);
+            advanced = Some(h);
+        }
+        if let Some(h) = advanced {
+            if let Err(e) = self.cursor.set(RELAY_CURSOR, h) {
+                warn!(error = %e, "relay cursor write failed");
+            }
+        }
+    }
+
+    /// Subscribes to the validators of a chain from the next height, and
+    /// fetches any gap.
+    fn follow(&mut self, chain_id: &str, ctx: &mut Context<Self>) {
+        let Some(chain) = self.chain_mut(chain_id) else { return };
+        let from_height = chain.height + 1;
+        let validators = chain.validators.clone();
+        let actor = chain.actor.clone();
+        let transport = self.transport.clone();
+        let body = wire::encode(&ValidatorRequest::Follow { from_height });
+        let fut = async move {
+            let calls = validators.iter().map(|v| {
+                let (t, a, b, v) = (transport.clone(), actor.clone(), body.clone(), *v);
+                async move { (v, t.request(v, &a, b, REQUEST_TIMEOUT).await) }
+            });
+            futures::future::join_all(calls).await
+        };
+        let chain_id = chain_id.to_string();
+        ctx.spawn(fut.into_actor(self).map(move |replies, act, ctx| {
+            let mut tip = 0;
+            let mut best = None;
+            for (v, r) in replies {
+                if let Ok(Ok(ValidatorResponse::Following { tip: t })) =
+                    r.map(|b| wire::decode::<ValidatorResponse>(&b))
+                {
+                    if t > tip {
+                        tip = t;
+                        best = Some(v);
+                    }
+                }
+            }
+            let (Some(peer), Some(chain)) = (best, act.chain_mut(&chain_id)) else { return };
+            // Fetch what the push backfill does not cover (long gaps).
+            let start = chain.height + 1;
+            let end = tip.min(start + 64);
+            let missing: Vec<u64> = (start..=end).filter(|h| !chain.ahead.contains_key(h)).collect();
+            for h in missing {
+                act.fetch(&chain_id, peer, h, ctx);
+            }
+        }));
+    }
+
+    fn fetch(&mut self, chain_id: &str, peer: NodeId, height: u64, ctx: &mut Context<Self>) {
+        let Some(chain) = self.chain_mut(chain_id) else { return };
+        let actor = chain.actor.clone();
+        let transport = self.transport.clone();
+        let body = wire::encode(&ValidatorRequest::FetchBlock { height });
+        let fut = async move { transport.request(peer, &actor, body, REQUEST_TIMEOUT).await };
+        ctx.spawn(fut.into_actor(self).map(|r, act, ctx| {
+            if let Ok(Ok(ValidatorResponse::Block(Some(b)))) = r.map(|b| wire::decode::<ValidatorResponse>(&b)) {
+                act.handle_block(*b, ctx);
+            }
+        }));
+    }
+
+    /// Periodic: re-follow chains that made no progress (validators
+    /// restarted and forgot us), and ask about submitters waiting too long.
+    fn check(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let mut chains = vec![self.local.chain_id.clone()];
+        if let Some(c) = &self.consortium {
+            chains.push(c.chain_id.clone());
+        }
+        for id in chains {
+            let stale = self
+                .chain_mut(&id)
+                .is_some_and(|c| now.saturating_sub(c.last_progress_ms) > 2 * FOLLOW_CHECK.as_millis() as u64);
+            if stale {
+                self.follow(&id, ctx);
+            }
+        }
+        let deadline = COMMIT_DEADLINE.as_millis() as u64;
+        let overdue: Vec<(TxId, String)> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, _, since))| now.saturating_sub(*since) > deadline)
+            .map(|(id, (chain, _, _))| (*id, chain.clone()))
+            .take(256)
+            .collect();
+        for (id, chain_id) in overdue {
+            self.ask_status(id, chain_id, ctx);
+        }
+    }
+
+    fn ask_status(&mut self, id: TxId, chain_id: String, ctx: &mut Context<Self>) {
+        let Some(chain) = self.chain_mut(&chain_id) else { return };
+        let Some(&peer) = chain.validators.first() else { return };
+        let actor = chain.actor.clone();
+        let transport = self.transport.clone();
+        let body = wire::encode(&ValidatorRequest::TxStatus { id });
+        let fut = async move { transport.request(peer, &actor, body, REQUEST_TIMEOUT).await };
+        ctx.spawn(fut.into_actor(self).map(move |r, act, _| {
+            let status = r.ok().and_then(|b| wire::decode::<ValidatorResponse>(&b).ok());
+            let why = match status {
+                Some(ValidatorResponse::TxStatus(TxStatus::Refused(why))) => why,
+                Some(ValidatorResponse::TxStatus(TxStatus::Unknown)) => {
+                    "the transaction was lost by the validators (not pending, not committed); submit it again".into()
+                }
+                _ => return, // pending or committed: the block will answer
+            };
+            if let Some((_, waiters, _)) = act.waiting.remove(&id) {
+                act.counters.refused += 1;
+                for w in waiters {
+                    w.answer(GatewayResponse::Refused(why.clone()));
+                }
+            }
+        }));
+    }
+
+    fn status(&self) -> Vec<(String, u64)> {
+        let mut out = vec![(self.local.chain_id.clone(), self.local.height)];
+        if let Some(c) = &self.consortium {
+            out.push((c.chain_id.clone(), c.height));
+        }
+        out
+    }
+}
+
+impl Actor for GatewayActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+        if let Some(inbox) = self.inbox.take() {
+            ctx.add_stream(crate::inbox_stream(inbox));
+        }
+        let local = self.local.chain_id.clone();
+        self.follow(&local, ctx);
+        if let Some(c) = self.consortium.as_ref().map(|c| c.chain_id.clone()) {
+            self.follow(&c, ctx);
+        }
+        ctx.run_interval(FOLLOW_CHECK, |act, ctx| act.check(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        info!(cloud = %self.cloud, "gateway stopped");
+    }
+}
+
+impl StreamHandler<Incoming> for GatewayActor {
+    fn handle(&mut self, item: Incoming, ctx: &mut Context<Self>) {
+        match item {
+            Incoming::OneWay { body, .. } => match wire::decode::<ValidatorOneWay>(&body) {
+                Ok(ValidatorOneWay::Committed(b)) => self.handle_block(*b, ctx),
+                Ok(ValidatorOneWay::Consensus(_)) => {}
+                Err(_) => self.counters.malformed += 1,
+            },
+            Incoming::Request { body, responder, .. } => match wire::decode::<GatewayRequest>(&body) {
+                Ok(GatewayRequest::Submit { tx, wait }) => {
+                    if wait {
+                        self.submit(tx, Some(Waiter::Remote(responder)), ctx);
+                    } else {
+                        let id = tx.id();
+                        let chain = match tx.record().route() {
+                            Route::Local => self.local.chain_id.clone(),
+                            Route::Consortium => self
+                                .consortium
+                                .as_ref()
+                                .map(|c| c.chain_id.clone())
+                                .unwrap_or_default(),
+                        };
+                        self.submit(tx, None, ctx);
+                        let r = GatewayResponse::Receipt(Receipt { chain_id: chain, tx_id: id, height: 0, proof: None });
+                        Waiter::Remote(responder).answer(r);
+                    }
+                }
+                Ok(GatewayRequest::Status) => Waiter::Remote(responder).answer(GatewayResponse::Status(self.status())),
+                Err(e) => {
+                    self.counters.malformed += 1;
+                    let msg = format!("malformed request: {e}");
+                    actix::spawn(async move {
+                        let _ = responder.fail(&msg).await;
+                    });
+                }
+            },
+            Incoming::Transfer { receiver, .. } => receiver.reject(),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Submits a transaction from inside the gateway's process and waits for
+/// its commit (or refusal).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubmitLocal {
+    /// The transaction.
+    pub tx: Transaction,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<GatewayResponse>,
+}
+
+impl Handler<SubmitLocal> for GatewayActor {
+    type Result = ();
+    fn handle(&mut self, msg: SubmitLocal, ctx: &mut Context<Self>) {
+        self.submit(msg.tx, Some(Waiter::Local(msg.reply)), ctx);
+    }
+}
+
+/// The gateway's heights and counters.
+#[derive(Message)]
+#[rtype(result = "(Vec<(String, u64)>, GatewayCounters)")]
+pub struct GatewayStatus;
+
+impl Handler<GatewayStatus> for GatewayActor {
+    type Result = MessageResult<GatewayStatus>;
+    fn handle(&mut self, _: GatewayStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((self.status(), self.counters.clone()))
+    }
+}

@@ -1,0 +1,438 @@
+//! The validator actor: one per (node, chain). It owns the chain's sled
+//! store, its vote write-ahead log and its mempool, and drives the pure
+//! Tendermint core (`federact_ledger::consensus`): every handler turns a
+//! message into a core input, drains the core's effects, and carries them
+//! out — sends over QUIC, timers, fsyncs, commits. Proposals are built and
+//! checked by `federact_ledger::chain`, not here.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use federact_config::{ChainSpec, NodeId, NodeKey};
+use federact_federation::{Incoming, Inbox, Transport};
+use federact_ledger::block::{Block, Genesis};
+use federact_ledger::cert::{CommitCertificate, ValidatorSet};
+use federact_ledger::chain::{build_block, candidates, ProposalSlot};
+use federact_ledger::consensus::{Consensus, ConsensusParams, Effect, Message};
+use federact_ledger::mempool::{Mempool, MempoolLimits};
+use federact_ledger::store::{ChainStore, VoteWal};
+use federact_ledger::tx::{verify_batch, Transaction, TxId};
+
+use crate::clock::now_ms;
+use crate::error::ActorError;
+use crate::wire::{self, CertifiedBlock, TxStatus, ValidatorOneWay, ValidatorRequest, ValidatorResponse};
+
+/// Followers (gateways, tools) one validator pushes blocks to, at most.
+const FOLLOWERS_MAX: usize = 64;
+/// Blocks pushed to a new follower at once; it fetches older ones itself.
+const FOLLOW_BACKFILL_MAX: u64 = 256;
+/// Refusal reasons remembered for `TxStatus`.
+const REFUSED_MAX: usize = 16_384;
+/// Transactions one `Submit` may carry.
+const SUBMIT_BATCH_MAX: usize = 4096;
+/// The inbox capacity of a validator on the transport.
+pub const INBOX_CAPACITY: usize = 4096;
+/// Time a block fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counters of what a validator refused and did.
+#[derive(Debug, Clone, Default)]
+pub struct ValidatorCounters {
+    /// Messages that did not decode.
+    pub malformed: u64,
+    /// Transactions refused at admission.
+    pub tx_refused: u64,
+    /// Transactions admitted.
+    pub tx_admitted: u64,
+    /// Blocks committed.
+    pub blocks_committed: u64,
+    /// Equivocation evidence seen.
+    pub evidence: u64,
+}
+
+/// What it takes to start a validator.
+pub struct ValidatorSetup {
+    /// This node's key.
+    pub key: NodeKey,
+    /// The chain.
+    pub chain: ChainSpec,
+    /// The chain's genesis (from the federation).
+    pub genesis: Genesis,
+    /// The store directory of this chain on this node.
+    pub dir: std::path::PathBuf,
+    /// The node's transport.
+    pub transport: Transport,
+    /// Mempool bounds.
+    pub mempool: MempoolLimits,
+}
+
+/// The validator actor.
+pub struct ValidatorActor {
+    me: NodeId,
+    chain_id: String,
+    actor: Arc<str>,
+    core: Consensus<Block>,
+    store: ChainStore,
+    wal: VoteWal,
+    mempool: Mempool,
+    transport: Transport,
+    peers: Vec<NodeId>,
+    followers: BTreeSet<NodeId>,
+    refused: HashMap<TxId, String>,
+    refused_order: VecDeque<TxId>,
+    inbox: Option<Inbox>,
+    counters: ValidatorCounters,
+}
+
+impl ValidatorActor {
+    /// Opens the store and WAL, restores the core, and registers on the
+    /// transport. Call inside an actix system; then `.start()`.
+    pub fn new(setup: ValidatorSetup) -> Result<ValidatorActor, ActorError> {
+        let chain_id = setup.chain.id().to_string();
+        let store = ChainStore::open(&setup.dir.join("chain"), Some(&setup.genesis))?;
+        let wal = VoteWal::open(&setup.dir.join("wal"))?;
+        let height = store.tip().height + 1;
+        let entries = wal.entries::<Block>(height)?;
+        let set = ValidatorSet::from_spec(&setup.chain);
+        let me = setup.key.id();
+        let peers = set.validators().iter().copied().filter(|v| *v != me).collect();
+        let params = ConsensusParams::from(setup.chain.params());
+        let core = Consensus::new(chain_id.clone(), set, setup.key, params, height, entries, now_ms())
+            .map_err(|e| ActorError::NotAValidator { chain: chain_id.clone(), node: e.0 })?;
+        let actor: Arc<str> = wire::validator_actor(&chain_id).into();
+        let inbox = setup.transport.register(&actor, INBOX_CAPACITY)?;
+        info!(chain = %chain_id, height, "validator starting");
+        Ok(ValidatorActor {
+            me,
+            chain_id,
+            actor,
+            core,
+            store,
+            wal,
+            mempool: Mempool::new(setup.mempool),
+            transport: setup.transport,
+            peers,
+            followers: BTreeSet::new(),
+            refused: HashMap::new(),
+            refused_order: VecDeque::new(),
+            inbox: Some(inbox),
+            counters: ValidatorCounters::default(),
+        })
+    }
+
+    /// Carries out the core's effects until it has none left.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            let effects = self.core.poll_effects();
+            if effects.is_empty() {
+                return;
+            }
+            for effect in effects {
+                self.perform(effect, ctx);
+            }
+        }
+    }
+
+    fn perform(&mut self, effect: Effect<Block>, ctx: &mut Context<Self>) {
+        match effect {
+            Effect::Persist(entry) => {
+                if let Err(e) = self.wal.append(&entry) {
+                    // Without a durable vote we must not send it: stop.
+                    warn!(chain = %self.chain_id, error = %e, "vote WAL write failed; validator stops");
+                    ctx.stop();
+                }
+            }
+            Effect::Broadcast(msg) => {
+                let body = wire::encode(&ValidatorOneWay::Consensus(msg));
+                for peer in self.peers.clone() {
+                    self.send(peer, body.clone());
+                }
+            }
+            Effect::SendTo(peer, msg) => {
+                self.send(peer, wire::encode(&ValidatorOneWay::Consensus(msg)));
+            }
+            Effect::ScheduleTimeout { timeout, at_ms } => {
+                let delay = Duration::from_millis(at_ms.saturating_sub(now_ms()));
+                ctx.run_later(delay, move |act, ctx| {
+                    act.core.handle_timeout(now_ms(), timeout);
+                    act.drive(ctx);
+                });
+            }
+            Effect::BuildValue { height, round, max_txs, max_bytes } => {
+                let tip = self.store.tip();
+                let picked = candidates(&self.mempool, max_txs, max_bytes);
+                let built = build_block(
+                    ProposalSlot {
+                        genesis: self.store.genesis(),
+                        tip: &tip,
+                        round,
+                        proposer: self.me,
+                        now_ms: now_ms(),
+                    },
+                    picked,
+                    &self.store,
+                );
+                for (id, why) in built.refused {
+                    self.mempool.remove(&id);
+                    self.remember_refusal(id, why.to_string());
+                }
+                self.core.handle_value_built(now_ms(), height, round, built.block);
+            }
+            Effect::ValidateValue { height, value, .. } => {
+                let valid = match self.store.check_proposal(&value) {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        warn!(chain = %self.chain_id, height, error = %e, "proposal refused");
+                        false
+                    }
+                    Err(e) => {
+                        warn!(chain = %self.chain_id, height, error = %e, "store error checking a proposal");
+                        false
+                    }
+                };
+                self.core.handle_value_validity(now_ms(), height, value.id(), valid);
+            }
+            Effect::RequestBlock { peer, height } => {
+                let transport = self.transport.clone();
+                let actor = self.actor.clone();
+                let body = wire::encode(&ValidatorRequest::FetchBlock { height });
+                let fut = async move { transport.request(peer, &actor, body, FETCH_TIMEOUT).await };
+                ctx.spawn(fut.into_actor(self).map(move |reply, act, ctx| {
+                    let Ok(bytes) = reply else { return };
+                    match wire::decode::<ValidatorResponse>(&bytes) {
+                        Ok(ValidatorResponse::Block(Some(b))) => {
+                            let b = *b;
+                            act.core.handle_block_fetched(now_ms(), b.block, b.certificate);
+                            act.drive(ctx);
+                        }
+                        Ok(_) => {}
+                        Err(_) => act.counters.malformed += 1,
+                    }
+                }));
+            }
+            Effect::Decide { value, certificate } => self.commit(value, certificate, ctx),
+            Effect::Evidence(evidence) => {
+                self.counters.evidence += 1;
+                warn!(chain = %self.chain_id, ?evidence, "equivocation evidence");
+            }
+        }
+    }
+
+    fn commit(&mut self, block: Block, cert: CommitCertificate, ctx: &mut Context<Self>) {
+        let height = block.header.height;
+        // The body was checked when the proposal was validated (or the
+        // certificate proves a quorum did); signatures are not re-verified.
+        match self.store.commit_prechecked(&block, &cert) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                // A quorum certified a block our rules refuse: a bug or a
+                // Byzantine quorum. Stop rather than diverge.
+                warn!(chain = %self.chain_id, height, error = %e, "certified block refused by the rules; validator stops");
+                ctx.stop();
+                return;
+            }
+            Err(e) => {
+                warn!(chain = %self.chain_id, height, error = %e, "commit failed; validator stops");
+                ctx.stop();
+                return;
+            }
+        }
+        self.counters.blocks_committed += 1;
+        self.mempool.remove_committed(&block.txs);
+        if let Err(e) = self.wal.prune_below(height + 1) {
+            warn!(chain = %self.chain_id, error = %e, "WAL prune failed");
+        }
+        debug!(chain = %self.chain_id, height, txs = block.txs.len(), "committed");
+        if !self.followers.is_empty() {
+            let body = wire::encode(&ValidatorOneWay::Committed(Box::new(CertifiedBlock {
+                block,
+                certificate: cert,
+            })));
+            for f in self.followers.clone() {
+                self.send(f, body.clone());
+            }
+        }
+        self.core
+            .handle_txs_available(now_ms(), self.mempool.len() as u64, self.mempool.bytes() as u64);
+    }
+
+    fn send(&self, peer: NodeId, body: Bytes) {
+        let transport = self.transport.clone();
+        let actor = self.actor.clone();
+        actix::spawn(async move {
+            if let Err(e) = transport.send(peer, &actor, body).await {
+                debug!(peer = %peer.short(), error = %e, "send failed");
+            }
+        });
+    }
+
+    fn remember_refusal(&mut self, id: TxId, why: String) {
+        if self.refused.len() >= REFUSED_MAX {
+            if let Some(old) = self.refused_order.pop_front() {
+                self.refused.remove(&old);
+            }
+        }
+        if self.refused.insert(id, why).is_none() {
+            self.refused_order.push_back(id);
+        }
+    }
+
+    /// Admits a batch of transactions: size and signatures (batched), the
+    /// author's committed nonce, then the mempool's bounds.
+    fn admit(&mut self, txs: Vec<Transaction>) -> Vec<Result<(), String>> {
+        let policy = self.store.genesis().tx_policy();
+        let mut out: Vec<Result<(), String>> = vec![Ok(()); txs.len()];
+        let batch_ok = verify_batch(&txs, &policy).is_ok();
+        for (i, tx) in txs.into_iter().enumerate() {
+            let result = (|| {
+                if !batch_ok {
+                    tx.verify(&policy).map_err(|e| e.to_string())?;
+                }
+                let last = self.store.last_nonce(tx.author()).map_err(|e| e.to_string())?;
+                self.mempool.insert(tx, last).map_err(|e| e.to_string())
+            })();
+            match &result {
+                Ok(()) => self.counters.tx_admitted += 1,
+                Err(_) => self.counters.tx_refused += 1,
+            }
+            out[i] = result;
+        }
+        out
+    }
+
+    fn tx_status(&self, id: &TxId) -> TxStatus {
+        if self.mempool.contains(id) {
+            return TxStatus::Pending;
+        }
+        if let Ok(Some(loc)) = self.store.tx_location(id) {
+            return TxStatus::Committed { height: loc.height, index: loc.index };
+        }
+        match self.refused.get(id) {
+            Some(why) => TxStatus::Refused(why.clone()),
+            None => TxStatus::Unknown,
+        }
+    }
+
+    fn certified(&self, height: u64) -> Option<CertifiedBlock> {
+        let block = self.store.block(height).ok()??;
+        let certificate = self.store.certificate(height).ok()??;
+        Some(CertifiedBlock { block, certificate })
+    }
+
+    fn handle_request(&mut self, from: NodeId, req: ValidatorRequest, ctx: &mut Context<Self>) -> ValidatorResponse {
+        match req {
+            ValidatorRequest::Submit(txs) => {
+                if txs.len() > SUBMIT_BATCH_MAX {
+                    return ValidatorResponse::Submitted(vec![Err("batch too large".into()); txs.len().min(1)]);
+                }
+                let results = self.admit(txs);
+                self.core.handle_txs_available(
+                    now_ms(),
+                    self.mempool.len() as u64,
+                    self.mempool.bytes() as u64,
+                );
+                self.drive(ctx);
+                ValidatorResponse::Submitted(results)
+            }
+            ValidatorRequest::FetchBlock { height } => {
+                ValidatorResponse::Block(self.certified(height).map(Box::new))
+            }
+            ValidatorRequest::Follow { from_height } => {
+                let tip = self.store.tip().height;
+                if self.followers.len() < FOLLOWERS_MAX || self.followers.contains(&from) {
+                    self.followers.insert(from);
+                    let end = tip.min(from_height.saturating_add(FOLLOW_BACKFILL_MAX));
+                    for h in from_height.max(1)..=end {
+                        if let Some(b) = self.certified(h) {
+                            self.send(from, wire::encode(&ValidatorOneWay::Committed(Box::new(b))));
+                        }
+                    }
+                }
+                ValidatorResponse::Following { tip }
+            }
+            ValidatorRequest::TxStatus { id } => ValidatorResponse::TxStatus(self.tx_status(&id)),
+            ValidatorRequest::Tip => ValidatorResponse::Tip(self.store.tip().height),
+        }
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &ValidatorCounters {
+        &self.counters
+    }
+}
+
+impl Actor for ValidatorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        if let Some(inbox) = self.inbox.take() {
+            ctx.add_stream(crate::inbox_stream(inbox));
+        }
+        self.drive(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Err(e) = self.store.flush() {
+            warn!(chain = %self.chain_id, error = %e, "flush on stop failed");
+        }
+        info!(chain = %self.chain_id, height = self.store.tip().height, "validator stopped");
+    }
+}
+
+impl StreamHandler<Incoming> for ValidatorActor {
+    fn handle(&mut self, item: Incoming, ctx: &mut Context<Self>) {
+        match item {
+            Incoming::OneWay { from, body, .. } => match wire::decode::<ValidatorOneWay>(&body) {
+                Ok(ValidatorOneWay::Consensus(msg)) => {
+                    self.core.handle_message(now_ms(), &from, msg);
+                    self.drive(ctx);
+                }
+                Ok(ValidatorOneWay::Committed(_)) => {}
+                Err(_) => self.counters.malformed += 1,
+            },
+            Incoming::Request { from, body, responder, .. } => {
+                let reply = match wire::decode::<ValidatorRequest>(&body) {
+                    Ok(req) => wire::encode(&self.handle_request(from, req, ctx)),
+                    Err(e) => {
+                        self.counters.malformed += 1;
+                        let msg = format!("malformed request: {e}");
+                        actix::spawn(async move {
+                            let _ = responder.fail(&msg).await;
+                        });
+                        return;
+                    }
+                };
+                actix::spawn(async move {
+                    let _ = responder.respond(reply).await;
+                });
+            }
+            Incoming::Transfer { receiver, .. } => receiver.reject(),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The transport closed our inbox: the node is shutting down.
+        ctx.stop();
+    }
+}
+
+/// Asks a validator actor for its counters (tests, status).
+#[derive(Message)]
+#[rtype(result = "(u64, ValidatorCounters)")]
+pub struct Counters;
+
+impl Handler<Counters> for ValidatorActor {
+    type Result = MessageResult<Counters>;
+    fn handle(&mut self, _: Counters, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((self.store.tip().height, self.counters.clone()))
+    }
+}
+
+/// Makes the consensus message type nameable by users of this module.
+pub type ChainMessage = Message<Block>;

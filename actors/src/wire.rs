@@ -1,0 +1,153 @@
+//! Messages actors exchange over the QUIC transport, and the actor
+//! addresses they are sent to. Bodies are encoded with the ledger's
+//! canonical codec and decoded with a size limit; a body that does not
+//! decode is refused and counted, never trusted.
+
+use serde::{Deserialize, Serialize};
+
+use federact_ledger::block::Block;
+use federact_ledger::cert::CommitCertificate;
+use federact_ledger::codec::{self, DecodeError};
+use federact_ledger::consensus::Message;
+use federact_ledger::proof::CrossChainProof;
+use federact_ledger::tx::{Transaction, TxId};
+
+/// Largest body any actor message may have (a block of the largest allowed
+/// size plus its certificate fits).
+pub const BODY_BYTES_MAX: usize = 24 << 20;
+
+/// The transport address of the validator of `chain_id` on a node.
+pub fn validator_actor(chain_id: &str) -> String {
+    format!("validator/{chain_id}")
+}
+
+/// The transport address of a cloud's gateway.
+pub const GATEWAY_ACTOR: &str = "gateway";
+
+/// What validators send each other and their followers without waiting for
+/// an answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ValidatorOneWay {
+    /// A consensus message (proposal, vote, status).
+    Consensus(Message<Block>),
+    /// A committed block with its certificate, pushed to followers.
+    Committed(Box<CertifiedBlock>),
+}
+
+/// A committed block and its commit certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertifiedBlock {
+    /// The block.
+    pub block: Block,
+    /// Its certificate.
+    pub certificate: CommitCertificate,
+}
+
+/// Requests a validator answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ValidatorRequest {
+    /// Admit these transactions to the mempool.
+    Submit(Vec<Transaction>),
+    /// The committed block at a height, with its certificate.
+    FetchBlock {
+        /// The height.
+        height: u64,
+    },
+    /// Push every block committed from `from_height` on to the sender.
+    Follow {
+        /// First height wanted.
+        from_height: u64,
+    },
+    /// The status of a transaction.
+    TxStatus {
+        /// Its id.
+        id: TxId,
+    },
+    /// The chain's tip height.
+    Tip,
+}
+
+/// Answers of a validator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ValidatorResponse {
+    /// Per submitted transaction, in order: admitted, or why not.
+    Submitted(Vec<Result<(), String>>),
+    /// The block, if committed.
+    Block(Option<Box<CertifiedBlock>>),
+    /// Following from this height (the validator's tip + 1 at most).
+    Following {
+        /// The validator's tip height now.
+        tip: u64,
+    },
+    /// A transaction's status.
+    TxStatus(TxStatus),
+    /// The tip height.
+    Tip(u64),
+}
+
+/// Where a transaction stands at one validator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxStatus {
+    /// Never seen (or forgotten).
+    Unknown,
+    /// Waiting in the mempool.
+    Pending,
+    /// Committed at this height and position.
+    Committed {
+        /// Height.
+        height: u64,
+        /// Position in the block.
+        index: u32,
+    },
+    /// Refused by the chain's rules when a block was built.
+    Refused(String),
+}
+
+/// Requests a gateway answers (from its cloud's actors and from tools).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum GatewayRequest {
+    /// Route a signed transaction to its chain; answer when it commits (or
+    /// is refused) if `wait`, else once a validator admitted it.
+    Submit {
+        /// The transaction.
+        tx: Transaction,
+        /// Wait for the commit.
+        wait: bool,
+    },
+    /// The gateway's view of its chains.
+    Status,
+}
+
+/// Answers of a gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum GatewayResponse {
+    /// Committed (or admitted, without `wait`).
+    Receipt(Receipt),
+    /// Refused, with the reason.
+    Refused(String),
+    /// Heights of the chains the gateway follows.
+    Status(Vec<(String, u64)>),
+}
+
+/// Proof that a transaction committed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The chain.
+    pub chain_id: String,
+    /// The transaction id.
+    pub tx_id: TxId,
+    /// Height of its block (0 when only admitted).
+    pub height: u64,
+    /// Inclusion proof with the block's certificate, when committed.
+    pub proof: Option<Box<CrossChainProof>>,
+}
+
+/// Encodes an actor message.
+pub fn encode<T: Serialize>(msg: &T) -> bytes::Bytes {
+    bytes::Bytes::from(codec::encode(msg))
+}
+
+/// Decodes an actor message from a peer, with the size limit.
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    codec::decode(body, BODY_BYTES_MAX)
+}

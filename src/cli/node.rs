@@ -1,0 +1,56 @@
+//! `federact node --config FILE`: one node per process.
+
+use std::path::Path;
+
+use anyhow::Context;
+use federact::actors::Node;
+use federact::config::NodeConfig;
+
+/// Runs the node until ctrl-c or SIGTERM, then shuts it down cleanly
+/// (actors stop, stores flush, connections close).
+pub fn run(config: &Path) -> anyhow::Result<()> {
+    let cfg = NodeConfig::load(config)?;
+    let key = cfg.load_key()?;
+    use federact::actors::telemetry::{init, TelemetryConfig};
+    let telemetry = init(&TelemetryConfig::from_node_config(&cfg)?).context("starting telemetry")?;
+    let system = actix::System::new();
+    system.block_on(async move {
+        let node = Node::start(&cfg, key).await.context("starting the node")?;
+        eprintln!(
+            "node {} ({}) listening on {} with roles {}",
+            cfg.spec().name(),
+            cfg.spec().id(),
+            cfg.spec().listen(),
+            cfg.spec().roles()
+        );
+        wait_for_signal().await;
+        eprintln!("node {}: shutting down", cfg.spec().name());
+        node.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    // After the actix system: the exporter flushes on its own runtime.
+    telemetry.shutdown()?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
