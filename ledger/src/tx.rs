@@ -424,6 +424,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn weak_author_keys_are_rejected() {
+        // The identity point: a small-order key any signature could verify
+        // against under the lenient equation.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = NodeId::from_bytes(&identity).unwrap();
+        let tx = Transaction::from_parts(orch("c1"), weak, 1, 0, None, Signature([0; 64]));
+        assert_eq!(
+            tx.verify(&TxPolicy::default()),
+            Err(TxError::WeakAuthorKey {
+                author: Box::new(weak)
+            })
+        );
+    }
+
+    #[test]
     fn oversized_and_malformed_encodings_are_rejected() {
         let tx = Transaction::sign(
             Record::ProvIdCreate {
