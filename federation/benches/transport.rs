@@ -8,7 +8,8 @@
 //! `cargo bench -p federact-federation --bench transport`
 //! (`FEDERACT_BENCH_SECS` sets the seconds per row, default 3;
 //! `FEDERACT_BENCH_MTU` the MTU discovery upper bound, default the
-//! transport's 1452).
+//! transport's 1452; `FEDERACT_BENCH_IN_FLIGHT=1,16,256` the rows;
+//! `FEDERACT_BENCH_TRANSFER_MIB=1024` the transfer size, 0 to skip).
 //!
 //! Besides wall-clock rates it prints the process CPU time each row used
 //! (both endpoints run in this process on a 2-thread runtime), so figures
@@ -171,7 +172,11 @@ fn main() {
             "{:>10} {:>12} {:>10} {:>10} {:>14}",
             "in flight", "req/s", "p50 µs", "p99 µs", "req per CPU-s"
         );
-        for in_flight in [1, 16, 256] {
+        let rows: Vec<usize> = std::env::var("FEDERACT_BENCH_IN_FLIGHT")
+            .ok()
+            .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 16, 256]);
+        for in_flight in rows {
             let r = requests(&a, to, in_flight, secs).await;
             println!(
                 "{:>10} {:>12.0} {:>10} {:>10} {:>14.0}",
@@ -182,7 +187,14 @@ fn main() {
                 r.per_cpu_s
             );
         }
-        let total = 1usize << 30;
+        let total: usize = std::env::var("FEDERACT_BENCH_TRANSFER_MIB")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1024usize)
+            << 20;
+        if total == 0 {
+            return;
+        }
         transfer(&a, to, 64 << 20).await; // warm-up
         let (mibs, per_cpu) = transfer(&a, to, total).await;
         println!(

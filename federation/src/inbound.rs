@@ -300,8 +300,8 @@ async fn read_envelope(
     peer: &Peer,
     send: Option<&mut quinn::SendStream>,
     recv: &mut quinn::RecvStream,
-) -> Option<frame::Envelope> {
-    let payload = match read_frame(recv, inner.options.limits.max_frame_bytes).await {
+) -> Option<(frame::Envelope, Bytes)> {
+    let (payload, rest) = match read_frame(recv, inner.options.limits.max_frame_bytes).await {
         Ok(p) => p,
         Err(ReadFail::Frame(e)) => {
             refuse_frame(inner, peer, e, send, recv);
@@ -315,7 +315,7 @@ async fn read_envelope(
         .bytes_in
         .fetch_add((frame::PREFIX_LEN + payload.len()) as u64, Relaxed);
     match frame::decode_payload(payload, &peer.id) {
-        Ok(env) => Some(env),
+        Ok(env) => Some((env, rest)),
         Err(e) => {
             refuse_frame(inner, peer, e, send, recv);
             None
@@ -331,7 +331,8 @@ pub(crate) async fn handle_bi(
     mut recv: quinn::RecvStream,
     drain: mpsc::Sender<()>,
 ) {
-    let Some(env) = read_envelope(&inner, &peer, Some(&mut send), &mut recv).await else {
+    // A request stream carries one frame; anything after it is ignored.
+    let Some((env, _)) = read_envelope(&inner, &peer, Some(&mut send), &mut recv).await else {
         return;
     };
     if env.kind != Kind::Request {
@@ -372,7 +373,7 @@ pub(crate) async fn handle_uni(
     mut recv: quinn::RecvStream,
     drain: mpsc::Sender<()>,
 ) {
-    let Some(env) = read_envelope(&inner, &peer, None, &mut recv).await else {
+    let Some((env, rest)) = read_envelope(&inner, &peer, None, &mut recv).await else {
         return;
     };
     let item = match env.kind {
@@ -387,7 +388,7 @@ pub(crate) async fn handle_uni(
             actor: env.to,
             header: env.body,
             trace: env.trace,
-            receiver: TransferReceiver::new(recv, peer.clone(), drain),
+            receiver: TransferReceiver::new(recv, rest, peer.clone(), drain),
         },
         _ => {
             refuse_frame(&inner, &peer, FrameError::UnexpectedKind, None, &mut recv);

@@ -126,6 +126,8 @@ impl TransferSender {
 /// Reads a transfer's data as it arrives (see [`crate::Incoming::Transfer`]).
 pub struct TransferReceiver {
     recv: quinn::RecvStream,
+    /// Data that arrived with the header frame, yielded first.
+    early: Bytes,
     peer: Arc<Peer>,
     received: u64,
     _drain: mpsc::Sender<()>,
@@ -141,9 +143,15 @@ impl fmt::Debug for TransferReceiver {
 }
 
 impl TransferReceiver {
-    pub(crate) fn new(recv: quinn::RecvStream, peer: Arc<Peer>, drain: mpsc::Sender<()>) -> Self {
+    pub(crate) fn new(
+        recv: quinn::RecvStream,
+        early: Bytes,
+        peer: Arc<Peer>,
+        drain: mpsc::Sender<()>,
+    ) -> Self {
         TransferReceiver {
             recv,
+            early,
             peer,
             received: 0,
             _drain: drain,
@@ -153,6 +161,13 @@ impl TransferReceiver {
     /// The next chunk (at most `max` bytes), or `None` at the end of the
     /// transfer.
     pub async fn chunk(&mut self, max: usize) -> Result<Option<Bytes>, TransportError> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(max.max(1));
+            let c = self.early.split_to(n);
+            self.received += n as u64;
+            self.peer.counters.bytes_in.fetch_add(n as u64, Relaxed);
+            return Ok(Some(c));
+        }
         match self.recv.read_chunk(max, true).await {
             Ok(Some(c)) => {
                 let len = c.bytes.len() as u64;

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use federact_config::{NodeId, NodeKey, TransportLimits};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use rustls::pki_types::CertificateDer;
@@ -230,22 +230,69 @@ pub(crate) enum ReadFail {
     Stream(quinn::ReadError),
 }
 
-/// Reads one frame's payload, refusing an oversized one after its 4-byte
-/// prefix.
-pub(crate) async fn read_frame(recv: &mut quinn::RecvStream, max: u32) -> Result<Bytes, ReadFail> {
-    let mut prefix = [0u8; frame::PREFIX_LEN];
-    read_exact(recv, &mut prefix).await?;
-    let len = frame::payload_len(prefix, max).map_err(ReadFail::Frame)?;
-    let mut buf = vec![0u8; len];
-    read_exact(recv, &mut buf).await?;
-    Ok(Bytes::from(buf))
-}
+/// Largest piece taken from a stream before the length prefix is known
+/// (a packet's worth; bounds what an oversized frame costs).
+const FIRST_READ_MAX: usize = 64 * 1024;
 
-async fn read_exact(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), ReadFail> {
-    recv.read_exact(buf).await.map_err(|e| match e {
-        quinn::ReadExactError::FinishedEarly(_) => ReadFail::Frame(FrameError::Truncated),
-        quinn::ReadExactError::ReadError(e) => ReadFail::Stream(e),
-    })
+/// Reads one frame, refusing an oversized one as soon as its 4-byte prefix
+/// has arrived. Returns the payload and any bytes that followed it in the
+/// same read (the start of a transfer's data).
+///
+/// Fast path: a small frame usually arrives as one chunk, which is sliced
+/// without copying; otherwise the pieces are gathered into one buffer, and
+/// no read after the first asks for more than the frame still needs.
+pub(crate) async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: u32,
+) -> Result<(Bytes, Bytes), ReadFail> {
+    let mut first = Bytes::new();
+    let mut gathered = BytesMut::new();
+    let mut frame_len: Option<usize> = None;
+    loop {
+        let have = first.len() + gathered.len();
+        let want = match frame_len {
+            None if have == 0 => FIRST_READ_MAX,
+            None => frame::PREFIX_LEN.saturating_sub(have).max(1),
+            Some(n) => n.saturating_sub(have).max(1),
+        };
+        let chunk = match recv.read_chunk(want, true).await {
+            Ok(Some(c)) => c.bytes,
+            Ok(None) => return Err(ReadFail::Frame(FrameError::Truncated)),
+            Err(e) => return Err(ReadFail::Stream(e)),
+        };
+        if have == 0 {
+            first = chunk;
+        } else {
+            if !first.is_empty() {
+                gathered.extend_from_slice(&first);
+                first = Bytes::new();
+            }
+            gathered.extend_from_slice(&chunk);
+        }
+        if frame_len.is_none() {
+            let view: &[u8] = if first.is_empty() { &gathered } else { &first };
+            if let Some(prefix) = view.get(..frame::PREFIX_LEN) {
+                let mut p = [0u8; frame::PREFIX_LEN];
+                p.copy_from_slice(prefix);
+                let len = frame::payload_len(p, max).map_err(ReadFail::Frame)?;
+                let total = frame::PREFIX_LEN + len;
+                frame_len = Some(total);
+                if first.is_empty() {
+                    gathered.reserve(total.saturating_sub(gathered.len()));
+                }
+            }
+        }
+        if let Some(total) = frame_len {
+            if first.len() + gathered.len() >= total {
+                let all = if first.is_empty() {
+                    std::mem::take(&mut gathered).freeze()
+                } else {
+                    std::mem::take(&mut first)
+                };
+                return Ok((all.slice(frame::PREFIX_LEN..total), all.slice(total..)));
+            }
+        }
+    }
 }
 
 impl Transport {
@@ -763,7 +810,7 @@ impl Inner {
         self.write_frame(peer, &mut send, actor, frame).await?;
         let _ = send.finish();
         let payload = match read_frame(&mut recv, self.options.limits.max_frame_bytes).await {
-            Ok(p) => p,
+            Ok((p, _)) => p,
             Err(ReadFail::Frame(e)) => {
                 self.metrics.frame_refused(e.kind());
                 let _ = recv.stop(e.code().into());
