@@ -104,7 +104,9 @@ const EXPORTER_TARGETS: [&str; 8] = [
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// The OTLP protocol is neither `grpc` nor `http/protobuf`.
-    #[error("unsupported OTLP protocol {value:?} (from {origin}): use \"grpc\" or \"http/protobuf\"")]
+    #[error(
+        "unsupported OTLP protocol {value:?} (from {origin}): use \"grpc\" or \"http/protobuf\""
+    )]
     UnsupportedProtocol {
         /// The value given.
         value: String,
@@ -418,9 +420,15 @@ impl TelemetryConfig {
     }
 
     fn resource(&self) -> Resource {
-        let mut attrs = vec![KeyValue::new("service.version", self.service_version.clone())];
+        let mut attrs = vec![KeyValue::new(
+            "service.version",
+            self.service_version.clone(),
+        )];
         if !self.instance_id.is_empty() {
-            attrs.push(KeyValue::new("service.instance.id", self.instance_id.clone()));
+            attrs.push(KeyValue::new(
+                "service.instance.id",
+                self.instance_id.clone(),
+            ));
         }
         if !self.cloud.is_empty() {
             attrs.push(KeyValue::new(CLOUD_ATTRIBUTE, self.cloud.clone()));
@@ -607,6 +615,7 @@ pub struct TelemetryPipeline {
     meter_provider: SdkMeterProvider,
     counters: Arc<ExportCounters>,
     shutdown_timeout: Duration,
+    shut_down: bool,
     // Declared last: dropped after the providers.
     runtime: Option<ExporterRuntime>,
 }
@@ -683,6 +692,7 @@ impl TelemetryPipeline {
             meter_provider,
             counters,
             shutdown_timeout: cfg.shutdown_timeout,
+            shut_down: false,
             runtime,
         }))
     }
@@ -736,6 +746,9 @@ impl TelemetryPipeline {
     }
 
     fn shutdown_in_place(&mut self) -> Result<(), TelemetryError> {
+        if std::mem::replace(&mut self.shut_down, true) {
+            return Ok(());
+        }
         let budget = self.shutdown_timeout;
         let deadline = Instant::now() + budget;
         let (tx, rx) = mpsc::channel::<(&'static str, OTelSdkResult)>();
@@ -746,7 +759,10 @@ impl TelemetryPipeline {
                 "traces",
                 Box::new(move || tracers.shutdown_with_timeout(budget)),
             ),
-            ("metrics", Box::new(move || meters.shutdown_with_timeout(budget))),
+            (
+                "metrics",
+                Box::new(move || meters.shutdown_with_timeout(budget)),
+            ),
         ];
         for (signal, job) in jobs {
             let job_tx = tx.clone();
@@ -787,13 +803,28 @@ impl TelemetryPipeline {
     }
 }
 
+impl Drop for TelemetryPipeline {
+    /// Same bounded shutdown as [`TelemetryPipeline::shutdown`] (the SDK's
+    /// own drop would wait up to 5 s per provider).
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown_in_place() {
+            eprintln!("federact: {e}");
+        }
+    }
+}
+
 /// Builds the span and metric exporters for `endpoint` (inside the exporter
 /// runtime's context for gRPC).
 fn build_exporters(
     cfg: &TelemetryConfig,
     endpoint: &str,
-) -> Result<(opentelemetry_otlp::SpanExporter, Option<opentelemetry_otlp::MetricExporter>), TelemetryError>
-{
+) -> Result<
+    (
+        opentelemetry_otlp::SpanExporter,
+        Option<opentelemetry_otlp::MetricExporter>,
+    ),
+    TelemetryError,
+> {
     let err = |signal: &'static str, endpoint: &str| {
         let endpoint = endpoint.to_owned();
         move |source| TelemetryError::Exporter {
@@ -902,6 +933,7 @@ impl TelemetryGuard {
             Some(mut p) => {
                 metrics::set_global_meter_installed(false);
                 p.shutdown_in_place()
+                // `p` drops here, already shut down.
             }
             None => Ok(()),
         }
@@ -942,6 +974,16 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         metrics::set_global_meter_installed(true);
     }
     Ok(TelemetryGuard { pipeline })
+}
+
+/// Marks `span` as failed: OpenTelemetry status `Error` with the error's
+/// message, and a `WARN` event on the span carrying the error (exported as
+/// an exception event with its source chain). Call it where an operation's
+/// error is decided, e.g. `record_error(&span, &e)` before returning `Err(e)`.
+pub fn record_error(span: &tracing::Span, err: &(dyn std::error::Error + 'static)) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.set_status(opentelemetry::trace::Status::error(err.to_string()));
+    tracing::event!(parent: span, tracing::Level::WARN, error = err, "failed");
 }
 
 /// A message together with the span it was sent from, so the handler can
@@ -1006,14 +1048,22 @@ mod tests {
         let cases: [(&str, Option<&str>, Option<Sampling>); 9] = [
             ("always_on", None, Some(Sampling::AlwaysOn)),
             ("always_off", None, Some(Sampling::AlwaysOff)),
-            ("traceidratio", Some("0.25"), Some(Sampling::TraceIdRatio(0.25))),
+            (
+                "traceidratio",
+                Some("0.25"),
+                Some(Sampling::TraceIdRatio(0.25)),
+            ),
             ("traceidratio", None, Some(Sampling::TraceIdRatio(1.0))),
             (
                 "parentbased_traceidratio",
                 Some("0.01"),
                 Some(Sampling::ParentBasedRatio(0.01)),
             ),
-            ("PARENTBASED_ALWAYS_ON", None, Some(Sampling::ParentBasedRatio(1.0))),
+            (
+                "PARENTBASED_ALWAYS_ON",
+                None,
+                Some(Sampling::ParentBasedRatio(1.0)),
+            ),
             ("traceidratio", Some("1.5"), None),
             ("traceidratio", Some("x"), None),
             ("jaeger_remote", None, None),
@@ -1040,7 +1090,10 @@ mod tests {
     fn empty_env_values_count_as_unset_and_sdk_disabled_wins() {
         let cfg = TelemetryConfig::new("n")
             .with_endpoint("http://127.0.0.1:4317")
-            .with_env(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", ""), ("OTEL_SERVICE_NAME", " ")]))
+            .with_env(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+                ("OTEL_SERVICE_NAME", " "),
+            ]))
             .unwrap();
         assert_eq!(cfg.endpoint.as_deref(), Some("http://127.0.0.1:4317"));
         assert_eq!(cfg.service_name, "n");

@@ -87,7 +87,12 @@ fn child_process() {
         let mut trace_id = String::new();
         for i in 0..spans {
             let parent = tracing::info_span!("client.request", federact.node = "a-gw");
-            trace_id = parent.context().span().span_context().trace_id().to_string();
+            trace_id = parent
+                .context()
+                .span()
+                .span_context()
+                .trace_id()
+                .to_string();
             println!(
                 "CHILD CURRENT_EMPTY={}",
                 parent.in_scope(|| TraceContext::current().is_empty())
@@ -133,9 +138,14 @@ impl ChildRun {
 async fn run_child(mode: &str, env: &[(&str, &str)]) -> ChildRun {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(["child_process", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, mode)
-        .kill_on_drop(true);
+    cmd.args([
+        "child_process",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, mode)
+    .kill_on_drop(true);
     for (k, _) in std::env::vars() {
         if k.starts_with("OTEL_") || k == "RUST_LOG" {
             cmd.env_remove(k);
@@ -155,7 +165,8 @@ async fn run_child(mode: &str, env: &[(&str, &str)]) -> ChildRun {
     );
     let lines = stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("CHILD "))
+        // libtest may print "test child_process ... " before the first line.
+        .filter_map(|l| l.find("CHILD ").map(|at| &l[at + "CHILD ".len()..]))
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
@@ -227,6 +238,11 @@ async fn http_protobuf_one_trace_across_an_actix_mailbox_with_node_resource_and_
 fn assert_fast_clean_shutdown(run: &ChildRun) {
     assert_eq!(run.get("EXPORTING"), "true");
     let ms: u64 = run.get("SHUTDOWN_MS").parse().expect("a number");
+    eprintln!(
+        "shutdown with the backend down: {ms} ms, {}, {}",
+        run.get("SHUTDOWN_RESULT"),
+        run.get("STATS")
+    );
     assert!(
         Duration::from_millis(ms) < SHUTDOWN_BOUND,
         "shutdown took {ms} ms with the backend down ({})",
@@ -284,7 +300,10 @@ fn env_overrides_take_precedence_over_config() {
     assert_eq!(from_config.cloud, "b");
     assert_eq!(from_config.roles, "server");
     assert_eq!(from_config.instance_id, spec.id().to_string());
-    assert_eq!(from_config.endpoint.as_deref(), Some("http://collector.a:4317"));
+    assert_eq!(
+        from_config.endpoint.as_deref(),
+        Some("http://collector.a:4317")
+    );
     assert_eq!(from_config.protocol, Protocol::Grpc);
     assert_eq!(from_config.sampling, Sampling::ParentBasedRatio(0.5));
 

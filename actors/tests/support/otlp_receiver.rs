@@ -339,14 +339,20 @@ async fn serve_http(stream: tokio::net::TcpStream, store: Store) -> std::io::Res
             "/v1/traces" => match ExportTraceServiceRequest::decode(&body[..]) {
                 Ok(req) => {
                     store.add_traces(req);
-                    ("200 OK", ExportTraceServiceResponse::default().encode_to_vec())
+                    (
+                        "200 OK",
+                        ExportTraceServiceResponse::default().encode_to_vec(),
+                    )
                 }
                 Err(_) => ("400 Bad Request", Vec::new()),
             },
             "/v1/metrics" => match ExportMetricsServiceRequest::decode(&body[..]) {
                 Ok(req) => {
                     store.add_metrics(req);
-                    ("200 OK", ExportMetricsServiceResponse::default().encode_to_vec())
+                    (
+                        "200 OK",
+                        ExportMetricsServiceResponse::default().encode_to_vec(),
+                    )
                 }
                 Err(_) => ("400 Bad Request", Vec::new()),
             },
