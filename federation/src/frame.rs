@@ -336,4 +336,72 @@ mod tests {
             Err(FrameError::TooLarge { .. })
         ));
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn kind() -> impl Strategy<Value = Kind> {
+            prop_oneof![
+                Just(Kind::Request),
+                Just(Kind::Response),
+                Just(Kind::OneWay),
+                Just(Kind::Stream),
+                Just(Kind::Error),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_envelope_round_trips(
+                to in "[a-z0-9/._-]{1,255}",
+                correlation in any::<u64>(),
+                kind in kind(),
+                tp in "[0-9a-f-]{0,64}",
+                ts in "[ -~]{0,200}",
+                body in proptest::collection::vec(any::<u8>(), 0..2048),
+            ) {
+                let id = NodeKey::from_seed(&[5; 32]).id();
+                let trace = TraceContext::from_parts(&tp, &ts);
+                let env = EnvelopeRef { from: &id, to: &to, correlation, kind, trace: &trace, body: &body };
+                let frame = encode(&env, 1 << 16).unwrap();
+                let (back, used) = decode(&frame, 1 << 16, &id).unwrap().unwrap();
+                prop_assert_eq!(used, frame.len());
+                prop_assert_eq!(back.to, to);
+                prop_assert_eq!(back.correlation, correlation);
+                prop_assert_eq!(back.kind, kind);
+                prop_assert_eq!(back.trace, trace);
+                prop_assert_eq!(&back.body[..], &body[..]);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+                let id = NodeKey::from_seed(&[5; 32]).id();
+                let mut rest = &data[..];
+                while let Ok(Some((_, used))) = decode(rest, 1 << 12, &id) {
+                    prop_assert!(used <= rest.len());
+                    rest = &rest[used..];
+                }
+            }
+
+            #[test]
+            fn corrupted_frames_are_refused_or_partial(
+                body in proptest::collection::vec(any::<u8>(), 0..256),
+                flip in any::<usize>(),
+                bit in 0u8..8,
+            ) {
+                let id = NodeKey::from_seed(&[5; 32]).id();
+                let trace = TraceContext::default();
+                let env = EnvelopeRef { from: &id, to: "a", correlation: 1, kind: Kind::OneWay, trace: &trace, body: &body };
+                let mut frame = encode(&env, 1 << 16).unwrap();
+                let i = flip % frame.len();
+                frame[i] ^= 1 << bit;
+                // Must not panic; a flipped sender byte is a forgery.
+                let r = decode(&frame, 1 << 16, &id);
+                if (PREFIX_LEN..PREFIX_LEN + 32).contains(&i) {
+                    prop_assert_eq!(r, Err(FrameError::ForgedSender));
+                }
+            }
+        }
+    }
 }

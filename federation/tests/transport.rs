@@ -692,3 +692,71 @@ async fn dead_peer_is_dialed_with_backoff_and_then_reached() {
         .unwrap();
     assert_eq!(&out[..], b"up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n2_simultaneous_dials_resolve_to_one_connection() {
+    for round in 0..10 {
+        let c = cluster(2, options()).await;
+        let _rx0 = echo(&c.nodes[0], "echo", b"");
+        let _rx1 = echo(&c.nodes[1], "echo", b"");
+        // Both sides dial at once, with several requests each in flight.
+        let mut tasks = Vec::new();
+        for (from, to) in [(0, 1), (1, 0)] {
+            for _ in 0..8 {
+                let t = c.nodes[from].clone();
+                let to = c.id(to);
+                tasks.push(tokio::spawn(async move {
+                    t.request(to, "echo", Bytes::from_static(b"x"), TIMEOUT)
+                        .await
+                }));
+            }
+        }
+        for t in tasks {
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        for t in &c.nodes {
+            eventually("duplicates closed", || {
+                let m = t.metrics().snapshot();
+                m.connections_opened - m.connections_closed == 1
+            })
+            .await;
+        }
+        // Whatever survived is the same connection on both ends and works.
+        assert!(c.nodes[0].is_connected(&c.id(1)) && c.nodes[1].is_connected(&c.id(0)));
+        c.nodes[1]
+            .request(c.id(0), "echo", Bytes::new(), TIMEOUT)
+            .await
+            .unwrap();
+        let m = c.nodes[0].metrics().snapshot();
+        assert_eq!(m.connections_opened - m.connections_closed, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_member_is_disconnected_and_refused() {
+    let c = cluster(2, options()).await;
+    let _rx = echo(&c.nodes[0], "echo", b"");
+    c.nodes[1]
+        .request(c.id(0), "echo", Bytes::new(), TIMEOUT)
+        .await
+        .unwrap();
+    let without = Membership::new(c.membership.iter().filter(|m| m.id != c.id(1)).cloned());
+    c.nodes[0].update_membership(without);
+    eventually("connection closed", || !c.nodes[0].is_connected(&c.id(1))).await;
+    let err = c.nodes[1]
+        .request(c.id(0), "echo", Bytes::new(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::HandshakeRefused { .. }),
+        "{err}"
+    );
+    assert!(matches!(
+        c.nodes[0]
+            .request(c.id(1), "echo", Bytes::new(), TIMEOUT)
+            .await,
+        Err(TransportError::NotMember { .. })
+    ));
+}
