@@ -161,6 +161,8 @@ pub(crate) struct Peer {
     pub(crate) counters: Arc<PeerCounters>,
     correlation: AtomicU64,
     state: Mutex<PeerState>,
+    /// Signalled whenever a connection to the peer is installed.
+    installed: Notify,
 }
 
 #[derive(Default)]
@@ -219,6 +221,9 @@ impl DialFailure {
 /// Whether a failed attempt may be retried on a fresh connection.
 pub(crate) enum Attempt {
     Retry(TransportError),
+    /// The connection lost a duplicate tie-break: retry once the winning
+    /// connection (dialed by the peer) has arrived.
+    Duplicate(TransportError),
     Fatal(TransportError),
 }
 
@@ -641,7 +646,7 @@ fn retry_or_fatal(peer: NodeId, e: quinn::ConnectionError, closing: bool) -> Att
             if c.error_code == codes::DUPLICATE.into()
                 || c.error_code == codes::SUPERSEDED.into() =>
         {
-            Attempt::Retry(lost(&e))
+            Attempt::Duplicate(lost(&e))
         }
         C::Reset | C::LocallyClosed => Attempt::Retry(lost(&e)),
         C::ConnectionClosed(c) if (0x100..0x200).contains(&u64::from(c.error_code)) => {
@@ -684,6 +689,7 @@ impl Inner {
                         counters: self.metrics.peer(id),
                         correlation: AtomicU64::new(0),
                         state: Mutex::new(PeerState::default()),
+                        installed: Notify::new(),
                     })
                 })
                 .clone(),
@@ -786,7 +792,12 @@ impl Inner {
                     debug!(peer = %peer.id.short(), error = %e, "retrying request");
                     attempt += 1;
                 }
-                Err(Attempt::Retry(e)) | Err(Attempt::Fatal(e)) => {
+                Err(Attempt::Duplicate(e)) if attempt < MAX_ATTEMPTS => {
+                    debug!(peer = %peer.id.short(), error = %e, "retrying request on the winner");
+                    self.await_winner(&peer).await;
+                    attempt += 1;
+                }
+                Err(Attempt::Retry(e)) | Err(Attempt::Duplicate(e)) | Err(Attempt::Fatal(e)) => {
                     self.metrics.requests_failed.fetch_add(1, Relaxed);
                     return Err(e);
                 }
@@ -946,7 +957,13 @@ impl Inner {
                     return Ok(send);
                 }
                 Err(Attempt::Retry(_)) if attempt < MAX_ATTEMPTS => attempt += 1,
-                Err(Attempt::Retry(e)) | Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Duplicate(_)) if attempt < MAX_ATTEMPTS => {
+                    self.await_winner(peer).await;
+                    attempt += 1;
+                }
+                Err(Attempt::Retry(e)) | Err(Attempt::Duplicate(e)) | Err(Attempt::Fatal(e)) => {
+                    return Err(e)
+                }
             }
         }
     }
@@ -968,6 +985,23 @@ impl Inner {
             actor.to_owned(),
             peer.counters.clone(),
         ))
+    }
+
+    /// After our connection lost a duplicate tie-break, the peer's winning
+    /// connection is on its way (the peer finished its handshake before we
+    /// did ours): wait a few round trips for it rather than dialing a new
+    /// loser.
+    async fn await_winner(&self, peer: &Peer) {
+        let notified = peer.installed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let rtt = match &peer.lock().current {
+            Some(l) if l.conn.close_reason().is_none() => return,
+            Some(l) => l.conn.rtt(),
+            None => Duration::ZERO,
+        };
+        let wait = self.options.backoff_min + rtt * 4;
+        let _ = tokio::time::timeout(wait, notified).await;
     }
 
     /// A live connection to `peer`, dialing if there is none. Concurrent
@@ -1042,6 +1076,7 @@ impl Inner {
                 .map(|l| l.conn.clone())
                 .unwrap_or_else(|| link.conn.clone())
         };
+        peer.installed.notify_waiters();
         tokio::spawn(serve(self.clone(), peer.clone(), link));
         winner
     }
