@@ -346,22 +346,43 @@ impl TelemetryConfig {
         cfg.instance_id = spec.id().to_string();
         cfg.cloud = spec.cloud().to_owned();
         cfg.roles = spec.roles().to_string();
-        cfg.endpoint = telemetry
+        cfg.apply_section(telemetry)?;
+        Ok(cfg)
+    }
+
+    /// For a process hosting many nodes (embedded mode, the demo): one
+    /// resource named `service_name`, settings from the federation's
+    /// `[telemetry]` section (no environment; chain [`Self::with_env`]).
+    /// Nodes are told apart by the [`NODE_ATTRIBUTE`] on their spans.
+    pub fn for_embedded(
+        service_name: impl Into<String>,
+        telemetry: &federact_config::Telemetry,
+    ) -> Result<Self, TelemetryError> {
+        let mut cfg = TelemetryConfig::new(service_name);
+        cfg.apply_section(telemetry)?;
+        Ok(cfg)
+    }
+
+    fn apply_section(
+        &mut self,
+        telemetry: &federact_config::Telemetry,
+    ) -> Result<(), TelemetryError> {
+        self.endpoint = telemetry
             .otlp_endpoint
             .as_deref()
             .map(str::trim)
             .filter(|e| !e.is_empty())
             .map(str::to_owned);
         if let Some(p) = &telemetry.otlp_protocol {
-            cfg.protocol = Protocol::parse(p, "telemetry.otlp_protocol")?;
+            self.protocol = Protocol::parse(p, "telemetry.otlp_protocol")?;
         }
         if let Some(r) = telemetry.sampling_ratio {
-            cfg.sampling = Sampling::ParentBasedRatio(parse_ratio(
+            self.sampling = Sampling::ParentBasedRatio(parse_ratio(
                 &r.to_string(),
                 "telemetry.sampling_ratio",
             )?);
         }
-        Ok(cfg)
+        Ok(())
     }
 
     /// [`Self::from_node_config`], then the process environment
@@ -754,7 +775,7 @@ impl TelemetryPipeline {
         let (tx, rx) = mpsc::channel::<(&'static str, OTelSdkResult)>();
         let tracers = self.tracer_provider.clone();
         let meters = self.meter_provider.clone();
-        let jobs: [(&'static str, Box<dyn FnOnce() -> OTelSdkResult + Send>); 2] = [
+        let jobs: [(&'static str, ShutdownJob); 2] = [
             (
                 "traces",
                 Box::new(move || tracers.shutdown_with_timeout(budget)),
@@ -812,6 +833,9 @@ impl Drop for TelemetryPipeline {
         }
     }
 }
+
+/// One provider's shutdown, run on its own thread.
+type ShutdownJob = Box<dyn FnOnce() -> OTelSdkResult + Send>;
 
 /// Builds the span and metric exporters for `endpoint` (inside the exporter
 /// runtime's context for gRPC).
