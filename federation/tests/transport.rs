@@ -760,3 +760,54 @@ async fn removed_member_is_disconnected_and_refused() {
         Err(TransportError::NotMember { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_transfer_receiver_bounds_what_the_sender_buffers() {
+    let mut opts = options();
+    opts.stream_window_bytes = 1 << 20;
+    let c = cluster(2, opts).await;
+    let mut inbox = c.nodes[1].register("images", 1).unwrap();
+    let total: u64 = 16 << 20;
+    let writer = {
+        let t = c.nodes[0].clone();
+        let to = c.id(1);
+        tokio::spawn(async move {
+            let mut tx = t.open_transfer(to, "images", Bytes::new()).await.unwrap();
+            let mut i = 0;
+            while tx.sent() < total {
+                tx.write_chunk(Bytes::from(chunk(i, 64 << 10)))
+                    .await
+                    .unwrap();
+                i += 1;
+            }
+            tx.finish().await.unwrap()
+        })
+    };
+    // The receiver takes the transfer but does not read: QUIC flow control
+    // stops the writer at the stream window.
+    let Some(Incoming::Transfer { mut receiver, .. }) = inbox.recv().await else {
+        panic!("expected a transfer");
+    };
+    let sender = c.nodes[0].clone();
+    let to = c.id(1);
+    let out = move || sender.metrics().snapshot().peers[&to].bytes_out;
+    // (Counters move per whole 64 KiB chunk, so "full" is within a chunk or
+    // two of the window.)
+    eventually("window filled", || out() >= (1 << 20) - (128 << 10)).await;
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+        assert!(
+            out() <= (1 << 20) + (128 << 10),
+            "sender buffered {} bytes",
+            out()
+        );
+    }
+    assert!(!writer.is_finished());
+    // Draining lets it finish, intact.
+    let mut n = 0;
+    while let Some(c) = receiver.chunk(usize::MAX).await.unwrap() {
+        n += c.len() as u64;
+    }
+    assert_eq!(n, total);
+    assert_eq!(writer.await.unwrap(), total);
+}
