@@ -6,8 +6,8 @@
 //! private key of the certificate's public key, and that public key *is* the
 //! peer's [`NodeId`]. So verification is: parse the key out of the
 //! certificate, then
-//! - server side ([`MemberVerifier`]): the client's key must be a member;
-//! - client side ([`PeerVerifier`]): the server's key must be exactly the
+//! - server side (`MemberVerifier`): the client's key must be a member;
+//! - client side (`PeerVerifier`): the server's key must be exactly the
 //!   node we dialed (and a member).
 //!
 //! Validity dates and names are ignored on purpose: identity is the key, and

@@ -15,7 +15,7 @@
 //! [`codes::DUPLICATE`]. A stream the dialer opened on it that was not
 //! accepted fails with that code and is retried on the winner — it was never
 //! processed. A connection from a *restarted* peer (another certificate, see
-//! [`crate::tls::Identity`]) simply supersedes the old one.
+//! `tls::Identity`) simply supersedes the old one.
 //!
 //! # Requests
 //! One bidirectional QUIC stream per request (the alternative, multiplexing
