@@ -412,3 +412,110 @@ async fn w3c_context_round_trips_through_federation_trace_context() {
         "a-gw"
     );
 }
+
+/// With parent-based sampling at ratio 0, local roots are not sampled, but
+/// a span continuing a sampled remote parent is: one migration is kept whole
+/// across nodes whatever each node's own ratio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_based_sampling_follows_the_remote_parent() {
+    let receiver = OtlpReceiver::start_grpc().await.unwrap();
+    let mut cfg = TelemetryConfig::new("sampling").with_endpoint(receiver.endpoint());
+    cfg.sampling = Sampling::ParentBasedRatio(0.0);
+    let pipeline = TelemetryPipeline::build(&cfg).unwrap().expect("exporting");
+    let subscriber = tracing_subscriber::registry().with(pipeline.layer());
+    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let unsampled = "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info_span!("local.root").in_scope(|| {
+            tracing::info_span!("local.child").in_scope(|| {});
+        });
+        for (name, tp) in [("remote.sampled", sampled), ("remote.unsampled", unsampled)] {
+            let span = tracing::info_span!("remote", otel.name = name);
+            TraceContext::from_parts(tp, "").set_parent_of(&span);
+            span.in_scope(|| tracing::info_span!("remote.child").in_scope(|| {}));
+        }
+        // Finished last, so the receiver has everything once it has this.
+        let marker = tracing::info_span!("marker");
+        TraceContext::from_parts(sampled, "").set_parent_of(&marker);
+        drop(marker);
+    });
+    tokio::task::spawn_blocking(move || pipeline.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = receiver
+        .wait_until(RECEIVE_BOUND, |r| !r.spans_named("marker").is_empty())
+        .await
+        .unwrap_or_else(|r| panic!("received {r:#?}"));
+    let mut names: Vec<_> = got.spans.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["marker", "remote.child", "remote.sampled"]);
+    let sampled_span = got.spans_named("remote.sampled")[0];
+    assert_eq!(sampled_span.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(sampled_span.parent_span_id, "00f067aa0ba902b7");
+    assert_eq!(
+        got.spans_named("remote.child")[0].parent_span_id,
+        sampled_span.span_id
+    );
+}
+
+/// A full queue drops and counts instead of growing: a backend that never
+/// answers holds the first batch, everything beyond the bound is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_export_queue_drops_and_counts() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let mut cfg = TelemetryConfig::new("drops").with_endpoint(endpoint);
+    cfg.max_queue_size = 4;
+    // Longer than the test: the held batch never completes meanwhile.
+    cfg.export_timeout = Duration::from_secs(30);
+    cfg.shutdown_timeout = Duration::from_millis(200);
+    cfg.export_metrics = false;
+    let pipeline = TelemetryPipeline::build(&cfg).unwrap().expect("exporting");
+    let subscriber = tracing_subscriber::registry().with(pipeline.layer());
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..50 {
+            tracing::info_span!("work", i).in_scope(|| {});
+        }
+    });
+    let stats = pipeline.stats();
+    assert_eq!(stats.spans_dropped, 46, "{stats:?}");
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || pipeline.shutdown())
+        .await
+        .unwrap();
+    assert!(started.elapsed() < SHUTDOWN_BOUND, "{result:?}");
+    hold.abort();
+}
+
+/// `record_error` marks the span failed and attaches the error as an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_error_sets_status_and_event() {
+    let receiver = OtlpReceiver::start_grpc().await.unwrap();
+    let cfg = TelemetryConfig::new("errors").with_endpoint(receiver.endpoint());
+    let pipeline = TelemetryPipeline::build(&cfg).unwrap().expect("exporting");
+    let subscriber = tracing_subscriber::registry().with(pipeline.layer());
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("migration.step");
+        let err = std::io::Error::other("destination refused the image");
+        telemetry::record_error(&span, &err);
+    });
+    tokio::task::spawn_blocking(move || pipeline.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = receiver
+        .wait_until(RECEIVE_BOUND, |r| !r.spans.is_empty())
+        .await
+        .unwrap_or_else(|r| panic!("received {r:#?}"));
+    let span = got.spans_named("migration.step")[0];
+    assert_eq!(span.status_code, 2, "error status: {span:#?}");
+    assert_eq!(span.status_message, "destination refused the image");
+    assert!(!span.events.is_empty(), "{span:#?}");
+}

@@ -45,6 +45,12 @@ pub struct ReceivedSpan {
     pub name: String,
     /// Span attributes.
     pub attributes: HashMap<String, String>,
+    /// Status code (0 unset, 1 ok, 2 error).
+    pub status_code: i32,
+    /// Status message.
+    pub status_message: String,
+    /// Names of the span's events.
+    pub events: Vec<String>,
 }
 
 /// One received metric data point (sums and gauges; histograms report
@@ -113,6 +119,12 @@ impl Store {
                         parent_span_id: hex(&s.parent_span_id),
                         name: s.name,
                         attributes: attrs(&s.attributes),
+                        status_code: s.status.as_ref().map_or(0, |st| st.code),
+                        status_message: s
+                            .status
+                            .as_ref()
+                            .map_or_else(String::new, |st| st.message.clone()),
+                        events: s.events.iter().map(|e| e.name.clone()).collect(),
                     });
                 }
             }
