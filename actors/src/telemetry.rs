@@ -46,7 +46,17 @@
 //! Across an actix mailbox, send the span with the message ([`Traced`]) and
 //! open the handler span with `parent: &msg.span`. Across QUIC, the envelope
 //! carries a `federact_federation::trace::TraceContext`; the receiver calls
-//! `cx.set_parent_of(&span)` on its handler span before entering it.
+//! `cx.set_parent_of(&span)` on its handler span before entering it. A
+//! failed operation calls [`record_error`] on its span.
+//!
+//! # Key types
+//! - [`TelemetryConfig`]: resource, endpoint, protocol, sampling, bounds;
+//!   [`TelemetryConfig::from_node`] (one node per process) or
+//!   [`TelemetryConfig::for_embedded`] (many nodes per process).
+//! - [`init`] → [`TelemetryGuard`]: the process-wide installation.
+//! - [`TelemetryPipeline`]: the same exporters without global state, with a
+//!   `tracing` layer to compose (tests, hosts with their own subscriber).
+//! - [`Metrics`] (in [`crate::metrics`]): the federation's instruments.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
