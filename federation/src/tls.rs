@@ -28,6 +28,9 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use crate::error::{RefusalReason, TransportError};
 use crate::membership::Membership;
 
+/// Inbound handshakes in progress at once, per endpoint.
+pub const MAX_INCOMING_HANDSHAKES: usize = 1024;
+
 /// The one ALPN protocol id federact speaks.
 pub const ALPN: &[u8] = b"federact/1";
 
@@ -239,6 +242,9 @@ pub(crate) fn server_config(
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(tls_err)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport);
+    // A bound on handshakes in progress (quinn's default is 65536): members
+    // are few, anything beyond this is noise or an attack.
+    config.max_incoming(MAX_INCOMING_HANDSHAKES);
     Ok(config)
 }
 

@@ -545,6 +545,8 @@ fn quic_config(options: &TransportOptions) -> Result<quinn::TransportConfig, Tra
     t.receive_window(options.connection_window_bytes.into());
     t.send_window(u64::from(options.connection_window_bytes));
     t.enable_segmentation_offload(options.segmentation_offload);
+    // No unreliable datagrams in this protocol: do not buffer any.
+    t.datagram_receive_buffer_size(None);
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(options.mtu_upper_bound);
     t.mtu_discovery_config(Some(mtu));
