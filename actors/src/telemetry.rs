@@ -997,7 +997,11 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let otel_layer = pipeline.as_ref().map(|p| p.layer());
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(otel_layer)
         .try_init()
         .map_err(|e| TelemetryError::SubscriberAlreadySet(e.to_string()))?;
