@@ -397,13 +397,13 @@ impl Transport {
                 .filter(|id| !membership.contains(id))
                 .copied()
                 .collect();
+            *self
+                .inner
+                .membership
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = Arc::new(membership);
             gone.iter().filter_map(|id| peers.remove(id)).collect()
         };
-        *self
-            .inner
-            .membership
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(membership);
         for peer in removed {
             if let Some(link) = peer.lock().current.take() {
                 link.conn
@@ -675,10 +675,17 @@ impl Inner {
     /// The state of member `id` (None for non-members: the map is bounded by
     /// the membership).
     pub(crate) fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        // The map only holds members: `update_membership` swaps the
+        // membership and removes the others under this lock, and a new
+        // entry is checked against the membership under it too (lock order:
+        // peers, then membership).
+        let mut peers = self.lock_peers();
+        if let Some(p) = peers.get(&id) {
+            return Some(p.clone());
+        }
         if !tls::current(&self.membership).contains(&id) {
             return None;
         }
-        let mut peers = self.lock_peers();
         Some(
             peers
                 .entry(id)
