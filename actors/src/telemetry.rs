@@ -1,7 +1,7 @@
 //! Tracing, OpenTelemetry export and the exporter's life cycle.
 //!
 //! A node calls [`init`] once with a [`TelemetryConfig`] built by
-//! [`TelemetryConfig::from_node`] and keeps the returned [`TelemetryGuard`]
+//! [`TelemetryConfig::from_node_config`] and keeps the returned [`TelemetryGuard`]
 //! until its actix `System` has stopped; then it calls
 //! [`TelemetryGuard::shutdown`] (or drops the guard).
 //!
@@ -51,7 +51,7 @@
 //!
 //! # Key types
 //! - [`TelemetryConfig`]: resource, endpoint, protocol, sampling, bounds;
-//!   [`TelemetryConfig::from_node`] (one node per process) or
+//!   [`TelemetryConfig::from_node_config`] (one node per process) or
 //!   [`TelemetryConfig::for_embedded`] (many nodes per process).
 //! - [`init`] → [`TelemetryGuard`]: the process-wide installation.
 //! - [`TelemetryPipeline`]: the same exporters without global state, with a
@@ -278,7 +278,7 @@ fn parse_ratio(value: &str, origin: &'static str) -> Result<f64, TelemetryError>
     }
 }
 
-/// Everything [`init`] needs; build it with [`TelemetryConfig::from_node`]
+/// Everything [`init`] needs; build it with [`TelemetryConfig::from_node_config`]
 /// (config + environment) or [`TelemetryConfig::new`] and the setters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
@@ -341,10 +341,12 @@ impl TelemetryConfig {
         }
     }
 
-    /// From the node's entry and the federation's `[telemetry]` section only
-    /// (no environment): what a node would use with a clean environment.
+    /// What a node process uses: its entry in the federation and the
+    /// `[telemetry]` section ([`Self::from_spec`]), then the standard
+    /// environment variables on top ([`Self::with_env`]).
     pub fn from_node_config(node: &federact_config::NodeConfig) -> Result<Self, TelemetryError> {
-        Self::from_spec(node.spec(), node.federation().telemetry())
+        Self::from_spec(node.spec(), node.federation().telemetry())?
+            .with_env(|k| std::env::var(k).ok())
     }
 
     /// From a node's entry and a `[telemetry]` section (no environment).
@@ -393,12 +395,6 @@ impl TelemetryConfig {
             )?);
         }
         Ok(())
-    }
-
-    /// [`Self::from_node_config`], then the process environment
-    /// ([`Self::with_env`]): what `federact node run` uses.
-    pub fn from_node(node: &federact_config::NodeConfig) -> Result<Self, TelemetryError> {
-        Self::from_node_config(node)?.with_env(|k| std::env::var(k).ok())
     }
 
     /// Applies the standard variables, which take precedence over the
@@ -958,6 +954,10 @@ impl TelemetryGuard {
     /// Flushes and shuts the exporters down; see
     /// [`TelemetryPipeline::shutdown`] for the time bound and where to call
     /// it. Spans ended afterwards are discarded.
+    ///
+    /// An `Err` means telemetry was lost (typically: the backend is down or
+    /// slow), not that the node failed: log it and exit normally, since a
+    /// node must shut down cleanly with its backend stopped (issue 10).
     pub fn shutdown(mut self) -> Result<(), TelemetryError> {
         self.shutdown_in_place()
     }
