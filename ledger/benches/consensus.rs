@@ -29,7 +29,7 @@ fn params() -> ConsensusParams {
         block_size_txs: 16,
         block_bytes_max: 1 << 20,
         batch_timeout_ms: 0,
-        empty_blocks: true,
+        empty_blocks: false,
         propose_ms: 1000,
         prevote_ms: 1000,
         precommit_ms: 1000,

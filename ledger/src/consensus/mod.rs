@@ -35,6 +35,34 @@
 //! ```
 //! Peers' block requests are answered by the driver from its store; the
 //! core does not keep decided blocks.
+//!
+//! # Persistence contract (raft-rs style)
+//! - [`Effect::Persist`] precedes the broadcast of what it records; the
+//!   driver makes it durable before carrying out any later effect.
+//! - On restart the driver calls [`Consensus::new`] with the first height
+//!   not in its store and the WAL entries it kept for that height. The core
+//!   resumes at the WAL's highest round and step, keeps the lock its last
+//!   non-nil precommit recorded, re-sends what it signed, and never signs a
+//!   second proposal or vote for a (height, round, kind) it signed before.
+//! - After storing a decided block the driver may drop WAL entries of that
+//!   height and below ([`WalEntry::height`]).
+//!
+//! # The value, and who validates transactions
+//! The ledger's `Block` implements [`ConsensusValue`] (`id` = header hash).
+//! The driver builds blocks ([`Effect::BuildValue`], from its mempool, up to
+//! the size limits given), judges proposed blocks ([`Effect::ValidateValue`]:
+//! header links, `tx_root`, signatures and the ledger rules on the state
+//! after the previous height), and applies decided ones. The core only
+//! counts signed votes on ids; a fetched block is applied because its
+//! certificate verifies, not because the core re-validated it.
+//!
+//! # Bounds
+//! Per height: at most 2 proposals per round, per validator and round one
+//! vote per kind plus 3 conflicting ones, rounds stored only up to
+//! `future_rounds_max` ahead, `future_msgs_per_peer` messages buffered per
+//! peer for the next height; farther heights and rounds are dropped,
+//! counted in [`Stats`], and noted (per validator, not per message) as
+//! catch-up and round-skip hints.
 
 pub mod state;
 pub mod types;

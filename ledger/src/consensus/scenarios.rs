@@ -107,6 +107,40 @@ pub(crate) fn everything() -> FaultModel {
     }
 }
 
+pub(crate) fn idle() -> FaultModel {
+    FaultModel {
+        gst_ms: (50, 150),
+        workload_starts_ms: 2_000,
+        ..FaultModel::base("n4_idle_chain_waits", 4, 1)
+    }
+}
+
+/// With `empty_blocks` off and empty mempools nobody times out, votes or
+/// changes round; once transactions arrive, heights are decided.
+#[test]
+fn n4_idle_chain_waits() {
+    let model = idle();
+    let s = run(model.clone());
+    assert_eq!(s.votes_while_idle, 0, "an idle chain stays silent");
+    assert!(s.worst_liveness_ms.0 >= model.workload_starts_ms - model.gst_ms.1);
+}
+
+pub(crate) fn solo() -> FaultModel {
+    FaultModel {
+        crashes: true,
+        ..FaultModel::base("n1_solo_commits_immediately", 1, 0)
+    }
+}
+
+/// One validator, same code path: every built block is decided at once
+/// (no network wait), across crashes and restarts from its WAL.
+#[test]
+fn n1_solo_commits_immediately() {
+    let s = run(solo());
+    // Three heights, each one mempool report (1 ms) after the last.
+    assert!(s.worst_liveness_ms.0 <= 3, "{s:?}");
+}
+
 #[test]
 fn n4_lossy_network() {
     run(lossy());
@@ -173,6 +207,8 @@ fn soak_all_models() {
         .unwrap_or(1_000_000);
     let seeds: Vec<u64> = (base..base + count).collect();
     for model in [
+        solo(),
+        idle(),
         lossy(),
         partition(),
         restart(),

@@ -151,6 +151,9 @@ pub struct FaultModel {
     pub liveness_bound_ms: u64,
     /// Consensus parameters.
     pub params: ConsensusParams,
+    /// The mempools stay empty until this time (an idle chain), then hold
+    /// a full block from then on.
+    pub workload_starts_ms: u64,
 }
 
 /// Parameters the scenarios use: short timeouts, a full mempool.
@@ -188,6 +191,7 @@ impl FaultModel {
             heights_after_gst: 3,
             liveness_bound_ms: 30_000,
             params: sim_params(),
+            workload_starts_ms: 0,
         }
     }
 }
@@ -268,6 +272,8 @@ pub struct SimReport {
     pub fetched: u64,
     /// Events processed.
     pub events: u64,
+    /// Votes signed by honest validators while every mempool was empty.
+    pub votes_while_idle: u64,
 }
 
 const START_HEIGHT: u64 = 1;
@@ -295,6 +301,7 @@ pub struct Sim {
     signed: HashMap<(u16, u64, u32, u8), Option<Hash>>,
     failure: Option<String>,
     events: u64,
+    votes_while_idle: u64,
     /// The double voter's second vote for each vote (signed once).
     alt_votes: HashMap<Vote, SignedVote>,
     /// Certificates and evidence already checked (by encoding hash): every
@@ -368,6 +375,7 @@ impl Sim {
             signed: HashMap::new(),
             failure: None,
             events: 0,
+            votes_while_idle: 0,
             alt_votes: HashMap::new(),
             checked: std::collections::HashSet::new(),
         }
@@ -440,6 +448,7 @@ impl Sim {
             heights: self.min_honest_height(),
             liveness_after_gst_ms: done - self.gst,
             events: self.events,
+            votes_while_idle: self.votes_while_idle,
             ..SimReport::default()
         };
         for node in self.nodes.iter().filter(|n| n.behaviour.is_honest()) {
@@ -527,7 +536,13 @@ impl Sim {
     /// The workload: the mempool always holds a full block.
     fn report_mempool(&mut self, i: usize) {
         let now = self.now;
-        let txs = self.model.params.block_size_txs as u64;
+        let txs = if now < self.model.workload_starts_ms {
+            let (at, inc) = (self.model.workload_starts_ms, self.nodes[i].incarnation);
+            self.push(at, Event::Mempool(i, inc));
+            0
+        } else {
+            self.model.params.block_size_txs as u64
+        };
         if let Some(core) = self.nodes[i].core.as_mut() {
             core.handle_txs_available(now, txs, txs * 200);
         }
@@ -686,6 +701,9 @@ impl Sim {
             Effect::Persist(entry) => {
                 if behaviour.is_honest() {
                     self.check_signing(&entry);
+                    if now < self.model.workload_starts_ms {
+                        self.votes_while_idle += 1;
+                    }
                 }
                 self.nodes[i].wal.push(entry);
             }
@@ -1037,6 +1055,8 @@ pub struct SeedSummary {
     pub fetched: u64,
     /// Lowest decided height over all seeds.
     pub min_heights: u64,
+    /// Honest votes signed while all mempools were empty, all seeds.
+    pub votes_while_idle: u64,
 }
 
 /// Seeds to run: `SEED=s` runs exactly s; otherwise `SIM_SEEDS` (default
@@ -1073,6 +1093,7 @@ pub fn run_seeds(model: &FaultModel, seeds: &[u64]) -> Result<SeedSummary, SimFa
         s.evidence += r.evidence;
         s.rejected += r.rejected;
         s.fetched += r.fetched;
+        s.votes_while_idle += r.votes_while_idle;
         s.min_heights = s.min_heights.min(r.heights);
     }
     s.mean_liveness_ms = total.checked_div(s.seeds).unwrap_or(0);
