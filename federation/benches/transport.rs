@@ -9,7 +9,8 @@
 //! (`FEDERACT_BENCH_SECS` sets the seconds per row, default 3;
 //! `FEDERACT_BENCH_MTU` the MTU discovery upper bound, default the
 //! transport's 1452; `FEDERACT_BENCH_IN_FLIGHT=1,16,256` the rows;
-//! `FEDERACT_BENCH_TRANSFER_MIB=1024` the transfer size, 0 to skip).
+//! `FEDERACT_BENCH_TRANSFER_MIB=1024` the transfer size, 0 to skip;
+//! `FEDERACT_BENCH_RAW=0` skips the bare-quinn baseline row).
 //!
 //! Besides wall-clock rates it prints the process CPU time each row used
 //! (both endpoints run in this process on a 2-thread runtime), so figures
@@ -150,6 +151,160 @@ async fn transfer(a: &Transport, to: federact_config::NodeId, total: usize) -> (
     (mib / start.elapsed().as_secs_f64(), mib / cpu)
 }
 
+/// Baseline: bare quinn, one bidirectional stream per 256-byte echo, no
+/// envelope, routing or mutual authentication — the floor this transport
+/// builds on.
+mod raw {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{
+        CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime,
+    };
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    #[derive(Debug)]
+    struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AnyServer {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("tls12".into()))
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            vec![SignatureScheme::ED25519]
+        }
+    }
+
+    /// A connected client and a server echoing every stream.
+    pub async fn pair() -> quinn::Connection {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = federact_config::NodeKey::from_seed(&[3; 32]);
+        let pkcs8 = PrivatePkcs8KeyDer::from(key.to_pkcs8_der());
+        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)
+            .expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["raw".into()])
+            .expect("params")
+            .self_signed(&pair)
+            .expect("cert");
+        let mut stls = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("tls13")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8))
+            .expect("server tls");
+        stls.alpn_protocols = vec![b"raw".to_vec()];
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_bidi_streams(1024u32.into());
+        let transport = Arc::new(transport);
+        let mut sc = quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(stls).expect("quic server"),
+        ));
+        sc.transport_config(transport.clone());
+        let server =
+            quinn::Endpoint::server(sc, "127.0.0.1:0".parse().expect("addr")).expect("server");
+        let addr = server.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Some(inc) = server.accept().await {
+                tokio::spawn(async move {
+                    let Ok(conn) = inc.await else { return };
+                    while let Ok((mut s, mut r)) = conn.accept_bi().await {
+                        tokio::spawn(async move {
+                            if let Ok(body) = r.read_to_end(1 << 16).await {
+                                let _ = s.write_all(&body).await;
+                                let _ = s.finish();
+                            }
+                        });
+                    }
+                });
+            }
+        });
+        let mut ctls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("tls13")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+            .with_no_client_auth();
+        ctls.alpn_protocols = vec![b"raw".to_vec()];
+        let mut cc = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(ctls).expect("quic client"),
+        ));
+        cc.transport_config(transport);
+        let mut client =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
+        client.set_default_client_config(cc);
+        client
+            .connect(addr, "raw")
+            .expect("connect")
+            .await
+            .expect("handshake")
+    }
+
+    pub async fn echo(conn: &quinn::Connection, body: &[u8]) {
+        let (mut s, mut r) = conn.open_bi().await.expect("open");
+        s.write_all(body).await.expect("write");
+        let _ = s.finish();
+        r.read_to_end(1 << 16).await.expect("read");
+    }
+}
+
+async fn raw_requests(in_flight: usize, secs: f64) -> (f64, f64) {
+    let conn = raw::pair().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let cpu = cpu_time();
+    let mut workers = Vec::new();
+    for _ in 0..in_flight {
+        let (conn, stop) = (conn.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let body = [7u8; BODY];
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                raw::echo(&conn, &body).await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        total += w.await.expect("worker");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = (cpu_time() - cpu).as_secs_f64();
+    conn.close(0u32.into(), b"done");
+    (total as f64 / elapsed, total as f64 / cpu)
+}
+
 fn main() {
     let secs: f64 = std::env::var("FEDERACT_BENCH_SECS")
         .ok()
@@ -185,6 +340,13 @@ fn main() {
                 r.p50.as_micros(),
                 r.p99.as_micros(),
                 r.per_cpu_s
+            );
+        }
+        if std::env::var("FEDERACT_BENCH_RAW").map_or(true, |v| v != "0") {
+            let (rps, per_cpu) = raw_requests(256, secs).await;
+            println!(
+                "{:>10} {:>12.0} {:>10} {:>10} {:>14.0}   (bare quinn baseline)",
+                256, rps, "-", "-", per_cpu
             );
         }
         let total: usize = std::env::var("FEDERACT_BENCH_TRANSFER_MIB")
