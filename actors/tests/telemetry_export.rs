@@ -519,3 +519,35 @@ async fn record_error_sets_status_and_event() {
     assert_eq!(span.status_message, "destination refused the image");
     assert!(!span.events.is_empty(), "{span:#?}");
 }
+
+#[test]
+fn node_config_names_the_resource_after_the_node() {
+    let fed = support::federation_with_telemetry("otlp_protocol = \"http/protobuf\"");
+    let id = fed.node("b-gw").unwrap().id().to_string();
+    let node = federact_config::NodeConfig::from_federation(fed, "b-gw").unwrap();
+    // Reads this process's environment too; these fields are not affected by it.
+    let cfg = TelemetryConfig::from_node_config(&node).unwrap();
+    assert_eq!(cfg.instance_id, id);
+    assert_eq!(cfg.cloud, "b");
+    assert_eq!(cfg.roles, "gateway");
+    assert_eq!(cfg.service_version, env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn embedded_config_and_trace_only_backends() {
+    let fed = support::federation_with_telemetry("otlp_endpoint = \"http://127.0.0.1:4317\"");
+    let cfg = TelemetryConfig::for_embedded("federact-demo", fed.telemetry()).unwrap();
+    assert_eq!(cfg.service_name, "federact-demo");
+    assert!(cfg.instance_id.is_empty() && cfg.exports() && cfg.export_metrics);
+    let cfg = cfg
+        .with_env(|k| (k == "OTEL_METRICS_EXPORTER").then(|| "none".into()))
+        .unwrap();
+    assert!(cfg.exports() && !cfg.export_metrics);
+}
+
+#[test]
+fn invalid_telemetry_section_is_an_error() {
+    let fed = support::federation_with_telemetry("otlp_protocol = \"http/json\"");
+    let err = TelemetryConfig::from_spec(fed.node("a-gw").unwrap(), fed.telemetry()).unwrap_err();
+    assert!(err.to_string().contains("telemetry.otlp_protocol"), "{err}");
+}
