@@ -303,7 +303,10 @@ pub struct ConsensusParams {
     pub block_bytes_max: u64,
     /// How long a proposer with a partial block waits for more.
     pub batch_timeout_ms: u64,
-    /// Whether to propose blocks with no transactions.
+    /// Whether to propose blocks with no transactions. If so, an idle
+    /// proposer proposes an empty block `batch_timeout_ms` after its round
+    /// starts: that is the block interval of an idle chain (0 means back to
+    /// back, paced only by the driver's timers).
     pub empty_blocks: bool,
     /// `timeoutPropose` base (the batch wait is added to it).
     pub propose_ms: u64,
