@@ -49,6 +49,8 @@ const COMMIT_DEADLINE: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often followed chains are checked for gaps and lost subscriptions.
 const FOLLOW_CHECK: Duration = Duration::from_millis(500);
+/// Blocks a validator pushes to a new follower by itself.
+const FOLLOW_BACKFILL: u64 = 256;
 /// The transport inbox capacity of a gateway.
 pub const INBOX_CAPACITY: usize = 8192;
 
@@ -72,6 +74,17 @@ impl Waiter {
             }
         }
     }
+}
+
+/// A submit batch whose validator replies are still coming in.
+struct SubmitBatch {
+    chain_id: String,
+    ids: Vec<TxId>,
+    /// `Some(waiter)` until a validator admits the transaction.
+    waiters: Vec<Option<Option<Waiter>>>,
+    /// The first refusal reason seen per transaction.
+    reasons: Vec<Option<String>>,
+    replies_left: usize,
 }
 
 /// One chain the gateway follows.
@@ -131,6 +144,8 @@ pub struct GatewayActor {
     cursor: CursorStore,
     /// Relayed consortium heights whose deliveries have not all committed.
     relay_pending: BTreeMap<u64, Vec<TxId>>,
+    batches: HashMap<u64, SubmitBatch>,
+    next_batch: u64,
     nonce: u64,
     inbox: Option<Inbox>,
     counters: GatewayCounters,
@@ -173,6 +188,8 @@ impl GatewayActor {
             relay,
             cursor,
             relay_pending: BTreeMap::new(),
+            batches: HashMap::new(),
+            next_batch: 0,
             nonce: 0,
             inbox: Some(inbox),
             counters: GatewayCounters::default(),
@@ -216,7 +233,10 @@ impl GatewayActor {
         }
     }
 
-    /// Sends a chain's queued transactions to all its validators.
+    /// Sends a chain's queued transactions to all its validators. Each
+    /// transaction is settled by the first validator that admits it (a slow
+    /// or dead validator delays nobody); it is refused only when every
+    /// validator refused it or could not be reached.
     fn flush(&mut self, chain_id: &str, ctx: &mut Context<Self>) {
         let Some(chain) = self.chain_mut(chain_id) else { return };
         chain.flush_scheduled = false;
@@ -229,66 +249,84 @@ impl GatewayActor {
         let (txs, waiters): (Vec<Transaction>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
         let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
         let body = wire::encode(&ValidatorRequest::Submit(txs));
-        let transport = self.transport.clone();
-        let fut = async move {
-            let calls = validators.iter().map(|v| {
-                let t = transport.clone();
-                let a = actor.clone();
-                let b = body.clone();
-                let v = *v;
-                async move { t.request(v, &a, b, REQUEST_TIMEOUT).await }
-            });
-            futures::future::join_all(calls).await
+        self.next_batch += 1;
+        let batch_id = self.next_batch;
+        self.batches.insert(
+            batch_id,
+            SubmitBatch {
+                chain_id: chain_id.to_string(),
+                reasons: vec![None; ids.len()],
+                waiters: waiters.into_iter().map(Some).collect(),
+                ids,
+                replies_left: validators.len(),
+            },
+        );
+        for v in validators {
+            let (t, a, b) = (self.transport.clone(), actor.clone(), body.clone());
+            let fut = async move { t.request(v, &a, b, REQUEST_TIMEOUT).await };
+            ctx.spawn(fut.into_actor(self).map(move |reply, act, _| act.on_submitted(batch_id, reply)));
+        }
+    }
+
+    fn on_submitted(&mut self, batch_id: u64, reply: Result<bytes::Bytes, federact_federation::TransportError>) {
+        let Some(batch) = self.batches.get_mut(&batch_id) else { return };
+        batch.replies_left = batch.replies_left.saturating_sub(1);
+        let results = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
+            Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == batch.ids.len() => r,
+            Ok(_) => {
+                self.counters.malformed += 1;
+                Vec::new()
+            }
+            Err(e) => {
+                debug!(chain = %batch.chain_id, error = %e, "submit to a validator failed");
+                Vec::new()
+            }
         };
-        let chain_id = chain_id.to_string();
-        ctx.spawn(fut.into_actor(self).map(move |replies, act, _ctx| {
-            // Per transaction: admitted by any validator, or the first reason.
-            let mut admitted = vec![false; ids.len()];
-            let mut reason: Vec<Option<String>> = vec![None; ids.len()];
-            for reply in replies {
-                let results = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
-                    Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == ids.len() => r,
-                    Ok(Ok(_)) | Ok(Err(_)) => {
-                        act.counters.malformed += 1;
-                        continue;
+        let now = now_ms();
+        let mut admitted = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(()) => {
+                    if let Some(w) = batch.waiters.get_mut(i).and_then(Option::take) {
+                        admitted.push((batch.ids[i], w));
+                    } else if let Some(slot) = batch.reasons.get_mut(i) {
+                        // Admitted without a waiter: nothing to refuse later.
+                        *slot = Some(String::new());
                     }
-                    Err(e) => {
-                        debug!(chain = %chain_id, error = %e, "submit to a validator failed");
-                        continue;
-                    }
-                };
-                for (i, r) in results.into_iter().enumerate() {
-                    match r {
-                        Ok(()) => admitted[i] = true,
-                        Err(e) if reason[i].is_none() => reason[i] = Some(e),
-                        Err(_) => {}
+                }
+                Err(e) => {
+                    if let Some(slot) = batch.reasons.get_mut(i) {
+                        slot.get_or_insert(e);
                     }
                 }
             }
-            let now = now_ms();
-            for (i, waiter) in waiters.into_iter().enumerate() {
-                let id = ids[i];
-                if !admitted[i] {
-                    act.counters.refused += 1;
-                    let why = reason[i].take().unwrap_or_else(|| "no validator reachable".into());
-                    if let Some(w) = waiter {
-                        w.answer(GatewayResponse::Refused(why));
-                    }
+        }
+        let chain_id = batch.chain_id.clone();
+        let done = batch.replies_left == 0;
+        for (id, w) in admitted {
+            if let Some(w) = w {
+                if self.waiting.len() >= WAITING_MAX {
+                    w.answer(GatewayResponse::Refused("gateway has too many waiting submitters".into()));
                     continue;
                 }
-                match waiter {
-                    Some(w @ Waiter::Remote(_)) | Some(w @ Waiter::Local(_)) => {
-                        if act.waiting.len() >= WAITING_MAX {
-                            w.answer(GatewayResponse::Refused("gateway has too many waiting submitters".into()));
-                            continue;
-                        }
-                        let entry = act.waiting.entry(id).or_insert_with(|| (chain_id.clone(), Vec::new(), now));
-                        entry.1.push(w);
+                let entry = self.waiting.entry(id).or_insert_with(|| (chain_id.clone(), Vec::new(), now));
+                entry.1.push(w);
+            }
+        }
+        if done {
+            let Some(batch) = self.batches.remove(&batch_id) else { return };
+            for (w, reason) in batch.waiters.into_iter().zip(batch.reasons) {
+                // Still holding its waiter: no validator admitted it.
+                if let Some(w) = w {
+                    self.counters.refused += 1;
+                    if let Some(w) = w {
+                        w.answer(GatewayResponse::Refused(
+                            reason.filter(|r| !r.is_empty()).unwrap_or_else(|| "no validator reachable".into()),
+                        ));
                     }
-                    None => {}
                 }
             }
-        }));
+        }
     }
 
     /// Verifies and processes a block pushed or fetched from a validator.
@@ -399,44 +437,37 @@ impl GatewayActor {
     }
 
     /// Subscribes to the validators of a chain from the next height, and
-    /// fetches any gap.
+    /// fetches any gap the validator's backfill does not cover. Each
+    /// validator's answer is handled on its own (a dead one delays nothing).
     fn follow(&mut self, chain_id: &str, ctx: &mut Context<Self>) {
         let Some(chain) = self.chain_mut(chain_id) else { return };
         let from_height = chain.height + 1;
         let validators = chain.validators.clone();
         let actor = chain.actor.clone();
-        let transport = self.transport.clone();
-        let body = wire::encode(&ValidatorRequest::Follow { from_height });
-        let fut = async move {
-            let calls = validators.iter().map(|v| {
-                let (t, a, b, v) = (transport.clone(), actor.clone(), body.clone(), *v);
-                async move { (v, t.request(v, &a, b, REQUEST_TIMEOUT).await) }
-            });
-            futures::future::join_all(calls).await
-        };
-        let chain_id = chain_id.to_string();
-        ctx.spawn(fut.into_actor(self).map(move |replies, act, ctx| {
-            let mut tip = 0;
-            let mut best = None;
-            for (v, r) in replies {
-                if let Ok(Ok(ValidatorResponse::Following { tip: t })) =
-                    r.map(|b| wire::decode::<ValidatorResponse>(&b))
-                {
-                    if t > tip {
-                        tip = t;
-                        best = Some(v);
-                    }
+        let body = wire::encode(&ValidatorRequest::Follow {
+            from_height,
+            actor: wire::GATEWAY_ACTOR.to_string(),
+        });
+        for v in validators {
+            let (t, a, b) = (self.transport.clone(), actor.clone(), body.clone());
+            let fut = async move { t.request(v, &a, b, REQUEST_TIMEOUT).await };
+            let chain_id = chain_id.to_string();
+            ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
+                let Ok(Ok(ValidatorResponse::Following { tip })) = r.map(|b| wire::decode::<ValidatorResponse>(&b)) else {
+                    return;
+                };
+                let Some(chain) = act.chain_mut(&chain_id) else { return };
+                let start = chain.height + 1 + FOLLOW_BACKFILL;
+                let end = tip.min(start + 64);
+                if start > end {
+                    return;
                 }
-            }
-            let (Some(peer), Some(chain)) = (best, act.chain_mut(&chain_id)) else { return };
-            // Fetch what the push backfill does not cover (long gaps).
-            let start = chain.height + 1;
-            let end = tip.min(start + 64);
-            let missing: Vec<u64> = (start..=end).filter(|h| !chain.ahead.contains_key(h)).collect();
-            for h in missing {
-                act.fetch(&chain_id, peer, h, ctx);
-            }
-        }));
+                let missing: Vec<u64> = (start..=end).filter(|h| !chain.ahead.contains_key(h)).collect();
+                for h in missing {
+                    act.fetch(&chain_id, v, h, ctx);
+                }
+            }));
+        }
     }
 
     fn fetch(&mut self, chain_id: &str, peer: NodeId, height: u64, ctx: &mut Context<Self>) {

@@ -5,7 +5,7 @@
 //! out — sends over QUIC, timers, fsyncs, commits. Proposals are built and
 //! checked by `federact_ledger::chain`, not here.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,7 +82,7 @@ pub struct ValidatorActor {
     mempool: Mempool,
     transport: Transport,
     peers: Vec<NodeId>,
-    followers: BTreeSet<NodeId>,
+    followers: BTreeMap<NodeId, Arc<str>>,
     refused: HashMap<TxId, String>,
     refused_order: VecDeque<TxId>,
     inbox: Option<Inbox>,
@@ -103,7 +103,7 @@ impl ValidatorActor {
         let peers = set.validators().iter().copied().filter(|v| *v != me).collect();
         let params = ConsensusParams::from(setup.chain.params());
         let core = Consensus::new(chain_id.clone(), set, setup.key, params, height, entries, now_ms())
-            .map_err(|e| ActorError::NotAValidator { chain: chain_id.clone(), node: e.0 })?;
+            .map_err(|e| ActorError::NotAValidator { chain: chain_id.clone(), node: *e.0 })?;
         let actor: Arc<str> = wire::validator_actor(&chain_id).into();
         let inbox = setup.transport.register(&actor, INBOX_CAPACITY)?;
         info!(chain = %chain_id, height, "validator starting");
@@ -117,7 +117,7 @@ impl ValidatorActor {
             mempool: Mempool::new(setup.mempool),
             transport: setup.transport,
             peers,
-            followers: BTreeSet::new(),
+            followers: BTreeMap::new(),
             refused: HashMap::new(),
             refused_order: VecDeque::new(),
             inbox: Some(inbox),
@@ -253,8 +253,8 @@ impl ValidatorActor {
                 block,
                 certificate: cert,
             })));
-            for f in self.followers.clone() {
-                self.send(f, body.clone());
+            for (f, actor) in self.followers.clone() {
+                self.send_to(f, actor, body.clone());
             }
         }
         self.core
@@ -262,8 +262,11 @@ impl ValidatorActor {
     }
 
     fn send(&self, peer: NodeId, body: Bytes) {
+        self.send_to(peer, self.actor.clone(), body);
+    }
+
+    fn send_to(&self, peer: NodeId, actor: Arc<str>, body: Bytes) {
         let transport = self.transport.clone();
-        let actor = self.actor.clone();
         actix::spawn(async move {
             if let Err(e) = transport.send(peer, &actor, body).await {
                 debug!(peer = %peer.short(), error = %e, "send failed");
@@ -342,14 +345,17 @@ impl ValidatorActor {
             ValidatorRequest::FetchBlock { height } => {
                 ValidatorResponse::Block(self.certified(height).map(Box::new))
             }
-            ValidatorRequest::Follow { from_height } => {
+            ValidatorRequest::Follow { from_height, actor } => {
                 let tip = self.store.tip().height;
-                if self.followers.len() < FOLLOWERS_MAX || self.followers.contains(&from) {
-                    self.followers.insert(from);
+                let fits = self.followers.len() < FOLLOWERS_MAX || self.followers.contains_key(&from);
+                if fits && !actor.is_empty() && actor.len() <= wire::ACTOR_NAME_MAX {
+                    let actor: Arc<str> = actor.into();
+                    self.followers.insert(from, actor.clone());
                     let end = tip.min(from_height.saturating_add(FOLLOW_BACKFILL_MAX));
                     for h in from_height.max(1)..=end {
                         if let Some(b) = self.certified(h) {
-                            self.send(from, wire::encode(&ValidatorOneWay::Committed(Box::new(b))));
+                            let body = wire::encode(&ValidatorOneWay::Committed(Box::new(b)));
+                            self.send_to(from, actor.clone(), body);
                         }
                     }
                 }

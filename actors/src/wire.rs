@@ -21,6 +21,9 @@ pub fn validator_actor(chain_id: &str) -> String {
     format!("validator/{chain_id}")
 }
 
+/// Longest actor address a follower may name.
+pub const ACTOR_NAME_MAX: usize = 64;
+
 /// The transport address of a cloud's gateway.
 pub const GATEWAY_ACTOR: &str = "gateway";
 
@@ -53,10 +56,13 @@ pub enum ValidatorRequest {
         /// The height.
         height: u64,
     },
-    /// Push every block committed from `from_height` on to the sender.
+    /// Push every block committed from `from_height` on to the sender's
+    /// actor `actor` (at most [`ACTOR_NAME_MAX`] bytes).
     Follow {
         /// First height wanted.
         from_height: u64,
+        /// The follower's actor address on its node.
+        actor: String,
     },
     /// The status of a transaction.
     TxStatus {

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use federact::config::{write_local_federation, Federation, NodeKey, Topology};
 
+mod ledger;
 mod node;
 
 /// federact: serverless actors across a federation of clouds that do not
@@ -33,6 +34,9 @@ enum Command {
     /// Work with federation configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Inspect and verify chain stores offline.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCmd),
     /// Run one node with the roles its configuration gives it, until ctrl-c or SIGTERM.
     Node {
         /// The node's configuration file (e.g. DIR/nodes/c1-gateway.toml).
@@ -106,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Node { config } => node::run(&config),
+        Command::Ledger(cmd) => ledger::run(cmd),
         Command::Config(ConfigCmd::Check { file }) => {
             let fed = Federation::load(&file)?;
             print!("{}", fed.summary());

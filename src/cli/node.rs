@@ -28,8 +28,11 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         node.shutdown().await;
         anyhow::Ok(())
     })?;
-    // After the actix system: the exporter flushes on its own runtime.
-    telemetry.shutdown()?;
+    // After the actix system: the exporter flushes on its own runtime. A
+    // failed flush (backend down) loses telemetry, not the node's work.
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("telemetry: {e}");
+    }
     Ok(())
 }
 
