@@ -25,7 +25,7 @@ use crate::record::{EntityKind, Route, Scope};
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// The storage engine failed (disk I/O, lock held by another process).
-    #[error("storage error while {context}: {source}")]
+    #[error("storage error while {context}")]
     Storage {
         /// What the store was doing.
         context: String,
@@ -34,7 +34,7 @@ pub enum LedgerError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A file-system operation failed.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         /// The path.
         path: PathBuf,

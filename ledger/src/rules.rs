@@ -741,8 +741,20 @@ pub fn check_proposal(
     state: &dyn ChainState,
     block: &Block,
 ) -> Result<StateDelta, BlockError> {
+    check_proposal_with(genesis, tip, state, block, &|_| false)
+}
+
+/// [`check_proposal`], skipping signatures `already_verified` vouches for
+/// (see [`Block::check_body_with`]).
+pub fn check_proposal_with(
+    genesis: &Genesis,
+    tip: &Tip,
+    state: &dyn ChainState,
+    block: &Block,
+    already_verified: &dyn Fn(&Transaction) -> bool,
+) -> Result<StateDelta, BlockError> {
     check_link(genesis, tip, &block.header)?;
-    block.check_body(&genesis.limits, &genesis.tx_policy())?;
+    block.check_body_with(&genesis.limits, &genesis.tx_policy(), already_verified)?;
     apply_block(genesis, state, block)
 }
 

@@ -329,8 +329,29 @@ impl ChainStore {
     /// Checks a proposal for the next height (link, body, signatures,
     /// rules) without committing it: what a validator does before voting.
     pub fn check_proposal(&self, block: &Block) -> Result<Result<(), BlockError>, LedgerError> {
+        self.check_proposal_with(block, &|_| false)
+    }
+
+    /// [`Self::check_proposal`], skipping the signatures of transactions
+    /// `already_verified` vouches for (the exact transactions — same id and
+    /// signature — this node verified on mempool admission); see
+    /// [`Block::check_body_with`].
+    pub fn check_proposal_with(
+        &self,
+        block: &Block,
+        already_verified: &dyn Fn(&Transaction) -> bool,
+    ) -> Result<Result<(), BlockError>, LedgerError> {
         let snapshot = self.prefetch(block)?;
-        Ok(rules::check_proposal(&self.genesis, &self.tip, &snapshot, block).map(|_| ()))
+        Ok(
+            rules::check_proposal_with(
+                &self.genesis,
+                &self.tip,
+                &snapshot,
+                block,
+                already_verified,
+            )
+            .map(|_| ()),
+        )
     }
 
     /// Checks `block` and `cert` against the tip, the genesis validators and

@@ -301,6 +301,13 @@ pub fn verify_batch(txs: &[Transaction], policy: &TxPolicy) -> Result<(), (usize
     for (i, tx) in txs.iter().enumerate() {
         tx.verify_static(policy).map_err(|e| (i, e))?;
     }
+    let refs: Vec<&Transaction> = txs.iter().collect();
+    verify_signatures_batch(&refs)
+}
+
+/// Only the signatures of `txs`, batch-verified; on failure the index (in
+/// `txs`) of the first bad one. See [`verify_batch`].
+pub fn verify_signatures_batch(txs: &[&Transaction]) -> Result<(), (usize, TxError)> {
     if txs.is_empty() {
         return Ok(());
     }
