@@ -184,7 +184,12 @@ impl ValidatorActor {
                 self.core.handle_value_built(now_ms(), height, round, built.block);
             }
             Effect::ValidateValue { height, value, .. } => {
-                let valid = match self.store.check_proposal(&value) {
+                // Transactions identical (signature included) to ones in our
+                // mempool were verified at admission: don't verify them twice.
+                let mempool = &self.mempool;
+                let verified =
+                    |tx: &Transaction| mempool.get(&tx.id()).is_some_and(|m| m.signature() == tx.signature());
+                let valid = match self.store.check_proposal_with(&value, &verified) {
                     Ok(Ok(())) => true,
                     Ok(Err(e)) => {
                         warn!(chain = %self.chain_id, height, error = %e, "proposal refused");

@@ -111,6 +111,11 @@ impl Mempool {
         self.txs.contains_key(id)
     }
 
+    /// The waiting transaction with this id.
+    pub fn get(&self, id: &TxId) -> Option<&Transaction> {
+        self.txs.get(id)
+    }
+
     /// Admits `tx` whose author's last committed nonce is `last_nonce`.
     /// Signatures and size are the caller's to check first.
     pub fn insert(&mut self, tx: Transaction, last_nonce: u64) -> Result<(), MempoolReject> {
