@@ -19,6 +19,8 @@
 //! - [`merkle`]: RFC 6962 Merkle roots and inclusion proofs over tx ids.
 //! - [`block`]: blocks, headers, the genesis a chain describes itself with,
 //!   and header/body checks.
+//! - [`migration`]: the BASICS migration protocol as a sans-IO state
+//!   machine (one per migration and side).
 //! - [`proof`]: cross-chain proofs (header, certificate, tx, Merkle path).
 //! - [`rules`]: the deterministic validation rules over a small state model
 //!   ([`rules::check_proposal`], [`rules::check_block`], [`rules::apply_tx`]).
@@ -51,6 +53,7 @@ pub mod error;
 pub mod hash;
 pub mod mempool;
 pub mod merkle;
+pub mod migration;
 pub mod proof;
 pub mod record;
 pub mod rules;
