@@ -101,6 +101,14 @@ struct Followed {
     outbox: Vec<(Transaction, Option<Waiter>)>,
     flush_scheduled: bool,
     last_progress_ms: u64,
+    /// Rotates which validators are followed.
+    follow_offset: usize,
+    /// Highest tip a followed validator reported.
+    known_tip: u64,
+    /// When the last follow requests went out.
+    last_follow_ms: u64,
+    /// Validators that answered the last follow requests.
+    follow_replies: usize,
 }
 
 /// What it takes to start a gateway.
@@ -167,6 +175,10 @@ impl GatewayActor {
             outbox: Vec::new(),
             flush_scheduled: false,
             last_progress_ms: 0,
+            follow_offset: 0,
+            known_tip: 0,
+            last_follow_ms: 0,
+            follow_replies: 0,
         };
         let local_spec = fed.local_chain(&setup.cloud).ok_or_else(|| ActorError::Config {
             detail: format!("cloud `{}` has no local chain", setup.cloud),
@@ -367,14 +379,14 @@ impl GatewayActor {
     fn apply_block(&mut self, chain_id: &str, b: CertifiedBlock, ctx: &mut Context<Self>) {
         let is_consortium = self.consortium.as_ref().is_some_and(|c| c.chain_id == chain_id);
         let ids = b.block.tx_ids();
-        for (i, id) in ids.iter().enumerate() {
-            if let Some((_, waiters, _)) = self.waiting.remove(id) {
-                let proof = CrossChainProof::build(&b.block, &b.certificate, i).map(Box::new);
+        let answered: Vec<usize> = (0..ids.len()).filter(|i| self.waiting.contains_key(&ids[*i])).collect();
+        for (i, proof) in CrossChainProof::build_many(&b.block, &b.certificate, &answered) {
+            if let Some((_, waiters, _)) = self.waiting.remove(&ids[i]) {
                 let receipt = Receipt {
                     chain_id: chain_id.to_string(),
-                    tx_id: *id,
+                    tx_id: ids[i],
                     height: b.block.header.height,
-                    proof,
+                    proof: Some(Box::new(proof)),
                 };
                 for w in waiters {
                     w.answer(GatewayResponse::Receipt(receipt.clone()));
@@ -394,8 +406,7 @@ impl GatewayActor {
             return; // delivered before a restart
         }
         let mut pending = Vec::new();
-        for i in indices {
-            let Some(proof) = CrossChainProof::build(&b.block, &b.certificate, i) else { continue };
+        for (_, proof) in CrossChainProof::build_many(&b.block, &b.certificate, &indices) {
             self.nonce = self.nonce.max(now_micros()).saturating_add(1);
             let tx = Transaction::sign(
                 Record::Relayed { proof: Box::new(proof) },
@@ -439,10 +450,21 @@ impl GatewayActor {
     /// Subscribes to the validators of a chain from the next height, and
     /// fetches any gap the validator's backfill does not cover. Each
     /// validator's answer is handled on its own (a dead one delays nothing).
-    fn follow(&mut self, chain_id: &str, ctx: &mut Context<Self>) {
+    fn follow(&mut self, chain_id: &str, rotate: bool, ctx: &mut Context<Self>) {
         let Some(chain) = self.chain_mut(chain_id) else { return };
         let from_height = chain.height + 1;
-        let validators = chain.validators.clone();
+        // f+1 followed validators include an honest one; following all n
+        // would decode every block n times. A stalled chain rotates the
+        // choice (see `check`).
+        let n = chain.validators.len();
+        let k = chain.set.one_honest().min(n);
+        if rotate {
+            chain.follow_offset = (chain.follow_offset + k) % n.max(1);
+        }
+        chain.last_follow_ms = now_ms();
+        chain.follow_replies = 0;
+        let start = chain.follow_offset;
+        let validators: Vec<NodeId> = (0..k).map(|i| chain.validators[(start + i) % n]).collect();
         let actor = chain.actor.clone();
         let body = wire::encode(&ValidatorRequest::Follow {
             from_height,
@@ -457,6 +479,8 @@ impl GatewayActor {
                     return;
                 };
                 let Some(chain) = act.chain_mut(&chain_id) else { return };
+                chain.known_tip = chain.known_tip.max(tip);
+                chain.follow_replies += 1;
                 let start = chain.height + 1 + FOLLOW_BACKFILL;
                 let end = tip.min(start + 64);
                 if start > end {
@@ -492,11 +516,20 @@ impl GatewayActor {
             chains.push(c.chain_id.clone());
         }
         for id in chains {
-            let stale = self
-                .chain_mut(&id)
-                .is_some_and(|c| now.saturating_sub(c.last_progress_ms) > 2 * FOLLOW_CHECK.as_millis() as u64);
-            if stale {
-                self.follow(&id, ctx);
+            let Some(c) = self.chain_mut(&id) else { continue };
+            let quiet = now.saturating_sub(c.last_progress_ms) > 2 * FOLLOW_CHECK.as_millis() as u64;
+            let behind = c.known_tip > c.height;
+            let poll_due = now.saturating_sub(c.last_follow_ms) > 4 * FOLLOW_CHECK.as_millis() as u64;
+            if quiet && behind {
+                // Blocks exist that our followed validators do not push:
+                // follow others (one of f+1 is honest).
+                self.follow(&id, true, ctx);
+            } else if quiet && poll_due {
+                // Idle chain: refresh the subscription (validators that
+                // restarted forgot it) and learn the tips; if none of the
+                // followed validators answered last time, try others.
+                let rotate = c.follow_replies == 0;
+                self.follow(&id, rotate, ctx);
             }
         }
         let deadline = COMMIT_DEADLINE.as_millis() as u64;
@@ -555,9 +588,9 @@ impl Actor for GatewayActor {
             ctx.add_stream(crate::inbox_stream(inbox));
         }
         let local = self.local.chain_id.clone();
-        self.follow(&local, ctx);
+        self.follow(&local, false, ctx);
         if let Some(c) = self.consortium.as_ref().map(|c| c.chain_id.clone()) {
-            self.follow(&c, ctx);
+            self.follow(&c, false, ctx);
         }
         ctx.run_interval(FOLLOW_CHECK, |act, ctx| act.check(ctx));
     }

@@ -20,6 +20,8 @@ use crate::error::KeyError;
 
 /// Length in bytes of a [`NodeId`] (an ed25519 public key).
 pub const NODE_ID_LEN: usize = 32;
+/// Keys kept by [`NodeId::from_bytes_cached`].
+pub const KEY_CACHE_MAX: usize = 4096;
 /// Length in bytes of a [`Signature`].
 pub const SIGNATURE_LEN: usize = 64;
 
@@ -39,6 +41,29 @@ impl NodeId {
         VerifyingKey::from_bytes(bytes)
             .map(NodeId)
             .map_err(|_| KeyError::InvalidPublicKey)
+    }
+
+    /// [`NodeId::from_bytes`] through a small process-wide cache: decoding a
+    /// block decodes one author key per transaction, and decompressing a
+    /// curve point costs about as much as hashing the whole transaction. A
+    /// federation has few keys, so the cache stays small; it holds at most
+    /// [`KEY_CACHE_MAX`] keys and simply stops caching when full, so keys
+    /// from a peer cannot grow it.
+    pub fn from_bytes_cached(bytes: &[u8; NODE_ID_LEN]) -> Result<Self, KeyError> {
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock};
+        static CACHE: OnceLock<Mutex<HashMap<[u8; NODE_ID_LEN], NodeId>>> = OnceLock::new();
+        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        if let Some(id) = cache.lock().ok().and_then(|c| c.get(bytes).copied()) {
+            return Ok(id);
+        }
+        let id = Self::from_bytes(bytes)?;
+        if let Ok(mut c) = cache.lock() {
+            if c.len() < KEY_CACHE_MAX {
+                c.insert(*bytes, id);
+            }
+        }
+        Ok(id)
     }
 
     /// Like [`NodeId::from_bytes`] for a slice of any length.
@@ -133,7 +158,7 @@ impl<'de> Deserialize<'de> for NodeId {
             s.parse().map_err(serde::de::Error::custom)
         } else {
             let bytes = <[u8; NODE_ID_LEN]>::deserialize(d)?;
-            NodeId::from_bytes(&bytes).map_err(serde::de::Error::custom)
+            NodeId::from_bytes_cached(&bytes).map_err(serde::de::Error::custom)
         }
     }
 }

@@ -38,6 +38,37 @@ pub struct CrossChainProof {
 }
 
 impl CrossChainProof {
+    /// Builds the proofs for the transactions at `indices` of a committed
+    /// block (out-of-range indices are skipped), paired with their index.
+    pub fn build_many(
+        block: &crate::block::Block,
+        certificate: &CommitCertificate,
+        indices: &[usize],
+    ) -> Vec<(usize, CrossChainProof)> {
+        if indices.is_empty() {
+            return Vec::new();
+        }
+        // One pass over the tree for all proofs, not one tree per proof.
+        let paths = MerkleProof::build_all(&block.tx_ids());
+        indices
+            .iter()
+            .filter_map(|&i| {
+                let tx = block.txs.get(i)?;
+                let path = paths.get(i)?.clone();
+                Some((
+                    i,
+                    CrossChainProof {
+                        header: block.header.clone(),
+                        certificate: certificate.clone(),
+                        tx: tx.encode(),
+                        tx_id: tx.id(),
+                        path,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Builds the proof for transaction `index` of a committed block.
     /// `None` if `index` is out of range.
     pub fn build(
