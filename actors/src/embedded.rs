@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use federact_config::{Federation, NodeConfig};
 
 use crate::error::ActorError;
-use crate::node::Node;
+use crate::node::{Node, NodeOptions};
 
 /// A federation whose nodes all run in this process.
 pub struct EmbeddedFederation {
     federation: Federation,
     node_files: BTreeMap<String, PathBuf>,
     nodes: BTreeMap<String, Node>,
+    options: NodeOptions,
 }
 
 impl EmbeddedFederation {
@@ -22,6 +23,12 @@ impl EmbeddedFederation {
     /// `dir` (`dir/federation.toml`, `dir/nodes/NAME.toml`). Must run inside
     /// an actix `System`.
     pub async fn start(dir: &Path) -> Result<EmbeddedFederation, ActorError> {
+        EmbeddedFederation::start_with(dir, NodeOptions::default()).await
+    }
+
+    /// [`EmbeddedFederation::start`] with `options` (functions, server
+    /// limits) for every node.
+    pub async fn start_with(dir: &Path, options: NodeOptions) -> Result<EmbeddedFederation, ActorError> {
         let federation = Federation::load(&dir.join("federation.toml"))?;
         let node_files: BTreeMap<String, PathBuf> = federation
             .nodes()
@@ -32,6 +39,7 @@ impl EmbeddedFederation {
             federation,
             node_files,
             nodes: BTreeMap::new(),
+            options,
         };
         let names: Vec<String> = fed.node_files.keys().cloned().collect();
         for name in names {
@@ -70,7 +78,7 @@ impl EmbeddedFederation {
         }
         let cfg = self.node_config(name)?;
         let key = cfg.load_key()?;
-        let node = Node::start(&cfg, key).await?;
+        let node = Node::start_with(&cfg, key, self.options.clone()).await?;
         self.nodes.insert(name.to_string(), node);
         Ok(())
     }

@@ -12,6 +12,10 @@
 //! - [`gateway`]: one per cloud: routes transactions, follows chains, relays.
 //! - [`relay`]: the pure relay core (which consortium records concern a cloud).
 //! - [`client`]: sign, submit and wait for receipts through a gateway.
+//! - [`function`]: the serverless [`function::Function`] trait, registry and instance actor.
+//! - [`server`]: hosts instances, enforces capacity, reports load; [`server::Invoker`] calls instances.
+//! - [`orchestrator`]: one per cloud: places instances, keeps the directory, records PROV.
+//! - [`placement`]: the pure placement policy and offload shortlist.
 //! - [`wire`]: the messages actors exchange over QUIC.
 //! - [`telemetry`]: tracing and OpenTelemetry export; [`metrics`]: its instruments.
 //! - [`clock`]: monotone wall-clock milliseconds for the cores.
@@ -23,6 +27,10 @@ pub mod client;
 pub mod clock;
 pub mod embedded;
 pub mod error;
+pub mod function;
+pub mod orchestrator;
+pub mod placement;
+pub mod server;
 pub mod gateway;
 pub mod metrics;
 pub mod node;
@@ -34,7 +42,9 @@ pub mod wire;
 pub use client::LedgerClient;
 pub use embedded::EmbeddedFederation;
 pub use error::ActorError;
-pub use node::Node;
+pub use function::{Function, FunctionError, FunctionRegistry};
+pub use node::{Node, NodeOptions};
+pub use server::{Invoker, ServerLimits};
 
 use federact_federation::{Inbox, Incoming};
 

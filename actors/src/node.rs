@@ -13,7 +13,11 @@ use federact_ledger::mempool::MempoolLimits;
 
 use crate::client::LedgerClient;
 use crate::error::ActorError;
+use crate::function::{Function, FunctionRegistry};
 use crate::gateway::{GatewayActor, GatewaySetup};
+use crate::orchestrator::{OrchestratorActor, OrchestratorSetup};
+use crate::placement::LeastLoaded;
+use crate::server::{Invoker, ServerActor, ServerLimits};
 use crate::validator::{ValidatorActor, ValidatorSetup};
 
 /// A running node.
@@ -24,6 +28,33 @@ pub struct Node {
     validators: Vec<(String, Addr<ValidatorActor>)>,
     gateway: Option<Addr<GatewayActor>>,
     gateway_id: Option<federact_config::NodeId>,
+    server: Option<Addr<ServerActor>>,
+    orchestrator: Option<Addr<OrchestratorActor>>,
+    orchestrator_id: Option<federact_config::NodeId>,
+}
+
+/// What a node runs beyond its configuration: the functions its server
+/// hosts and the server's limits. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct NodeOptions {
+    /// Functions a server node hosts.
+    pub functions: FunctionRegistry,
+    /// A server node's limits.
+    pub server: ServerLimits,
+}
+
+impl NodeOptions {
+    /// Registers function `T` under `name`.
+    pub fn function<T: Function>(mut self, name: &str) -> Self {
+        self.functions.register::<T>(name);
+        self
+    }
+
+    /// Sets the server limits.
+    pub fn server_limits(mut self, limits: ServerLimits) -> Self {
+        self.server = limits;
+        self
+    }
 }
 
 /// Asks an actor to stop.
@@ -49,6 +80,12 @@ impl Node {
     /// Binds the node's endpoint and starts its actors. Must run inside an
     /// actix `System`.
     pub async fn start(config: &NodeConfig, key: NodeKey) -> Result<Node, ActorError> {
+        Node::start_with(config, key, NodeOptions::default()).await
+    }
+
+    /// [`Node::start`] with functions and server limits. Must run inside an
+    /// actix `System`.
+    pub async fn start_with(config: &NodeConfig, key: NodeKey, node_options: NodeOptions) -> Result<Node, ActorError> {
         let fed = config.federation();
         let spec = config.spec();
         let membership = Membership::from_federation(fed);
@@ -83,6 +120,27 @@ impl Node {
             None
         };
         let gateway_id = fed.gateway(spec.cloud()).map(|g| g.id());
+        let orchestrator_id = fed.orchestrator(spec.cloud()).map(|o| o.id());
+        let orchestrator = match (spec.roles().contains(Role::Orchestrator), gateway_id) {
+            (true, Some(g)) => {
+                let actor = OrchestratorActor::new(OrchestratorSetup {
+                    cloud: spec.cloud().to_string(),
+                    federation: fed.clone(),
+                    transport: transport.clone(),
+                    ledger: LedgerClient::new(transport.clone(), key.clone(), g),
+                    dir: data.join("orchestrator"),
+                    policy: Box::new(LeastLoaded),
+                })?;
+                Some(actor.start())
+            }
+            _ => None,
+        };
+        let server = if spec.roles().contains(Role::Server) {
+            let actor = ServerActor::new(transport.clone(), orchestrator_id, node_options.functions, node_options.server)?;
+            Some(actor.start())
+        } else {
+            None
+        };
         info!(node = %spec.name(), id = %spec.id().short(), listen = %spec.listen(), roles = %spec.roles(), "node started");
         Ok(Node {
             name: spec.name().to_string(),
@@ -91,6 +149,9 @@ impl Node {
             validators,
             gateway,
             gateway_id,
+            server,
+            orchestrator,
+            orchestrator_id,
         })
     }
 
@@ -120,8 +181,32 @@ impl Node {
             .map(|g| LedgerClient::new(self.transport.clone(), self.key.clone(), g))
     }
 
+    /// The server actor, if this node is a server.
+    pub fn server(&self) -> Option<&Addr<ServerActor>> {
+        self.server.as_ref()
+    }
+
+    /// The orchestrator actor, if this node is its cloud's orchestrator.
+    pub fn orchestrator(&self) -> Option<&Addr<OrchestratorActor>> {
+        self.orchestrator.as_ref()
+    }
+
+    /// An invoker of function instances through this node's cloud's
+    /// orchestrator (`None` if the cloud has none).
+    pub fn invoker(&self) -> Option<Invoker> {
+        self.orchestrator_id.map(|o| {
+            Invoker::new(self.transport.clone(), o, self.server.clone(), self.orchestrator.clone())
+        })
+    }
+
     /// Stops the actors (flushing stores) and closes the endpoint.
     pub async fn shutdown(self) {
+        if let Some(s) = &self.server {
+            let _ = s.send(Shutdown).await;
+        }
+        if let Some(o) = &self.orchestrator {
+            let _ = o.send(Shutdown).await;
+        }
         for (_, v) in &self.validators {
             let _ = v.send(Shutdown).await;
         }

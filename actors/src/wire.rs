@@ -157,3 +157,85 @@ pub fn encode<T: Serialize>(msg: &T) -> bytes::Bytes {
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     codec::decode(body, BODY_BYTES_MAX)
 }
+
+/// The transport address of a server's function host.
+pub const SERVER_ACTOR: &str = "server";
+
+/// The transport address of a cloud's orchestrator.
+pub const ORCHESTRATOR_ACTOR: &str = "orchestrator";
+
+/// Requests a server answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ServerRequest {
+    /// Call instance `key` of function `name` (hosted here).
+    Invoke {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// Host instance `key` of `name` (from the orchestrator, after the
+    /// placement committed), restoring `snapshot` if any.
+    Host {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+        /// The state it had when last deactivated.
+        snapshot: Option<Vec<u8>>,
+    },
+}
+
+/// Answers of a server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ServerResponse {
+    /// The call's output.
+    Output(Vec<u8>),
+    /// The call (or hosting) failed.
+    Failed(crate::function::FunctionError),
+    /// The instance is not hosted here (ask the orchestrator again).
+    NotHere,
+    /// Hosted.
+    Hosted,
+}
+
+/// Requests an orchestrator answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum OrchestratorRequest {
+    /// Where instance `key` of `name` lives, placing it if it is not active.
+    Locate {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+    },
+    /// A server deactivated an idle instance; keep its state.
+    Deactivated {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+        /// Its state (at most [`crate::function::SNAPSHOT_BYTES_MAX`]).
+        snapshot: Vec<u8>,
+    },
+}
+
+/// Answers of an orchestrator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum OrchestratorResponse {
+    /// The instance lives on this server.
+    Located(federact_config::NodeId),
+    /// It could not be located or placed.
+    Failed(crate::function::FunctionError),
+    /// Done.
+    Ack,
+}
+
+/// What servers send their orchestrator without waiting for an answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum OrchestratorOneWay {
+    /// A periodic load report.
+    Load(crate::placement::ServerLoad),
+}

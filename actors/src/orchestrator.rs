@@ -1,0 +1,500 @@
+//! The orchestrator actor (one per cloud): knows the cloud's servers from
+//! the federation, takes their load reports, places new function instances
+//! with a [`PlacementPolicy`], keeps the instance directory and records the
+//! life cycle on the cloud's chain with TOM's PROV records.
+//!
+//! # Provenance
+//! - a server's first load report → `ProvIdCreate{Device, server}`; a
+//!   server silent for [`SERVER_SILENT`] → `ProvIdDelete{Device}` (its
+//!   instances are dropped from the directory and leave too);
+//! - a placement → `ProvIdCreate{Container, name/key}` then
+//!   `ProvOrch{deployed: name/key, location: server}`;
+//! - an idle deactivation → `ProvIdDelete{Container, name/key}`.
+//!
+//! A placement answers its callers only after both its records committed
+//! (the first call of an instance pays two commits; later calls go straight
+//! to the server and never touch the ledger). Only joined servers are
+//! placement candidates, and a placement whose join is refused fails: the
+//! chain rules enforce the same state machine.
+//!
+//! Snapshots of deactivated instances are kept as files under the
+//! orchestrator's data dir (written atomically), so reactivation on any
+//! server of the cloud continues from the last state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tracing::{info, warn};
+
+use federact_config::{NodeId, Role};
+use federact_federation::{Inbox, Incoming, Responder, Transport, TransportError};
+use federact_ledger::hash::Hash;
+use federact_ledger::record::{EntityKind, IdProof, Record};
+
+use crate::client::LedgerClient;
+use crate::error::ActorError;
+use crate::function::{check_names, entity_name, write_atomic, FunctionError, SNAPSHOT_BYTES_MAX};
+use crate::placement::{Candidate, PlacementPolicy, ServerLoad, FUNCTIONS_MAX};
+use crate::wire::{
+    self, OrchestratorOneWay, OrchestratorRequest, OrchestratorResponse, ServerRequest,
+    ServerResponse, ORCHESTRATOR_ACTOR, SERVER_ACTOR,
+};
+
+/// A server that has not reported for this long leaves.
+pub const SERVER_SILENT: Duration = Duration::from_secs(5);
+/// Most instances in the directory.
+pub const DIRECTORY_MAX: usize = 100_000;
+/// Most callers waiting for one instance's placement.
+pub const WAITERS_MAX: usize = 1024;
+const INBOX_CAPACITY: usize = 4096;
+
+/// What the orchestrator needs to start.
+pub struct OrchestratorSetup {
+    /// Its cloud.
+    pub cloud: String,
+    /// The federation (for the cloud's servers).
+    pub federation: federact_config::Federation,
+    /// Its transport.
+    pub transport: Transport,
+    /// Signs and submits its records.
+    pub ledger: LedgerClient,
+    /// Where snapshots of deactivated instances are kept.
+    pub dir: PathBuf,
+    /// The placement policy.
+    pub policy: Box<dyn PlacementPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Joined {
+    No,
+    Joining,
+    Yes,
+}
+
+struct Server {
+    name: String,
+    load: Option<ServerLoad>,
+    joined: Joined,
+    last_report: Instant,
+}
+
+enum Waiter {
+    Remote(Responder),
+    Local(tokio::sync::oneshot::Sender<OrchestratorResponse>),
+}
+
+impl Waiter {
+    fn answer(self, r: OrchestratorResponse) {
+        match self {
+            Waiter::Remote(resp) => {
+                actix::spawn(async move {
+                    let _ = resp.respond(wire::encode(&r)).await;
+                });
+            }
+            Waiter::Local(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+enum Entry {
+    Placing(Vec<Waiter>),
+    Placed(NodeId),
+    Leaving(Vec<Waiter>),
+}
+
+/// Counters of an orchestrator, for tests and status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrchestratorCounters {
+    /// Instances placed.
+    pub placed: u64,
+    /// Instances deactivated.
+    pub deactivated: u64,
+    /// Placements that failed.
+    pub failed: u64,
+    /// Messages that did not decode or came from a non-server.
+    pub malformed: u64,
+}
+
+/// Places and tracks the function instances of one cloud.
+pub struct OrchestratorActor {
+    id: NodeId,
+    cloud: String,
+    transport: Transport,
+    ledger: LedgerClient,
+    dir: PathBuf,
+    policy: Box<dyn PlacementPolicy>,
+    servers: BTreeMap<NodeId, Server>,
+    directory: HashMap<(String, String), Entry>,
+    counters: OrchestratorCounters,
+    inbox: Option<Inbox>,
+}
+
+fn refused_as_already(e: &ActorError, what: &str) -> bool {
+    matches!(e, ActorError::Refused { reason } if reason.contains(what))
+}
+
+impl OrchestratorActor {
+    /// An orchestrator for `setup.cloud`. Registers its transport actor.
+    pub fn new(setup: OrchestratorSetup) -> Result<Self, TransportError> {
+        let inbox = setup.transport.register(ORCHESTRATOR_ACTOR, INBOX_CAPACITY)?;
+        let now = Instant::now();
+        let servers = setup
+            .federation
+            .nodes_with_role(&setup.cloud, Role::Server)
+            .map(|n| {
+                (
+                    n.id(),
+                    Server {
+                        name: n.name().to_string(),
+                        load: None,
+                        joined: Joined::No,
+                        last_report: now,
+                    },
+                )
+            })
+            .collect();
+        Ok(OrchestratorActor {
+            id: setup.transport.id(),
+            cloud: setup.cloud,
+            transport: setup.transport,
+            ledger: setup.ledger,
+            dir: setup.dir,
+            policy: setup.policy,
+            servers,
+            directory: HashMap::new(),
+            counters: OrchestratorCounters::default(),
+            inbox: Some(inbox),
+        })
+    }
+
+    fn snapshot_path(&self, entity: &str) -> PathBuf {
+        self.dir.join("snapshots").join(format!("{}.snap", Hash::of(entity.as_bytes())))
+    }
+
+    fn handle_load(&mut self, from: NodeId, mut load: ServerLoad, ctx: &mut Context<Self>) {
+        let Some(s) = self.servers.get_mut(&from) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        load.functions.truncate(FUNCTIONS_MAX);
+        s.load = Some(load);
+        s.last_report = Instant::now();
+        if s.joined != Joined::No {
+            return;
+        }
+        s.joined = Joined::Joining;
+        let record = Record::ProvIdCreate {
+            kind: EntityKind::Device,
+            entity: s.name.clone(),
+            id_proof: IdProof {
+                digest: Hash::of(from.as_bytes()),
+                attested_by: self.id,
+            },
+        };
+        let ledger = self.ledger.clone();
+        let name = s.name.clone();
+        ctx.spawn(async move { ledger.submit(record).await }.into_actor(self).map(move |r, act, _| {
+            let joined = match r {
+                Ok(_) => true,
+                // Joined before this orchestrator (re)started.
+                Err(e) if refused_as_already(&e, "already joined") => true,
+                Err(e) => {
+                    warn!(server = %name, error = %e, "server join not recorded");
+                    false
+                }
+            };
+            if let Some(s) = act.servers.get_mut(&from) {
+                s.joined = if joined { Joined::Yes } else { Joined::No };
+            }
+            if joined {
+                info!(server = %name, "server joined");
+            }
+        }));
+    }
+
+    fn locate(&mut self, name: String, key: String, waiter: Waiter, ctx: &mut Context<Self>) {
+        if let Err(e) = check_names(&name, &key) {
+            return waiter.answer(OrchestratorResponse::Failed(e));
+        }
+        let id = (name, key);
+        match self.directory.get_mut(&id) {
+            Some(Entry::Placed(s)) => return waiter.answer(OrchestratorResponse::Located(*s)),
+            Some(Entry::Placing(w)) | Some(Entry::Leaving(w)) => {
+                if w.len() >= WAITERS_MAX {
+                    return waiter.answer(OrchestratorResponse::Failed(FunctionError::Busy));
+                }
+                w.push(waiter);
+                return;
+            }
+            None => {}
+        }
+        let no_capacity = || OrchestratorResponse::Failed(FunctionError::NoCapacity { name: id.0.clone() });
+        if self.directory.len() >= DIRECTORY_MAX {
+            return waiter.answer(no_capacity());
+        }
+        let candidates: Vec<Candidate<'_>> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.joined == Joined::Yes)
+            .filter_map(|(id, s)| s.load.as_ref().map(|load| Candidate { id: *id, load }))
+            .collect();
+        if !candidates.is_empty() && !candidates.iter().any(|c| c.load.functions.contains(&id.0)) {
+            return waiter.answer(OrchestratorResponse::Failed(FunctionError::UnknownFunction { name: id.0.clone() }));
+        }
+        let Some(server) = self.policy.place(&id.0, &candidates) else {
+            return waiter.answer(no_capacity());
+        };
+        // Reserve the slot until the next report.
+        let Some(s) = self.servers.get_mut(&server) else {
+            return waiter.answer(no_capacity());
+        };
+        if let Some(l) = s.load.as_mut() {
+            l.instances = l.instances.saturating_add(1);
+        }
+        let location = s.name.clone();
+        self.directory.insert(id.clone(), Entry::Placing(vec![waiter]));
+        self.place(id, server, location, ctx);
+    }
+
+    fn place(&mut self, id: (String, String), server: NodeId, location: String, ctx: &mut Context<Self>) {
+        let entity = entity_name(&id.0, &id.1);
+        let join = Record::ProvIdCreate {
+            kind: EntityKind::Container,
+            entity: entity.clone(),
+            id_proof: IdProof {
+                digest: Hash::of_parts(&[b"function:", id.0.as_bytes()]),
+                attested_by: self.id,
+            },
+        };
+        let orch = Record::ProvOrch {
+            deployed: entity.clone(),
+            location,
+        };
+        let path = self.snapshot_path(&entity);
+        let ledger = self.ledger.clone();
+        let transport = self.transport.clone();
+        let (name, key) = id.clone();
+        let work = async move {
+            match ledger.submit(join).await {
+                Ok(_) => {}
+                Err(e) if refused_as_already(&e, "already joined") => {}
+                Err(e) => return Err((false, format!("join not recorded: {e}"))),
+            }
+            if let Err(e) = ledger.submit(orch).await {
+                return Err((true, format!("placement not recorded: {e}")));
+            }
+            let snapshot = std::fs::read(&path).ok().filter(|s| !s.is_empty());
+            let req = ServerRequest::Host { name, key, snapshot };
+            let reply = transport
+                .request(server, SERVER_ACTOR, wire::encode(&req), Duration::from_secs(10))
+                .await
+                .map_err(|e| (true, format!("server unreachable: {e}")))?;
+            match wire::decode::<ServerResponse>(&reply) {
+                Ok(ServerResponse::Hosted) => Ok(()),
+                Ok(ServerResponse::Failed(e)) => Err((true, e.to_string())),
+                Ok(other) => Err((true, format!("unexpected answer {other:?}"))),
+                Err(e) => Err((true, e.to_string())),
+            }
+        };
+        ctx.spawn(work.into_actor(self).map(move |r, act, ctx| {
+            let waiters = match act.directory.remove(&id) {
+                Some(Entry::Placing(w)) => w,
+                _ => Vec::new(),
+            };
+            match r {
+                Ok(()) => {
+                    act.counters.placed += 1;
+                    act.directory.insert(id, Entry::Placed(server));
+                    for w in waiters {
+                        w.answer(OrchestratorResponse::Located(server));
+                    }
+                }
+                Err((joined, reason)) => {
+                    act.counters.failed += 1;
+                    warn!(function = %id.0, key = %id.1, %reason, "placement failed");
+                    if let Some(l) = act.servers.get_mut(&server).and_then(|s| s.load.as_mut()) {
+                        l.instances = l.instances.saturating_sub(1);
+                    }
+                    for w in waiters {
+                        w.answer(OrchestratorResponse::Failed(FunctionError::Placement { reason: reason.clone() }));
+                    }
+                    if joined {
+                        act.leave(id, ctx);
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Records that an instance left; callers that ask meanwhile wait and
+    /// are placed afresh once the leave committed (a join before the leave
+    /// would be refused).
+    fn leave(&mut self, id: (String, String), ctx: &mut Context<Self>) {
+        self.directory.insert(id.clone(), Entry::Leaving(Vec::new()));
+        let record = Record::ProvIdDelete {
+            kind: EntityKind::Container,
+            entity: entity_name(&id.0, &id.1),
+        };
+        let ledger = self.ledger.clone();
+        ctx.spawn(async move { ledger.submit(record).await }.into_actor(self).map(move |r, act, ctx| {
+            if let Err(e) = r {
+                warn!(function = %id.0, key = %id.1, error = %e, "leave not recorded");
+            }
+            let waiters = match act.directory.remove(&id) {
+                Some(Entry::Leaving(w)) => w,
+                _ => Vec::new(),
+            };
+            for w in waiters {
+                act.locate(id.0.clone(), id.1.clone(), w, ctx);
+            }
+        }));
+    }
+
+    fn deactivated(&mut self, from: NodeId, name: String, key: String, snapshot: Vec<u8>, ctx: &mut Context<Self>) -> OrchestratorResponse {
+        let id = (name, key);
+        if !matches!(self.directory.get(&id), Some(Entry::Placed(s)) if *s == from) {
+            return OrchestratorResponse::Ack;
+        }
+        if snapshot.len() > SNAPSHOT_BYTES_MAX {
+            self.counters.malformed += 1;
+        } else {
+            // A small synchronous write in the actor: the snapshot must be
+            // durable before the instance is recorded as gone.
+            let path = self.snapshot_path(&entity_name(&id.0, &id.1));
+            if let Err(e) = write_atomic(&path, &snapshot) {
+                warn!(error = %e, path = %path.display(), "snapshot not written");
+            }
+        }
+        if let Some(l) = self.servers.get_mut(&from).and_then(|s| s.load.as_mut()) {
+            l.instances = l.instances.saturating_sub(1);
+        }
+        self.counters.deactivated += 1;
+        self.leave(id, ctx);
+        OrchestratorResponse::Ack
+    }
+
+    /// Servers silent for [`SERVER_SILENT`] leave with their instances.
+    fn check_servers(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let silent: Vec<NodeId> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.joined == Joined::Yes && now.duration_since(s.last_report) > SERVER_SILENT)
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in silent {
+            let Some(s) = self.servers.get_mut(&sid) else { continue };
+            s.joined = Joined::No;
+            s.load = None;
+            let record = Record::ProvIdDelete {
+                kind: EntityKind::Device,
+                entity: s.name.clone(),
+            };
+            warn!(server = %s.name, "server silent: leaves");
+            let ledger = self.ledger.clone();
+            actix::spawn(async move {
+                let _ = ledger.submit(record).await;
+            });
+            let gone: Vec<(String, String)> = self
+                .directory
+                .iter()
+                .filter(|(_, e)| matches!(e, Entry::Placed(x) if *x == sid))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for id in gone {
+                self.leave(id, ctx);
+            }
+        }
+    }
+
+    fn handle_request(&mut self, from: NodeId, req: OrchestratorRequest, waiter: Waiter, ctx: &mut Context<Self>) {
+        match req {
+            OrchestratorRequest::Locate { name, key } => self.locate(name, key, waiter, ctx),
+            OrchestratorRequest::Deactivated { name, key, snapshot } => {
+                let r = self.deactivated(from, name, key, snapshot, ctx);
+                waiter.answer(r);
+            }
+        }
+    }
+}
+
+impl Actor for OrchestratorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(INBOX_CAPACITY);
+        if let Some(inbox) = self.inbox.take() {
+            ctx.add_stream(crate::inbox_stream(inbox));
+        }
+        ctx.run_interval(SERVER_SILENT / 5, |act, ctx| act.check_servers(ctx));
+        info!(cloud = %self.cloud, servers = self.servers.len(), "orchestrator started");
+    }
+}
+
+impl StreamHandler<Incoming> for OrchestratorActor {
+    fn handle(&mut self, item: Incoming, ctx: &mut Context<Self>) {
+        match item {
+            Incoming::OneWay { from, body, .. } => match wire::decode::<OrchestratorOneWay>(&body) {
+                Ok(OrchestratorOneWay::Load(load)) => self.handle_load(from, load, ctx),
+                Err(_) => self.counters.malformed += 1,
+            },
+            Incoming::Request { from, body, responder, .. } => match wire::decode::<OrchestratorRequest>(&body) {
+                Ok(req) => self.handle_request(from, req, Waiter::Remote(responder), ctx),
+                Err(e) => {
+                    self.counters.malformed += 1;
+                    let msg = format!("malformed request: {e}");
+                    actix::spawn(async move {
+                        let _ = responder.fail(&msg).await;
+                    });
+                }
+            },
+            Incoming::Transfer { receiver, .. } => receiver.reject(),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// A request from this node's own process (no QUIC hop).
+#[derive(Message)]
+#[rtype(result = "OrchestratorResponse")]
+pub struct LocalOrchestratorRequest(pub OrchestratorRequest);
+
+impl Handler<LocalOrchestratorRequest> for OrchestratorActor {
+    type Result = ResponseFuture<OrchestratorResponse>;
+    fn handle(&mut self, msg: LocalOrchestratorRequest, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.id;
+        self.handle_request(me, msg.0, Waiter::Local(tx), ctx);
+        Box::pin(async move {
+            rx.await.unwrap_or(OrchestratorResponse::Failed(FunctionError::Transport {
+                detail: "orchestrator dropped the request".into(),
+            }))
+        })
+    }
+}
+
+/// The orchestrator's counters.
+#[derive(Message)]
+#[rtype(result = "OrchestratorCounters")]
+pub struct OrchestratorStatus;
+
+impl Handler<OrchestratorStatus> for OrchestratorActor {
+    type Result = MessageResult<OrchestratorStatus>;
+    fn handle(&mut self, _: OrchestratorStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.counters)
+    }
+}
+
+impl Handler<crate::node::Shutdown> for OrchestratorActor {
+    type Result = ();
+    fn handle(&mut self, _: crate::node::Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,473 @@
+//! The server actor (one per server node): hosts function instances the
+//! orchestrator placed here, enforces the configured capacity (instances
+//! and calls in flight), deactivates idle instances (scale to zero,
+//! handing their snapshot to the orchestrator) and reports its load.
+//!
+//! Also [`Invoker`], the caller's side: locate an instance through the
+//! cloud's orchestrator (cached), call it on its server.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use federact_config::NodeId;
+use federact_federation::{Inbox, Incoming, Transport, TransportError};
+
+use crate::function::{
+    check_names, Call, Deactivate, FunctionError, FunctionRegistry, InstanceActor, Snapshot,
+    SNAPSHOT_BYTES_MAX,
+};
+use crate::placement::{ServerLoad, FUNCTIONS_MAX};
+use crate::wire::{
+    self, OrchestratorOneWay, OrchestratorRequest, OrchestratorResponse, ServerRequest,
+    ServerResponse, ORCHESTRATOR_ACTOR, SERVER_ACTOR,
+};
+
+/// A server's limits and timers.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Most instances hosted at once.
+    pub instances_max: u32,
+    /// Most calls in flight (queued or running) over all instances.
+    pub inflight_max: u32,
+    /// An instance with no call for this long is deactivated.
+    pub idle: Duration,
+    /// How long one call may take.
+    pub call_timeout: Duration,
+    /// How often the load is reported to the orchestrator.
+    pub report_every: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            instances_max: 1024,
+            inflight_max: 4096,
+            idle: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(10),
+            report_every: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Rough memory an instance holds beyond its state, for load reports.
+const INSTANCE_BYTES_ESTIMATE: u64 = 16 << 10;
+/// Capacity of the server's transport inbox.
+const INBOX_CAPACITY: usize = 4096;
+
+struct Instance {
+    addr: Addr<InstanceActor>,
+    inflight: u32,
+    last_used: Instant,
+}
+
+/// Hosts function instances on one server node.
+pub struct ServerActor {
+    transport: Transport,
+    orchestrator: Option<NodeId>,
+    registry: FunctionRegistry,
+    limits: ServerLimits,
+    instances: HashMap<(String, String), Instance>,
+    inflight: u32,
+    inbox: Option<Inbox>,
+}
+
+impl ServerActor {
+    /// A server that hosts `registry`'s functions and reports to
+    /// `orchestrator`. Registers its transport actor.
+    pub fn new(
+        transport: Transport,
+        orchestrator: Option<NodeId>,
+        registry: FunctionRegistry,
+        limits: ServerLimits,
+    ) -> Result<Self, TransportError> {
+        let inbox = transport.register(SERVER_ACTOR, INBOX_CAPACITY)?;
+        Ok(ServerActor {
+            transport,
+            orchestrator,
+            registry,
+            limits,
+            instances: HashMap::new(),
+            inflight: 0,
+            inbox: Some(inbox),
+        })
+    }
+
+    fn load(&self) -> ServerLoad {
+        let mut functions = self.registry.names();
+        functions.truncate(FUNCTIONS_MAX);
+        ServerLoad {
+            instances: u32::try_from(self.instances.len()).unwrap_or(u32::MAX),
+            instances_max: self.limits.instances_max,
+            inflight: self.inflight,
+            inflight_max: self.limits.inflight_max,
+            memory_bytes: self.instances.len() as u64 * INSTANCE_BYTES_ESTIMATE,
+            functions,
+        }
+    }
+
+    fn report(&self) {
+        let Some(orch) = self.orchestrator else { return };
+        let body = wire::encode(&OrchestratorOneWay::Load(self.load()));
+        let t = self.transport.clone();
+        actix::spawn(async move {
+            if let Err(e) = t.send(orch, ORCHESTRATOR_ACTOR, body).await {
+                debug!(error = %e, "load report not sent");
+            }
+        });
+    }
+
+    fn handle_request(&mut self, req: ServerRequest) -> ResponseActFuture<Self, ServerResponse> {
+        match req {
+            ServerRequest::Invoke { name, key, payload } => self.invoke(name, key, Bytes::from(payload)),
+            ServerRequest::Host { name, key, snapshot } => {
+                let r = self.host(name, key, snapshot);
+                Box::pin(fut::ready(r))
+            }
+        }
+    }
+
+    fn invoke(&mut self, name: String, key: String, payload: Bytes) -> ResponseActFuture<Self, ServerResponse> {
+        let full = self.inflight >= self.limits.inflight_max;
+        let id = (name, key);
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return Box::pin(fut::ready(ServerResponse::NotHere));
+        };
+        if full {
+            return Box::pin(fut::ready(ServerResponse::Failed(FunctionError::Busy)));
+        }
+        inst.inflight += 1;
+        inst.last_used = Instant::now();
+        self.inflight += 1;
+        let addr = inst.addr.clone();
+        let timeout = self.limits.call_timeout;
+        let call = async move {
+            match tokio::time::timeout(timeout, addr.send(Call(payload))).await {
+                Ok(Ok(Ok(out))) => ServerResponse::Output(out.to_vec()),
+                Ok(Ok(Err(e))) => ServerResponse::Failed(e),
+                Ok(Err(_)) => ServerResponse::NotHere,
+                Err(_) => ServerResponse::Failed(FunctionError::Timeout {
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                }),
+            }
+        };
+        Box::pin(call.into_actor(self).map(move |r, act, _| {
+            act.inflight = act.inflight.saturating_sub(1);
+            if let Some(inst) = act.instances.get_mut(&id) {
+                inst.inflight = inst.inflight.saturating_sub(1);
+                inst.last_used = Instant::now();
+            }
+            r
+        }))
+    }
+
+    fn host(&mut self, name: String, key: String, snapshot: Option<Vec<u8>>) -> ServerResponse {
+        if let Err(e) = check_names(&name, &key) {
+            return ServerResponse::Failed(e);
+        }
+        let id = (name, key);
+        if self.instances.contains_key(&id) {
+            return ServerResponse::Hosted;
+        }
+        if self.instances.len() >= self.limits.instances_max as usize {
+            return ServerResponse::Failed(FunctionError::NoCapacity { name: id.0 });
+        }
+        let function = match self.registry.activate(&id.0, snapshot.as_deref()) {
+            Ok(f) => f,
+            Err(e) => return ServerResponse::Failed(e),
+        };
+        debug!(function = %id.0, key = %id.1, restored = snapshot.is_some(), "instance activated");
+        let addr = InstanceActor::new(id.1.clone(), function).start();
+        self.instances.insert(
+            id,
+            Instance {
+                addr,
+                inflight: 0,
+                last_used: Instant::now(),
+            },
+        );
+        ServerResponse::Hosted
+    }
+
+    /// Deactivates instances idle for longer than `limits.idle`: removed
+    /// from the table at once (later calls get `NotHere` and re-locate),
+    /// then snapshotted, stopped and handed to the orchestrator.
+    fn reap_idle(&mut self) {
+        let now = Instant::now();
+        let idle = self.limits.idle;
+        let gone: Vec<(String, String)> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.inflight == 0 && now.duration_since(i.last_used) >= idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in gone {
+            let Some(inst) = self.instances.remove(&id) else { continue };
+            let t = self.transport.clone();
+            let orch = self.orchestrator;
+            actix::spawn(async move {
+                let snapshot = inst.addr.send(Snapshot).await.unwrap_or_default();
+                let _ = inst.addr.send(Deactivate).await;
+                let (name, key) = id;
+                if snapshot.len() > SNAPSHOT_BYTES_MAX {
+                    warn!(function = %name, key = %key, bytes = snapshot.len(), "snapshot too large: state dropped");
+                }
+                let snapshot = if snapshot.len() > SNAPSHOT_BYTES_MAX { Vec::new() } else { snapshot };
+                let Some(orch) = orch else { return };
+                let body = wire::encode(&OrchestratorRequest::Deactivated { name, key, snapshot });
+                if let Err(e) = t.request(orch, ORCHESTRATOR_ACTOR, body, Duration::from_secs(30)).await {
+                    warn!(error = %e, "deactivation not acknowledged");
+                }
+            });
+        }
+    }
+}
+
+impl Actor for ServerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(INBOX_CAPACITY);
+        if let Some(inbox) = self.inbox.take() {
+            ctx.add_stream(crate::inbox_stream(inbox));
+        }
+        self.report();
+        ctx.run_interval(self.limits.report_every, |act, _| act.report());
+        let tick = (self.limits.idle / 4).max(Duration::from_millis(20));
+        ctx.run_interval(tick, |act, _| act.reap_idle());
+    }
+}
+
+impl StreamHandler<Incoming> for ServerActor {
+    fn handle(&mut self, item: Incoming, ctx: &mut Context<Self>) {
+        match item {
+            Incoming::Request { body, responder, .. } => match wire::decode::<ServerRequest>(&body) {
+                Ok(req) => {
+                    let f = self.handle_request(req).map(|r, _, _| {
+                        actix::spawn(async move {
+                            let _ = responder.respond(wire::encode(&r)).await;
+                        });
+                    });
+                    ctx.spawn(f);
+                }
+                Err(e) => {
+                    let msg = format!("malformed request: {e}");
+                    actix::spawn(async move {
+                        let _ = responder.fail(&msg).await;
+                    });
+                }
+            },
+            Incoming::OneWay { .. } => {}
+            Incoming::Transfer { receiver, .. } => receiver.reject(),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// A request from this node's own process (no QUIC hop).
+#[derive(Message)]
+#[rtype(result = "ServerResponse")]
+pub struct LocalRequest(pub ServerRequest);
+
+impl Handler<LocalRequest> for ServerActor {
+    type Result = ResponseActFuture<Self, ServerResponse>;
+    fn handle(&mut self, msg: LocalRequest, _: &mut Context<Self>) -> Self::Result {
+        self.handle_request(msg.0)
+    }
+}
+
+/// The server's current load.
+#[derive(Message)]
+#[rtype(result = "ServerLoad")]
+pub struct Load;
+
+impl Handler<Load> for ServerActor {
+    type Result = MessageResult<Load>;
+    fn handle(&mut self, _: Load, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.load())
+    }
+}
+
+impl Handler<crate::node::Shutdown> for ServerActor {
+    type Result = ();
+    fn handle(&mut self, _: crate::node::Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Most cached instance locations; the cache is cleared when full.
+const LOCATION_CACHE_MAX: usize = 65_536;
+/// How long an invocation may take by default (a first call waits for two
+/// ledger commits).
+pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Calls function instances from any node of a cloud: asks the cloud's
+/// orchestrator where an instance lives (placing it on first call), caches
+/// the answer, and calls the server. Cheap to clone.
+#[derive(Clone)]
+pub struct Invoker {
+    transport: Transport,
+    orchestrator: NodeId,
+    local_server: Option<Addr<ServerActor>>,
+    local_orchestrator: Option<Addr<crate::orchestrator::OrchestratorActor>>,
+    cache: Arc<Mutex<HashMap<(String, String), NodeId>>>,
+    timeout: Duration,
+}
+
+fn transport_error(e: TransportError) -> FunctionError {
+    match e {
+        TransportError::Timeout { timeout_ms, .. } => FunctionError::Timeout { timeout_ms },
+        e => FunctionError::Transport { detail: e.to_string() },
+    }
+}
+
+impl Invoker {
+    /// An invoker on `transport` whose cloud's orchestrator is `orchestrator`;
+    /// `local_*` short-circuit QUIC when the target is this node.
+    pub fn new(
+        transport: Transport,
+        orchestrator: NodeId,
+        local_server: Option<Addr<ServerActor>>,
+        local_orchestrator: Option<Addr<crate::orchestrator::OrchestratorActor>>,
+    ) -> Self {
+        Invoker {
+            transport,
+            orchestrator,
+            local_server,
+            local_orchestrator,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+            timeout: INVOKE_TIMEOUT,
+        }
+    }
+
+    /// Changes how long an invocation may take.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn cached(&self, id: &(String, String)) -> Option<NodeId> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied()
+    }
+
+    fn remember(&self, id: (String, String), server: Option<NodeId>) {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match server {
+            Some(s) => {
+                if c.len() >= LOCATION_CACHE_MAX {
+                    c.clear();
+                }
+                c.insert(id, s);
+            }
+            None => {
+                c.remove(&id);
+            }
+        }
+    }
+
+    /// Calls instance `key` of function `name` with `payload`, activating
+    /// it on first call. Errors are typed: the function's own failure,
+    /// capacity, timeout, transport.
+    pub async fn invoke(&self, name: &str, key: &str, payload: impl Into<Bytes>) -> Result<Bytes, FunctionError> {
+        check_names(name, key)?;
+        let payload: Bytes = payload.into();
+        let deadline = Instant::now() + self.timeout;
+        let id = (name.to_string(), key.to_string());
+        let timed_out = || FunctionError::Timeout {
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            let server = match self.cached(&id) {
+                Some(s) => s,
+                None => match self.locate(name, key, left).await {
+                    Ok(s) => {
+                        self.remember(id.clone(), Some(s));
+                        s
+                    }
+                    // Servers report their load shortly after start: retry.
+                    Err(FunctionError::NoCapacity { .. }) if left > Duration::from_millis(100) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let req = ServerRequest::Invoke {
+                name: id.0.clone(),
+                key: id.1.clone(),
+                payload: payload.to_vec(),
+            };
+            match self.call_server(server, req, left).await? {
+                ServerResponse::Output(out) => return Ok(Bytes::from(out)),
+                ServerResponse::Failed(e) => return Err(e),
+                ServerResponse::NotHere => {
+                    // Deactivated meanwhile: ask the orchestrator again.
+                    self.remember(id.clone(), None);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                ServerResponse::Hosted => {
+                    return Err(FunctionError::Transport {
+                        detail: "unexpected answer".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn call_server(&self, server: NodeId, req: ServerRequest, timeout: Duration) -> Result<ServerResponse, FunctionError> {
+        if server == self.transport.id() {
+            if let Some(local) = &self.local_server {
+                return local.send(LocalRequest(req)).await.map_err(|_| FunctionError::Transport {
+                    detail: "local server stopped".into(),
+                });
+            }
+        }
+        let reply = self
+            .transport
+            .request(server, SERVER_ACTOR, wire::encode(&req), timeout)
+            .await
+            .map_err(transport_error)?;
+        wire::decode::<ServerResponse>(&reply).map_err(|e| FunctionError::Transport { detail: e.to_string() })
+    }
+
+    async fn locate(&self, name: &str, key: &str, timeout: Duration) -> Result<NodeId, FunctionError> {
+        let req = OrchestratorRequest::Locate {
+            name: name.to_string(),
+            key: key.to_string(),
+        };
+        let resp = match &self.local_orchestrator {
+            Some(o) => o
+                .send(crate::orchestrator::LocalOrchestratorRequest(req))
+                .await
+                .map_err(|_| FunctionError::Transport {
+                    detail: "local orchestrator stopped".into(),
+                })?,
+            None => {
+                let reply = self
+                    .transport
+                    .request(self.orchestrator, ORCHESTRATOR_ACTOR, wire::encode(&req), timeout)
+                    .await
+                    .map_err(transport_error)?;
+                wire::decode::<OrchestratorResponse>(&reply).map_err(|e| FunctionError::Transport { detail: e.to_string() })?
+            }
+        };
+        match resp {
+            OrchestratorResponse::Located(s) => Ok(s),
+            OrchestratorResponse::Failed(e) => Err(e),
+            OrchestratorResponse::Ack => Err(FunctionError::Transport {
+                detail: "unexpected answer".into(),
+            }),
+        }
+    }
+}
