@@ -213,7 +213,10 @@ impl Node {
         if let Some(g) = &self.gateway {
             let _ = g.send(Shutdown).await;
         }
-        self.transport.close().await;
+        let drain = std::time::Duration::from_secs(1);
+        if tokio::time::timeout(drain, self.transport.close()).await.is_err() {
+            info!(node = %self.name, "connections still draining after {drain:?}; leaving them");
+        }
         info!(node = %self.name, "node stopped");
     }
 }
