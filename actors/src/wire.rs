@@ -239,3 +239,126 @@ pub enum OrchestratorOneWay {
     /// A periodic load report.
     Load(crate::placement::ServerLoad),
 }
+
+/// The transport address of a server's function host.
+pub const SERVER_ACTOR: &str = "server";
+
+/// The transport address of a cloud's orchestrator.
+pub const ORCHESTRATOR_ACTOR: &str = "orchestrator";
+
+/// Requests a server answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ServerRequest {
+    /// Call instance `key` of function `name` (hosted here).
+    Invoke {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// Host instance `key` of `name` (from the orchestrator, after the
+    /// placement committed), restoring `snapshot` if any.
+    Host {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+        /// The state it had when last deactivated.
+        snapshot: Option<Vec<u8>>,
+    },
+    /// Run a stateless task of function `name` (on a fresh instance) here,
+    /// or offload it through the orchestrator if this server is saturated.
+    Task {
+        /// The function.
+        name: String,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// Would this server execute offloaded task `task_id` of `name` now?
+    Accept {
+        /// The task.
+        task_id: federact_ledger::hash::Hash,
+        /// The function.
+        name: String,
+    },
+    /// Execute offloaded task `task_id` (accepted before) and record its
+    /// completion.
+    RunTask {
+        /// The task.
+        task_id: federact_ledger::hash::Hash,
+        /// The function.
+        name: String,
+        /// The payload (sent by the requester only).
+        payload: Vec<u8>,
+        /// The scope of the offload contract.
+        scope: federact_ledger::record::Scope,
+    },
+}
+
+/// Answers of a server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ServerResponse {
+    /// The call's output.
+    Output(Vec<u8>),
+    /// The call (or hosting) failed.
+    Failed(crate::function::FunctionError),
+    /// The instance is not hosted here (ask the orchestrator again).
+    NotHere,
+    /// Hosted.
+    Hosted,
+    /// This server accepts the offloaded task.
+    Accepted,
+}
+
+/// Requests an orchestrator answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum OrchestratorRequest {
+    /// Where instance `key` of `name` lives, placing it if it is not active.
+    Locate {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+    },
+    /// A server deactivated an idle instance; keep its state.
+    Deactivated {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+        /// Its state (at most [`crate::function::SNAPSHOT_BYTES_MAX`]).
+        snapshot: Vec<u8>,
+    },
+    /// A saturated server asks for task `task_id` to run elsewhere; the
+    /// answer names the executor (`Located`) once `OffloadRequested` and
+    /// `OffloadAccepted` committed.
+    Offload {
+        /// The task.
+        task_id: federact_ledger::hash::Hash,
+        /// Digest of the function name and payload (the payload itself
+        /// goes to the executor only).
+        task_digest: federact_ledger::hash::Hash,
+        /// The function.
+        name: String,
+    },
+}
+
+/// Answers of an orchestrator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum OrchestratorResponse {
+    /// The instance lives on this server.
+    Located(federact_config::NodeId),
+    /// It could not be located or placed.
+    Failed(crate::function::FunctionError),
+    /// Done.
+    Ack,
+}
+
+/// What servers send their orchestrator without waiting for an answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum OrchestratorOneWay {
+    /// A periodic load report.
+    Load(crate::placement::ServerLoad),
+}
