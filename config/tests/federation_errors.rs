@@ -103,7 +103,7 @@ fn duplicate_node_name() {
     let e = expect_err(&text, marker, "duplicate node name `a-gw`");
     assert!(
         matches!(
-            e.kind,
+            *e.kind,
             ConfigErrorKind::DuplicateNodeName { first_line: 11, .. }
         ),
         "{e}"
@@ -213,7 +213,7 @@ fn fewer_than_3f_plus_1_validators() {
         "has 4 validators but fault_tolerance = 2 needs at least 7",
     );
     assert!(matches!(
-        e.kind,
+        *e.kind,
         ConfigErrorKind::TooFewValidators {
             n: 4,
             f: 2,
