@@ -47,6 +47,8 @@ pub mod wire;
 pub use client::LedgerClient;
 pub use embedded::EmbeddedFederation;
 pub use error::ActorError;
+/// The byte buffer function payloads and results use.
+pub use bytes::Bytes;
 pub use function::{Function, FunctionError, FunctionRegistry};
 pub use node::{Node, NodeOptions};
 pub use server::{Invoker, ServerLimits};

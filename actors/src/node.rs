@@ -136,7 +136,9 @@ impl Node {
             _ => None,
         };
         let server = if spec.roles().contains(Role::Server) {
-            let actor = ServerActor::new(transport.clone(), orchestrator_id, node_options.functions, node_options.server)?;
+            let ledger = gateway_id.map(|g| LedgerClient::new(transport.clone(), key.clone(), g));
+            let actor = ServerActor::new(transport.clone(), orchestrator_id, node_options.functions, node_options.server)?
+                .with_ledger(ledger);
             Some(actor.start())
         } else {
             None

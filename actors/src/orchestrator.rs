@@ -31,12 +31,12 @@ use tracing::{info, warn};
 use federact_config::{NodeId, Role};
 use federact_federation::{Inbox, Incoming, Responder, Transport, TransportError};
 use federact_ledger::hash::Hash;
-use federact_ledger::record::{EntityKind, IdProof, Record};
+use federact_ledger::record::{EntityKind, IdProof, Record, Requirements, Scope};
 
 use crate::client::LedgerClient;
 use crate::error::ActorError;
 use crate::function::{check_names, entity_name, write_atomic, FunctionError, SNAPSHOT_BYTES_MAX};
-use crate::placement::{Candidate, PlacementPolicy, ServerLoad, FUNCTIONS_MAX};
+use crate::placement::{shortlist, Candidate, PlacementPolicy, ServerLoad, FUNCTIONS_MAX};
 use crate::wire::{
     self, OrchestratorOneWay, OrchestratorRequest, OrchestratorResponse, ServerRequest,
     ServerResponse, ORCHESTRATOR_ACTOR, SERVER_ACTOR,
@@ -49,6 +49,8 @@ pub const DIRECTORY_MAX: usize = 100_000;
 /// Most callers waiting for one instance's placement.
 pub const WAITERS_MAX: usize = 1024;
 const INBOX_CAPACITY: usize = 4096;
+/// Most servers asked in turn for one offloaded task.
+pub const OFFLOAD_CANDIDATES_MAX: usize = 8;
 
 /// What the orchestrator needs to start.
 pub struct OrchestratorSetup {
@@ -117,6 +119,8 @@ pub struct OrchestratorCounters {
     pub failed: u64,
     /// Messages that did not decode or came from a non-server.
     pub malformed: u64,
+    /// Offload requests handled.
+    pub offloads: u64,
 }
 
 /// Places and tracks the function instances of one cloud.
@@ -418,7 +422,80 @@ impl OrchestratorActor {
                 let r = self.deactivated(from, name, key, snapshot, ctx);
                 waiter.answer(r);
             }
+            OrchestratorRequest::Offload {
+                task_id,
+                task_digest,
+                name,
+            } => self.offload(from, task_id, task_digest, name, waiter, ctx),
         }
+    }
+
+    /// MEC task sharing inside the cloud: commit `OffloadRequested`, ask
+    /// the shortlisted servers (least loaded first) in turn whether they
+    /// accept, commit `OffloadAccepted` for the first that does and name
+    /// it to the requester. A refusing or unreachable candidate → the next.
+    fn offload(&mut self, from: NodeId, task_id: Hash, task_digest: Hash, name: String, waiter: Waiter, ctx: &mut Context<Self>) {
+        if !self.servers.contains_key(&from) {
+            self.counters.malformed += 1;
+            return waiter.answer(OrchestratorResponse::Failed(FunctionError::Placement {
+                reason: "offload from a non-server".into(),
+            }));
+        }
+        let candidates: Vec<Candidate<'_>> = self
+            .servers
+            .iter()
+            .filter(|(id, s)| **id != from && s.joined == Joined::Yes)
+            .filter_map(|(id, s)| s.load.as_ref().map(|load| Candidate { id: *id, load }))
+            .collect();
+        let list = shortlist(&name, &candidates, OFFLOAD_CANDIDATES_MAX);
+        if list.is_empty() {
+            return waiter.answer(OrchestratorResponse::Failed(FunctionError::NoCapacity { name }));
+        }
+        self.counters.offloads += 1;
+        let ledger = self.ledger.clone();
+        let transport = self.transport.clone();
+        let work = async move {
+            let requested = Record::OffloadRequested {
+                task_id,
+                requester: from,
+                task_digest,
+                requirements: Requirements {
+                    cpu_millis: 0,
+                    memory_mb: 0,
+                    deadline_ms: crate::clock::now_ms() + 30_000,
+                },
+                scope: Scope::Local,
+            };
+            ledger
+                .submit(requested)
+                .await
+                .map_err(|e| FunctionError::Placement { reason: format!("offload request not recorded: {e}") })?;
+            for candidate in list {
+                let req = ServerRequest::Accept { task_id, name: name.clone() };
+                let ok = match transport.request(candidate, SERVER_ACTOR, wire::encode(&req), Duration::from_secs(2)).await {
+                    Ok(reply) => matches!(wire::decode::<ServerResponse>(&reply), Ok(ServerResponse::Accepted)),
+                    Err(_) => false,
+                };
+                if !ok {
+                    continue;
+                }
+                let accepted = Record::OffloadAccepted {
+                    task_id,
+                    executor: candidate,
+                    scope: Scope::Local,
+                };
+                ledger
+                    .submit(accepted)
+                    .await
+                    .map_err(|e| FunctionError::Placement { reason: format!("offload acceptance not recorded: {e}") })?;
+                return Ok(candidate);
+            }
+            Err(FunctionError::NoCapacity { name })
+        };
+        ctx.spawn(work.into_actor(self).map(move |r, _, _| match r {
+            Ok(executor) => waiter.answer(OrchestratorResponse::Located(executor)),
+            Err(e) => waiter.answer(OrchestratorResponse::Failed(e)),
+        }));
     }
 }
 

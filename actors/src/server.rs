@@ -17,6 +17,10 @@ use tracing::{debug, warn};
 use federact_config::NodeId;
 use federact_federation::{Inbox, Incoming, Transport, TransportError};
 
+use federact_ledger::hash::Hash;
+use federact_ledger::record::{Record, Scope};
+
+use crate::client::LedgerClient;
 use crate::function::{
     check_names, Call, Deactivate, FunctionError, FunctionRegistry, InstanceActor, Snapshot,
     SNAPSHOT_BYTES_MAX,
@@ -68,6 +72,8 @@ struct Instance {
 /// Hosts function instances on one server node.
 pub struct ServerActor {
     transport: Transport,
+    ledger: Option<LedgerClient>,
+    task_seq: u64,
     orchestrator: Option<NodeId>,
     registry: FunctionRegistry,
     limits: ServerLimits,
@@ -88,6 +94,8 @@ impl ServerActor {
         let inbox = transport.register(SERVER_ACTOR, INBOX_CAPACITY)?;
         Ok(ServerActor {
             transport,
+            ledger: None,
+            task_seq: 0,
             orchestrator,
             registry,
             limits,
@@ -95,6 +103,12 @@ impl ServerActor {
             inflight: 0,
             inbox: Some(inbox),
         })
+    }
+
+    /// Records offload completions through `ledger`.
+    pub fn with_ledger(mut self, ledger: Option<LedgerClient>) -> Self {
+        self.ledger = ledger;
+        self
     }
 
     fn load(&self) -> ServerLoad {
@@ -128,7 +142,124 @@ impl ServerActor {
                 let r = self.host(name, key, snapshot);
                 Box::pin(fut::ready(r))
             }
+            ServerRequest::Task { name, payload } => self.task(name, Bytes::from(payload)),
+            ServerRequest::Accept { name, .. } => {
+                let ok = self.registry.contains(&name) && self.inflight < self.limits.inflight_max;
+                Box::pin(fut::ready(if ok {
+                    ServerResponse::Accepted
+                } else {
+                    ServerResponse::Failed(FunctionError::Busy)
+                }))
+            }
+            ServerRequest::RunTask {
+                task_id,
+                name,
+                payload,
+                scope,
+            } => self.run_task(task_id, name, Bytes::from(payload), scope),
         }
+    }
+
+    /// Runs `payload` on a fresh instance of `name` (counted in flight).
+    fn run_fresh(&mut self, name: &str, payload: Bytes) -> ResponseActFuture<Self, ServerResponse> {
+        let function = match self.registry.activate(name, None) {
+            Ok(f) => f,
+            Err(e) => return Box::pin(fut::ready(ServerResponse::Failed(e))),
+        };
+        self.inflight += 1;
+        let addr = InstanceActor::new(String::new(), function).start();
+        let timeout = self.limits.call_timeout;
+        let call = async move {
+            let r = match tokio::time::timeout(timeout, addr.send(Call(payload))).await {
+                Ok(Ok(Ok(out))) => ServerResponse::Output(out.to_vec()),
+                Ok(Ok(Err(e))) => ServerResponse::Failed(e),
+                Ok(Err(_)) => ServerResponse::Failed(FunctionError::Transport {
+                    detail: "instance stopped".into(),
+                }),
+                Err(_) => ServerResponse::Failed(FunctionError::Timeout {
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                }),
+            };
+            let _ = addr.send(Deactivate).await;
+            r
+        };
+        Box::pin(call.into_actor(self).map(|r, act, _| {
+            act.inflight = act.inflight.saturating_sub(1);
+            r
+        }))
+    }
+
+    /// A stateless task: run here if a call slot is free, else offload
+    /// (MEC task sharing): the orchestrator commits `OffloadRequested` and
+    /// `OffloadAccepted` and names the executor; the payload goes from here
+    /// to the executor only.
+    fn task(&mut self, name: String, payload: Bytes) -> ResponseActFuture<Self, ServerResponse> {
+        if !self.registry.contains(&name) {
+            return Box::pin(fut::ready(ServerResponse::Failed(FunctionError::UnknownFunction { name })));
+        }
+        if self.inflight < self.limits.inflight_max {
+            return self.run_fresh(&name, payload);
+        }
+        let Some(orch) = self.orchestrator else {
+            return Box::pin(fut::ready(ServerResponse::Failed(FunctionError::Busy)));
+        };
+        self.task_seq += 1;
+        let me = self.transport.id();
+        let task_id = Hash::of_parts(&[me.as_bytes(), &self.task_seq.to_be_bytes(), &crate::clock::now_micros().to_be_bytes()]);
+        let task_digest = Hash::of_parts(&[name.as_bytes(), b"/", &payload]);
+        let t = self.transport.clone();
+        let timeout = self.limits.call_timeout;
+        let work = async move {
+            let req = OrchestratorRequest::Offload { task_id, task_digest, name: name.clone() };
+            let reply = t
+                .request(orch, ORCHESTRATOR_ACTOR, wire::encode(&req), INVOKE_TIMEOUT)
+                .await
+                .map_err(transport_error)?;
+            let executor = match wire::decode::<OrchestratorResponse>(&reply) {
+                Ok(OrchestratorResponse::Located(e)) => e,
+                Ok(OrchestratorResponse::Failed(e)) => return Err(e),
+                Ok(OrchestratorResponse::Ack) | Err(_) => {
+                    return Err(FunctionError::Transport {
+                        detail: "unexpected answer to offload".into(),
+                    })
+                }
+            };
+            debug!(task = %task_id.short(), executor = %executor.short(), "task offloaded");
+            let run = ServerRequest::RunTask {
+                task_id,
+                name,
+                payload: payload.to_vec(),
+                scope: Scope::Local,
+            };
+            let reply = t
+                .request(executor, SERVER_ACTOR, wire::encode(&run), timeout + INVOKE_TIMEOUT)
+                .await
+                .map_err(transport_error)?;
+            wire::decode::<ServerResponse>(&reply).map_err(|e| FunctionError::Transport { detail: e.to_string() })
+        };
+        Box::pin(work.into_actor(self).map(|r: Result<ServerResponse, FunctionError>, _, _| r.unwrap_or_else(ServerResponse::Failed)))
+    }
+
+    /// Executes an accepted offloaded task and commits `OffloadCompleted`
+    /// (sha256 of the result) before answering the requester.
+    fn run_task(&mut self, task_id: Hash, name: String, payload: Bytes, scope: Scope) -> ResponseActFuture<Self, ServerResponse> {
+        let ledger = self.ledger.clone();
+        Box::pin(self.run_fresh(&name, payload).then(move |r, act, _| {
+            let work = async move {
+                if let (ServerResponse::Output(out), Some(ledger)) = (&r, ledger) {
+                    let record = Record::OffloadCompleted {
+                        task_id,
+                        result_digest: Hash::of(out),
+                        scope,
+                    };
+                    if let Err(e) = ledger.submit(record).await {
+                        warn!(task = %task_id.short(), error = %e, "offload completion not recorded");
+                    }
+                }
+                r
+            };
+            work.into_actor(act)
+        }))
     }
 
     fn invoke(&mut self, name: String, key: String, payload: Bytes) -> ResponseActFuture<Self, ServerResponse> {
@@ -416,12 +547,40 @@ impl Invoker {
                     self.remember(id.clone(), None);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                ServerResponse::Hosted => {
+                ServerResponse::Hosted | ServerResponse::Accepted => {
                     return Err(FunctionError::Transport {
                         detail: "unexpected answer".into(),
                     })
                 }
             }
+        }
+    }
+
+    /// Whether the cached location of instance (`name`, `key`) is this
+    /// node (`false` when not cached).
+    pub fn is_local(&self, name: &str, key: &str) -> bool {
+        self.cached(&(name.to_string(), key.to_string())) == Some(self.transport.id())
+    }
+
+    /// Runs a stateless task of function `name` on this node's server
+    /// (which offloads it when saturated). Fails if this node is not a server.
+    pub async fn task(&self, name: &str, payload: impl Into<Bytes>) -> Result<Bytes, FunctionError> {
+        check_names(name, "task")?;
+        if self.local_server.is_none() {
+            return Err(FunctionError::Transport {
+                detail: "tasks run on a server node".into(),
+            });
+        }
+        let req = ServerRequest::Task {
+            name: name.to_string(),
+            payload: payload.into().to_vec(),
+        };
+        match self.call_server(self.transport.id(), req, self.timeout).await? {
+            ServerResponse::Output(out) => Ok(Bytes::from(out)),
+            ServerResponse::Failed(e) => Err(e),
+            other => Err(FunctionError::Transport {
+                detail: format!("unexpected answer {other:?}"),
+            }),
         }
     }
 

@@ -1,0 +1,96 @@
+//! Serverless functions over loopback QUIC with real chains: the first call
+//! places an instance (ProvIdCreate + ProvOrch committed on the cloud's
+//! chain), calls to one instance run in order, an idle instance
+//! deactivates (ProvIdDelete) and its state survives reactivation.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use federact_actors::{EmbeddedFederation, Function, FunctionError, NodeOptions, ServerLimits};
+use federact_config::{write_local_federation, Topology};
+use federact_ledger::record::{EntityKind, Record};
+use federact_ledger::store::ChainStore;
+
+/// Adds the payload (a decimal number) to a running total.
+#[derive(Default)]
+struct Adder(u64);
+
+impl Function for Adder {
+    fn call(&mut self, _key: &str, payload: Bytes) -> Result<Bytes, FunctionError> {
+        let n: u64 = std::str::from_utf8(&payload)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| FunctionError::failed("not a number"))?;
+        self.0 += n;
+        Ok(Bytes::from(self.0.to_string()))
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.to_be_bytes().to_vec()
+    }
+    fn restore(bytes: &[u8]) -> Result<Self, FunctionError> {
+        let a: [u8; 8] = bytes.try_into().map_err(|_| FunctionError::Restore {
+            detail: format!("{} bytes", bytes.len()),
+        })?;
+        Ok(Adder(u64::from_be_bytes(a)))
+    }
+}
+
+fn records(dir: &Path, validator: &str, chain: &str) -> Vec<Record> {
+    let store = ChainStore::open(&dir.join("data").join(validator).join("chains").join(chain).join("chain"), None).unwrap();
+    (1..=store.tip().height)
+        .flat_map(|h| store.block(h).unwrap().unwrap().txs)
+        .map(|tx| tx.record().clone())
+        .collect()
+}
+
+#[actix_rt::test]
+async fn c1s2_first_call_places_idle_deactivates_and_state_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology { clouds: 1, servers_per_cloud: 2, local_validators: 1, inter_validators: 0 };
+    write_local_federation(dir.path(), &topo, false).unwrap();
+    let limits = ServerLimits { idle: Duration::from_millis(600), ..ServerLimits::default() };
+    let options = NodeOptions::default().function::<Adder>("adder").server_limits(limits);
+    let fed = EmbeddedFederation::start_with(dir.path(), options).await.unwrap();
+    let invoker = fed.node("c1-server-1").unwrap().invoker().unwrap();
+
+    // First call activates; calls to one instance apply in order.
+    assert_eq!(invoker.invoke("adder", "a", "5").await.unwrap(), Bytes::from("5"));
+    let calls = (0..20).map(|_| invoker.invoke("adder", "a", "1"));
+    let outs: Vec<u64> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| std::str::from_utf8(&r.unwrap()).unwrap().parse().unwrap())
+        .collect();
+    let mut sorted = outs.clone();
+    sorted.sort();
+    assert_eq!(sorted, (6..=25).collect::<Vec<u64>>(), "each call applied once");
+    // Another instance has its own state; a function error is typed.
+    assert_eq!(invoker.invoke("adder", "b", "7").await.unwrap(), Bytes::from("7"));
+    assert!(matches!(invoker.invoke("adder", "a", "x").await, Err(FunctionError::Failed { .. })));
+    assert!(matches!(invoker.invoke("nope", "a", "1").await, Err(FunctionError::UnknownFunction { .. })));
+    assert!(matches!(invoker.invoke("a/b", "a", "1").await, Err(FunctionError::InvalidName { .. })));
+
+    // Idle: deactivated, then reactivated with its state (from another node too).
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let other = fed.node("c1-server-2").unwrap().invoker().unwrap();
+    assert_eq!(other.invoke("adder", "a", "100").await.unwrap(), Bytes::from("125"));
+
+    fed.shutdown().await;
+    let recs = records(dir.path(), "c1-validator-1", "cloud-1.local");
+    let count = |f: &dyn Fn(&Record) -> bool| recs.iter().filter(|r| f(r)).count();
+    let joins_a = count(&|r| matches!(r, Record::ProvIdCreate { kind: EntityKind::Container, entity, .. } if entity == "adder/a"));
+    let leaves_a = count(&|r| matches!(r, Record::ProvIdDelete { kind: EntityKind::Container, entity } if entity == "adder/a"));
+    let placed_a = count(&|r| matches!(r, Record::ProvOrch { deployed, .. } if deployed == "adder/a"));
+    let servers = count(&|r| matches!(r, Record::ProvIdCreate { kind: EntityKind::Device, .. }));
+    // At least the first activation and the reactivation after idling (a
+    // slow commit of `b`'s placement may idle `a` once more in between).
+    assert!(joins_a >= 2, "joined on first call and on reactivation: {joins_a}");
+    assert_eq!(placed_a, joins_a, "each join has its placement");
+    assert_eq!(leaves_a, joins_a - 1, "each idle deactivation recorded");
+    assert_eq!(servers, 2, "both servers joined");
+    // The join precedes the placement on the chain.
+    let first_join = recs.iter().position(|r| matches!(r, Record::ProvIdCreate { entity, .. } if entity == "adder/a"));
+    let first_orch = recs.iter().position(|r| matches!(r, Record::ProvOrch { deployed, .. } if deployed == "adder/a"));
+    assert!(first_join < first_orch);
+}
