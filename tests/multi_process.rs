@@ -66,7 +66,12 @@ fn start_nodes(dir: &Path, fed: &Federation, skip: &str) -> Nodes {
 #[test]
 fn processes_commit_relay_and_verify() {
     let dir = tempfile::tempdir().unwrap();
-    let topo = Topology { clouds: 2, servers_per_cloud: 1, local_validators: 4, inter_validators: 4 };
+    let topo = Topology {
+        clouds: 2,
+        servers_per_cloud: 1,
+        local_validators: 4,
+        inter_validators: 4,
+    };
     let written = write_local_federation(dir.path(), &topo, false).unwrap();
     let fed = Federation::load(&written.federation_file).unwrap();
     // The test itself plays server c1-server-1 (a member key), so that node
@@ -78,15 +83,25 @@ fn processes_commit_relay_and_verify() {
     let key = cfg.load_key().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let receipts = rt.block_on(async {
-        let transport = Transport::bind(&key, Membership::from_federation(&fed), *fed.transport(), cfg.spec().listen())
-            .await
-            .unwrap();
+        let transport = Transport::bind(
+            &key,
+            Membership::from_federation(&fed),
+            *fed.transport(),
+            cfg.spec().listen(),
+        )
+        .await
+        .unwrap();
         let gateway = fed.gateway("cloud-1").unwrap().id();
-        let client = LedgerClient::new(transport.clone(), key, gateway).with_timeout(Duration::from_secs(60));
+        let client = LedgerClient::new(transport.clone(), key, gateway)
+            .with_timeout(Duration::from_secs(60));
         let mut receipts = Vec::new();
         for i in 0..5u64 {
             let r = client
-                .submit(Record::ProvData { data_digest: Hash::of(&i.to_be_bytes()), generated_by: "p".into(), used_by: None })
+                .submit(Record::ProvData {
+                    data_digest: Hash::of(&i.to_be_bytes()),
+                    generated_by: "p".into(),
+                    used_by: None,
+                })
                 .await
                 .expect("local record commits");
             receipts.push(r);
@@ -95,8 +110,14 @@ fn processes_commit_relay_and_verify() {
             .submit(Record::Indication {
                 migration_id: Hash::of(b"m"),
                 vm_id: Hash::of(b"vm"),
-                source: Site { cloud: "cloud-1".into(), server: me.into() },
-                destination: Site { cloud: "cloud-2".into(), server: "c2-server-1".into() },
+                source: Site {
+                    cloud: "cloud-1".into(),
+                    server: me.into(),
+                },
+                destination: Site {
+                    cloud: "cloud-2".into(),
+                    server: "c2-server-1".into(),
+                },
                 scope: Scope::Inter,
             })
             .await
@@ -115,11 +136,28 @@ fn processes_commit_relay_and_verify() {
         let mut tips = Vec::new();
         let mut first: Option<Vec<Hash>> = None;
         for v in chain.validator_names() {
-            let store_dir = dir.path().join("data").join(v).join("chains").join(chain.id()).join("chain");
-            let out = federact().args(["ledger", "verify"]).arg(&store_dir).output().unwrap();
-            assert!(out.status.success(), "{v}/{}: {}", chain.id(), String::from_utf8_lossy(&out.stdout));
+            let store_dir = dir
+                .path()
+                .join("data")
+                .join(v)
+                .join("chains")
+                .join(chain.id())
+                .join("chain");
+            let out = federact()
+                .args(["ledger", "verify"])
+                .arg(&store_dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{v}/{}: {}",
+                chain.id(),
+                String::from_utf8_lossy(&out.stdout)
+            );
             let store = ChainStore::open(&store_dir, None).unwrap();
-            let ids: Vec<Hash> = (1..=store.tip().height).map(|h| store.block(h).unwrap().unwrap().id()).collect();
+            let ids: Vec<Hash> = (1..=store.tip().height)
+                .map(|h| store.block(h).unwrap().unwrap().id())
+                .collect();
             tips.push(ids.len());
             // Validators may stop a block apart; the common prefix is identical.
             match &first {
@@ -130,6 +168,10 @@ fn processes_commit_relay_and_verify() {
                 }
             }
         }
-        assert!(tips.iter().all(|&t| t >= 1), "chain {} committed: {tips:?}", chain.id());
+        assert!(
+            tips.iter().all(|&t| t >= 1),
+            "chain {} committed: {tips:?}",
+            chain.id()
+        );
     }
 }

@@ -59,12 +59,23 @@ fn args() -> Args {
 }
 
 fn write_federation(dir: &Path, a: &Args) {
-    let topo = Topology { clouds: 1, servers_per_cloud: a.authors, local_validators: a.validators, inter_validators: 0 };
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: a.authors,
+        local_validators: a.validators,
+        inter_validators: 0,
+    };
     let w = write_local_federation(dir, &topo, false).expect("init");
     let text = std::fs::read_to_string(&w.federation_file).expect("read");
     let text = text
-        .replace("block_size_txs = 16", &format!("block_size_txs = {}\nblock_bytes_max = 67108864", a.block))
-        .replace("batch_timeout_ms = 20", &format!("batch_timeout_ms = {}", a.batch_ms));
+        .replace(
+            "block_size_txs = 16",
+            &format!("block_size_txs = {}\nblock_bytes_max = 67108864", a.block),
+        )
+        .replace(
+            "batch_timeout_ms = 20",
+            &format!("batch_timeout_ms = {}", a.batch_ms),
+        );
     std::fs::write(&w.federation_file, text).expect("write");
 }
 
@@ -76,7 +87,12 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-async fn step(clients: &[LedgerClient], rate: u64, secs: u64, seq: &AtomicU64) -> (u64, u64, f64, f64, u64) {
+async fn step(
+    clients: &[LedgerClient],
+    rate: u64,
+    secs: u64,
+    seq: &AtomicU64,
+) -> (u64, u64, f64, f64, u64) {
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let refused = Arc::new(AtomicU64::new(0));
     let in_flight = Arc::new(AtomicU64::new(0));
@@ -113,7 +129,10 @@ async fn step(clients: &[LedgerClient], rate: u64, secs: u64, seq: &AtomicU64) -
                     .await;
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 match r {
-                    Ok(_) => lat.lock().map(|mut l| l.push(t.elapsed().as_micros() as u64)).unwrap_or(()),
+                    Ok(_) => lat
+                        .lock()
+                        .map(|mut l| l.push(t.elapsed().as_micros() as u64))
+                        .unwrap_or(()),
                     Err(_) => {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
@@ -129,7 +148,13 @@ async fn step(clients: &[LedgerClient], rate: u64, secs: u64, seq: &AtomicU64) -
     let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort_unstable();
     let committed = l.len() as u64;
-    (sent, committed, committed as f64 / elapsed, quantile(&l, 0.5), refused.load(Ordering::Relaxed))
+    (
+        sent,
+        committed,
+        committed as f64 / elapsed,
+        quantile(&l, 0.5),
+        refused.load(Ordering::Relaxed),
+    )
         .into_with_p99(quantile(&l, 0.99))
 }
 
@@ -150,7 +175,9 @@ thread_local! {
 
 fn main() {
     let a = args();
-    if std::env::args().any(|x| x == "--bench" || x == "--list") && std::env::args().any(|x| x == "--list") {
+    if std::env::args().any(|x| x == "--bench" || x == "--list")
+        && std::env::args().any(|x| x == "--list")
+    {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -159,7 +186,10 @@ fn main() {
         "# live chain: {} validators, block_size_txs {}, batch {} ms, durable sled, loopback QUIC, {} s per step, {} authors",
         a.validators, a.block, a.batch_ms, a.secs, a.authors
     );
-    println!("{:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}", "offered/s", "submitted", "committed", "commit tx/s", "p50 ms", "p99 ms", "refused");
+    println!(
+        "{:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}",
+        "offered/s", "submitted", "committed", "commit tx/s", "p50 ms", "p99 ms", "refused"
+    );
     let system = actix::System::new();
     system.block_on(async move {
         let fed = EmbeddedFederation::start(dir.path()).await.expect("federation");

@@ -180,15 +180,21 @@ impl GatewayActor {
             last_follow_ms: 0,
             follow_replies: 0,
         };
-        let local_spec = fed.local_chain(&setup.cloud).ok_or_else(|| ActorError::Config {
-            detail: format!("cloud `{}` has no local chain", setup.cloud),
-        })?;
+        let local_spec = fed
+            .local_chain(&setup.cloud)
+            .ok_or_else(|| ActorError::Config {
+                detail: format!("cloud `{}` has no local chain", setup.cloud),
+            })?;
         let local = follow(local_spec);
         let consortium = fed.consortium().map(follow);
         let cursor = CursorStore::open(&setup.dir.join("cursors"))?;
         let delivered = cursor.get(RELAY_CURSOR)?;
-        let relay = consortium.as_ref().map(|_| RelayCore::new(fed, &setup.cloud, 1));
-        let inbox = setup.transport.register(wire::GATEWAY_ACTOR, INBOX_CAPACITY)?;
+        let relay = consortium
+            .as_ref()
+            .map(|_| RelayCore::new(fed, &setup.cloud, 1));
+        let inbox = setup
+            .transport
+            .register(wire::GATEWAY_ACTOR, INBOX_CAPACITY)?;
         info!(cloud = %setup.cloud, relay_delivered = delivered, "gateway starting");
         Ok(GatewayActor {
             key: setup.key,
@@ -234,7 +240,9 @@ impl GatewayActor {
             },
         };
         self.counters.submitted += 1;
-        let Some(chain) = self.chain_mut(&chain_id) else { return };
+        let Some(chain) = self.chain_mut(&chain_id) else {
+            return;
+        };
         chain.outbox.push((tx, waiter));
         if chain.outbox.len() >= BATCH_MAX {
             self.flush(&chain_id, ctx);
@@ -250,7 +258,9 @@ impl GatewayActor {
     /// or dead validator delays nobody); it is refused only when every
     /// validator refused it or could not be reached.
     fn flush(&mut self, chain_id: &str, ctx: &mut Context<Self>) {
-        let Some(chain) = self.chain_mut(chain_id) else { return };
+        let Some(chain) = self.chain_mut(chain_id) else {
+            return;
+        };
         chain.flush_scheduled = false;
         if chain.outbox.is_empty() {
             return;
@@ -276,12 +286,21 @@ impl GatewayActor {
         for v in validators {
             let (t, a, b) = (self.transport.clone(), actor.clone(), body.clone());
             let fut = async move { t.request(v, &a, b, REQUEST_TIMEOUT).await };
-            ctx.spawn(fut.into_actor(self).map(move |reply, act, _| act.on_submitted(batch_id, reply)));
+            ctx.spawn(
+                fut.into_actor(self)
+                    .map(move |reply, act, _| act.on_submitted(batch_id, reply)),
+            );
         }
     }
 
-    fn on_submitted(&mut self, batch_id: u64, reply: Result<bytes::Bytes, federact_federation::TransportError>) {
-        let Some(batch) = self.batches.get_mut(&batch_id) else { return };
+    fn on_submitted(
+        &mut self,
+        batch_id: u64,
+        reply: Result<bytes::Bytes, federact_federation::TransportError>,
+    ) {
+        let Some(batch) = self.batches.get_mut(&batch_id) else {
+            return;
+        };
         batch.replies_left = batch.replies_left.saturating_sub(1);
         let results = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
             Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == batch.ids.len() => r,
@@ -318,22 +337,31 @@ impl GatewayActor {
         for (id, w) in admitted {
             if let Some(w) = w {
                 if self.waiting.len() >= WAITING_MAX {
-                    w.answer(GatewayResponse::Refused("gateway has too many waiting submitters".into()));
+                    w.answer(GatewayResponse::Refused(
+                        "gateway has too many waiting submitters".into(),
+                    ));
                     continue;
                 }
-                let entry = self.waiting.entry(id).or_insert_with(|| (chain_id.clone(), Vec::new(), now));
+                let entry = self
+                    .waiting
+                    .entry(id)
+                    .or_insert_with(|| (chain_id.clone(), Vec::new(), now));
                 entry.1.push(w);
             }
         }
         if done {
-            let Some(batch) = self.batches.remove(&batch_id) else { return };
+            let Some(batch) = self.batches.remove(&batch_id) else {
+                return;
+            };
             for (w, reason) in batch.waiters.into_iter().zip(batch.reasons) {
                 // Still holding its waiter: no validator admitted it.
                 if let Some(w) = w {
                     self.counters.refused += 1;
                     if let Some(w) = w {
                         w.answer(GatewayResponse::Refused(
-                            reason.filter(|r| !r.is_empty()).unwrap_or_else(|| "no validator reachable".into()),
+                            reason
+                                .filter(|r| !r.is_empty())
+                                .unwrap_or_else(|| "no validator reachable".into()),
                         ));
                     }
                 }
@@ -353,8 +381,7 @@ impl GatewayActor {
         }
         let header_ok = b.block.header.tx_root == federact_ledger::merkle::root(&b.block.tx_ids());
         if !header_ok
-            || b
-                .certificate
+            || b.certificate
                 .verify(&chain.set, &chain.chain_id, h, &b.block.id())
                 .is_err()
         {
@@ -367,9 +394,13 @@ impl GatewayActor {
         }
         // Process in order.
         loop {
-            let Some(chain) = self.chain_mut(&chain_id) else { return };
+            let Some(chain) = self.chain_mut(&chain_id) else {
+                return;
+            };
             let next = chain.height + 1;
-            let Some(b) = chain.ahead.remove(&next) else { break };
+            let Some(b) = chain.ahead.remove(&next) else {
+                break;
+            };
             chain.height = next;
             chain.last_progress_ms = now_ms();
             self.apply_block(&chain_id, b, ctx);
@@ -377,9 +408,14 @@ impl GatewayActor {
     }
 
     fn apply_block(&mut self, chain_id: &str, b: CertifiedBlock, ctx: &mut Context<Self>) {
-        let is_consortium = self.consortium.as_ref().is_some_and(|c| c.chain_id == chain_id);
+        let is_consortium = self
+            .consortium
+            .as_ref()
+            .is_some_and(|c| c.chain_id == chain_id);
         let ids = b.block.tx_ids();
-        let answered: Vec<usize> = (0..ids.len()).filter(|i| self.waiting.contains_key(&ids[*i])).collect();
+        let answered: Vec<usize> = (0..ids.len())
+            .filter(|i| self.waiting.contains_key(&ids[*i]))
+            .collect();
         for (i, proof) in CrossChainProof::build_many(&b.block, &b.certificate, &answered) {
             if let Some((_, waiters, _)) = self.waiting.remove(&ids[i]) {
                 let receipt = Receipt {
@@ -398,8 +434,12 @@ impl GatewayActor {
             self.settle_relays(&ids);
             return;
         }
-        let Some(relay) = self.relay.as_mut() else { return };
-        let Some(indices) = relay.handle_block(&b.block) else { return };
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        let Some(indices) = relay.handle_block(&b.block) else {
+            return;
+        };
         let height = b.block.header.height;
         let delivered = self.cursor.get(RELAY_CURSOR).unwrap_or(0);
         if height <= delivered {
@@ -409,7 +449,9 @@ impl GatewayActor {
         for (_, proof) in CrossChainProof::build_many(&b.block, &b.certificate, &indices) {
             self.nonce = self.nonce.max(now_micros()).saturating_add(1);
             let tx = Transaction::sign(
-                Record::Relayed { proof: Box::new(proof) },
+                Record::Relayed {
+                    proof: Box::new(proof),
+                },
                 &self.key,
                 self.nonce,
                 now_ms(),
@@ -451,7 +493,9 @@ impl GatewayActor {
     /// fetches any gap the validator's backfill does not cover. Each
     /// validator's answer is handled on its own (a dead one delays nothing).
     fn follow(&mut self, chain_id: &str, rotate: bool, ctx: &mut Context<Self>) {
-        let Some(chain) = self.chain_mut(chain_id) else { return };
+        let Some(chain) = self.chain_mut(chain_id) else {
+            return;
+        };
         let from_height = chain.height + 1;
         // f+1 followed validators include an honest one; following all n
         // would decode every block n times. A stalled chain rotates the
@@ -475,10 +519,14 @@ impl GatewayActor {
             let fut = async move { t.request(v, &a, b, REQUEST_TIMEOUT).await };
             let chain_id = chain_id.to_string();
             ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
-                let Ok(Ok(ValidatorResponse::Following { tip })) = r.map(|b| wire::decode::<ValidatorResponse>(&b)) else {
+                let Ok(Ok(ValidatorResponse::Following { tip })) =
+                    r.map(|b| wire::decode::<ValidatorResponse>(&b))
+                else {
                     return;
                 };
-                let Some(chain) = act.chain_mut(&chain_id) else { return };
+                let Some(chain) = act.chain_mut(&chain_id) else {
+                    return;
+                };
                 chain.known_tip = chain.known_tip.max(tip);
                 chain.follow_replies += 1;
                 let start = chain.height + 1 + FOLLOW_BACKFILL;
@@ -486,7 +534,9 @@ impl GatewayActor {
                 if start > end {
                     return;
                 }
-                let missing: Vec<u64> = (start..=end).filter(|h| !chain.ahead.contains_key(h)).collect();
+                let missing: Vec<u64> = (start..=end)
+                    .filter(|h| !chain.ahead.contains_key(h))
+                    .collect();
                 for h in missing {
                     act.fetch(&chain_id, v, h, ctx);
                 }
@@ -495,13 +545,17 @@ impl GatewayActor {
     }
 
     fn fetch(&mut self, chain_id: &str, peer: NodeId, height: u64, ctx: &mut Context<Self>) {
-        let Some(chain) = self.chain_mut(chain_id) else { return };
+        let Some(chain) = self.chain_mut(chain_id) else {
+            return;
+        };
         let actor = chain.actor.clone();
         let transport = self.transport.clone();
         let body = wire::encode(&ValidatorRequest::FetchBlock { height });
         let fut = async move { transport.request(peer, &actor, body, REQUEST_TIMEOUT).await };
         ctx.spawn(fut.into_actor(self).map(|r, act, ctx| {
-            if let Ok(Ok(ValidatorResponse::Block(Some(b)))) = r.map(|b| wire::decode::<ValidatorResponse>(&b)) {
+            if let Ok(Ok(ValidatorResponse::Block(Some(b)))) =
+                r.map(|b| wire::decode::<ValidatorResponse>(&b))
+            {
                 act.handle_block(*b, ctx);
             }
         }));
@@ -516,10 +570,14 @@ impl GatewayActor {
             chains.push(c.chain_id.clone());
         }
         for id in chains {
-            let Some(c) = self.chain_mut(&id) else { continue };
-            let quiet = now.saturating_sub(c.last_progress_ms) > 2 * FOLLOW_CHECK.as_millis() as u64;
+            let Some(c) = self.chain_mut(&id) else {
+                continue;
+            };
+            let quiet =
+                now.saturating_sub(c.last_progress_ms) > 2 * FOLLOW_CHECK.as_millis() as u64;
             let behind = c.known_tip > c.height;
-            let poll_due = now.saturating_sub(c.last_follow_ms) > 4 * FOLLOW_CHECK.as_millis() as u64;
+            let poll_due =
+                now.saturating_sub(c.last_follow_ms) > 4 * FOLLOW_CHECK.as_millis() as u64;
             if quiet && behind {
                 // Blocks exist that our followed validators do not push:
                 // follow others (one of f+1 is honest).
@@ -546,8 +604,12 @@ impl GatewayActor {
     }
 
     fn ask_status(&mut self, id: TxId, chain_id: String, ctx: &mut Context<Self>) {
-        let Some(chain) = self.chain_mut(&chain_id) else { return };
-        let Some(&peer) = chain.validators.first() else { return };
+        let Some(chain) = self.chain_mut(&chain_id) else {
+            return;
+        };
+        let Some(&peer) = chain.validators.first() else {
+            return;
+        };
         let actor = chain.actor.clone();
         let transport = self.transport.clone();
         let body = wire::encode(&ValidatorRequest::TxStatus { id });
@@ -608,7 +670,9 @@ impl StreamHandler<Incoming> for GatewayActor {
                 Ok(ValidatorOneWay::Consensus(_)) => {}
                 Err(_) => self.counters.malformed += 1,
             },
-            Incoming::Request { body, responder, .. } => match wire::decode::<GatewayRequest>(&body) {
+            Incoming::Request {
+                body, responder, ..
+            } => match wire::decode::<GatewayRequest>(&body) {
                 Ok(GatewayRequest::Submit { tx, wait }) => {
                     if wait {
                         self.submit(tx, Some(Waiter::Remote(responder)), ctx);
@@ -623,11 +687,18 @@ impl StreamHandler<Incoming> for GatewayActor {
                                 .unwrap_or_default(),
                         };
                         self.submit(tx, None, ctx);
-                        let r = GatewayResponse::Receipt(Receipt { chain_id: chain, tx_id: id, height: 0, proof: None });
+                        let r = GatewayResponse::Receipt(Receipt {
+                            chain_id: chain,
+                            tx_id: id,
+                            height: 0,
+                            proof: None,
+                        });
                         Waiter::Remote(responder).answer(r);
                     }
                 }
-                Ok(GatewayRequest::Status) => Waiter::Remote(responder).answer(GatewayResponse::Status(self.status())),
+                Ok(GatewayRequest::Status) => {
+                    Waiter::Remote(responder).answer(GatewayResponse::Status(self.status()))
+                }
                 Err(e) => {
                     self.counters.malformed += 1;
                     let msg = format!("malformed request: {e}");

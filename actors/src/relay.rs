@@ -79,7 +79,12 @@ impl RelayCore {
         let mut deliver = Vec::new();
         for (i, tx) in block.txs.iter().enumerate() {
             let clouds: Vec<String> = match tx.record() {
-                Record::Indication { migration_id, source, destination, .. } => {
+                Record::Indication {
+                    migration_id,
+                    source,
+                    destination,
+                    ..
+                } => {
                     let clouds = vec![source.cloud.clone(), destination.cloud.clone()];
                     self.remember(*migration_id, clouds.clone());
                     clouds
@@ -87,12 +92,16 @@ impl RelayCore {
                 Record::Confirmation { migration_id, .. } => {
                     self.involved.get(migration_id).cloned().unwrap_or_default()
                 }
-                Record::OffloadRequested { task_id, requester, .. } => {
+                Record::OffloadRequested {
+                    task_id, requester, ..
+                } => {
                     let clouds: Vec<String> = self.cloud_of(requester).into_iter().collect();
                     self.remember(*task_id, clouds.clone());
                     clouds
                 }
-                Record::OffloadAccepted { task_id, executor, .. } => {
+                Record::OffloadAccepted {
+                    task_id, executor, ..
+                } => {
                     let mut clouds = self.involved.get(task_id).cloned().unwrap_or_default();
                     clouds.extend(self.cloud_of(executor));
                     self.remember(*task_id, clouds.clone());
@@ -121,7 +130,12 @@ mod tests {
 
     fn federation() -> (tempfile::TempDir, Federation) {
         let dir = tempfile::tempdir().unwrap();
-        let topo = Topology { clouds: 3, servers_per_cloud: 1, local_validators: 1, inter_validators: 3 };
+        let topo = Topology {
+            clouds: 3,
+            servers_per_cloud: 1,
+            local_validators: 1,
+            inter_validators: 3,
+        };
         let w = write_local_federation(dir.path(), &topo, false).unwrap();
         let f = Federation::load(&w.federation_file).unwrap();
         (dir, f)
@@ -138,7 +152,10 @@ mod tests {
     }
 
     fn site(cloud: &str) -> Site {
-        Site { cloud: cloud.into(), server: format!("{cloud}-server") }
+        Site {
+            cloud: cloud.into(),
+            server: format!("{cloud}-server"),
+        }
     }
 
     #[test]
@@ -165,7 +182,11 @@ mod tests {
             let got1 = r.handle_block(&block(1, vec![ind.clone()])).unwrap();
             let got2 = r.handle_block(&block(2, vec![conf.clone()])).unwrap();
             assert_eq!(!got1.is_empty(), expect, "{cloud}");
-            assert_eq!(!got2.is_empty(), expect, "{cloud}: confirmation follows its indication");
+            assert_eq!(
+                !got2.is_empty(),
+                expect,
+                "{cloud}: confirmation follows its indication"
+            );
         }
     }
 
@@ -175,7 +196,10 @@ mod tests {
         let mut r = RelayCore::new(&fed, "cloud-1", 1);
         assert!(r.handle_block(&block(2, vec![])).is_none());
         assert!(r.handle_block(&block(1, vec![])).is_some());
-        assert!(r.handle_block(&block(1, vec![])).is_none(), "a height is handled once");
+        assert!(
+            r.handle_block(&block(1, vec![])).is_none(),
+            "a height is handled once"
+        );
         assert_eq!(r.next_height(), 2);
     }
 
@@ -189,15 +213,37 @@ mod tests {
             task_id: t,
             requester,
             task_digest: Hash::of(b"in"),
-            requirements: federact_ledger::record::Requirements { cpu_millis: 100, memory_mb: 64, deadline_ms: 0 },
+            requirements: federact_ledger::record::Requirements {
+                cpu_millis: 100,
+                memory_mb: 64,
+                deadline_ms: 0,
+            },
             scope: Scope::Inter,
         };
-        let acc = Record::OffloadAccepted { task_id: t, executor, scope: Scope::Inter };
-        let done = Record::OffloadCompleted { task_id: t, result_digest: Hash::of(b"out"), scope: Scope::Inter };
+        let acc = Record::OffloadAccepted {
+            task_id: t,
+            executor,
+            scope: Scope::Inter,
+        };
+        let done = Record::OffloadCompleted {
+            task_id: t,
+            result_digest: Hash::of(b"out"),
+            scope: Scope::Inter,
+        };
         let mut c3 = RelayCore::new(&fed, "cloud-3", 1);
-        assert!(c3.handle_block(&block(1, vec![req.clone()])).unwrap().is_empty());
-        assert_eq!(c3.handle_block(&block(2, vec![acc.clone(), done.clone()])).unwrap(), vec![0, 1]);
+        assert!(c3
+            .handle_block(&block(1, vec![req.clone()]))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            c3.handle_block(&block(2, vec![acc.clone(), done.clone()]))
+                .unwrap(),
+            vec![0, 1]
+        );
         let mut c2 = RelayCore::new(&fed, "cloud-2", 1);
-        assert!(c2.handle_block(&block(1, vec![req, acc, done])).unwrap().is_empty());
+        assert!(c2
+            .handle_block(&block(1, vec![req, acc, done]))
+            .unwrap()
+            .is_empty());
     }
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use federact_config::{ChainSpec, NodeId, NodeKey};
-use federact_federation::{Incoming, Inbox, Transport};
+use federact_federation::{Inbox, Incoming, Transport};
 use federact_ledger::block::{Block, Genesis};
 use federact_ledger::cert::{CommitCertificate, ValidatorSet};
 use federact_ledger::chain::{build_block, candidates, ProposalSlot};
@@ -25,7 +25,9 @@ use federact_ledger::tx::{verify_batch, Transaction, TxId};
 
 use crate::clock::now_ms;
 use crate::error::ActorError;
-use crate::wire::{self, CertifiedBlock, TxStatus, ValidatorOneWay, ValidatorRequest, ValidatorResponse};
+use crate::wire::{
+    self, CertifiedBlock, TxStatus, ValidatorOneWay, ValidatorRequest, ValidatorResponse,
+};
 
 /// Followers (gateways, tools) one validator pushes blocks to, at most.
 const FOLLOWERS_MAX: usize = 64;
@@ -100,10 +102,26 @@ impl ValidatorActor {
         let entries = wal.entries::<Block>(height)?;
         let set = ValidatorSet::from_spec(&setup.chain);
         let me = setup.key.id();
-        let peers = set.validators().iter().copied().filter(|v| *v != me).collect();
+        let peers = set
+            .validators()
+            .iter()
+            .copied()
+            .filter(|v| *v != me)
+            .collect();
         let params = ConsensusParams::from(setup.chain.params());
-        let core = Consensus::new(chain_id.clone(), set, setup.key, params, height, entries, now_ms())
-            .map_err(|e| ActorError::NotAValidator { chain: chain_id.clone(), node: *e.0 })?;
+        let core = Consensus::new(
+            chain_id.clone(),
+            set,
+            setup.key,
+            params,
+            height,
+            entries,
+            now_ms(),
+        )
+        .map_err(|e| ActorError::NotAValidator {
+            chain: chain_id.clone(),
+            node: *e.0,
+        })?;
         let actor: Arc<str> = wire::validator_actor(&chain_id).into();
         let inbox = setup.transport.register(&actor, INBOX_CAPACITY)?;
         info!(chain = %chain_id, height, "validator starting");
@@ -163,7 +181,12 @@ impl ValidatorActor {
                     act.drive(ctx);
                 });
             }
-            Effect::BuildValue { height, round, max_txs, max_bytes } => {
+            Effect::BuildValue {
+                height,
+                round,
+                max_txs,
+                max_bytes,
+            } => {
                 let tip = self.store.tip();
                 let picked = candidates(&self.mempool, max_txs, max_bytes);
                 let built = build_block(
@@ -181,14 +204,18 @@ impl ValidatorActor {
                     self.mempool.remove(&id);
                     self.remember_refusal(id, why.to_string());
                 }
-                self.core.handle_value_built(now_ms(), height, round, built.block);
+                self.core
+                    .handle_value_built(now_ms(), height, round, built.block);
             }
             Effect::ValidateValue { height, value, .. } => {
                 // Transactions identical (signature included) to ones in our
                 // mempool were verified at admission: don't verify them twice.
                 let mempool = &self.mempool;
-                let verified =
-                    |tx: &Transaction| mempool.get(&tx.id()).is_some_and(|m| m.signature() == tx.signature());
+                let verified = |tx: &Transaction| {
+                    mempool
+                        .get(&tx.id())
+                        .is_some_and(|m| m.signature() == tx.signature())
+                };
                 let valid = match self.store.check_proposal_with(&value, &verified) {
                     Ok(Ok(())) => true,
                     Ok(Err(e)) => {
@@ -200,7 +227,8 @@ impl ValidatorActor {
                         false
                     }
                 };
-                self.core.handle_value_validity(now_ms(), height, value.id(), valid);
+                self.core
+                    .handle_value_validity(now_ms(), height, value.id(), valid);
             }
             Effect::RequestBlock { peer, height } => {
                 let transport = self.transport.clone();
@@ -212,7 +240,8 @@ impl ValidatorActor {
                     match wire::decode::<ValidatorResponse>(&bytes) {
                         Ok(ValidatorResponse::Block(Some(b))) => {
                             let b = *b;
-                            act.core.handle_block_fetched(now_ms(), b.block, b.certificate);
+                            act.core
+                                .handle_block_fetched(now_ms(), b.block, b.certificate);
                             act.drive(ctx);
                         }
                         Ok(_) => {}
@@ -262,8 +291,11 @@ impl ValidatorActor {
                 self.send_to(f, actor, body.clone());
             }
         }
-        self.core
-            .handle_txs_available(now_ms(), self.mempool.len() as u64, self.mempool.bytes() as u64);
+        self.core.handle_txs_available(
+            now_ms(),
+            self.mempool.len() as u64,
+            self.mempool.bytes() as u64,
+        );
     }
 
     fn send(&self, peer: NodeId, body: Bytes) {
@@ -301,7 +333,10 @@ impl ValidatorActor {
                 if !batch_ok {
                     tx.verify(&policy).map_err(|e| e.to_string())?;
                 }
-                let last = self.store.last_nonce(tx.author()).map_err(|e| e.to_string())?;
+                let last = self
+                    .store
+                    .last_nonce(tx.author())
+                    .map_err(|e| e.to_string())?;
                 self.mempool.insert(tx, last).map_err(|e| e.to_string())
             })();
             match &result {
@@ -318,7 +353,10 @@ impl ValidatorActor {
             return TxStatus::Pending;
         }
         if let Ok(Some(loc)) = self.store.tx_location(id) {
-            return TxStatus::Committed { height: loc.height, index: loc.index };
+            return TxStatus::Committed {
+                height: loc.height,
+                index: loc.index,
+            };
         }
         match self.refused.get(id) {
             Some(why) => TxStatus::Refused(why.clone()),
@@ -332,11 +370,19 @@ impl ValidatorActor {
         Some(CertifiedBlock { block, certificate })
     }
 
-    fn handle_request(&mut self, from: NodeId, req: ValidatorRequest, ctx: &mut Context<Self>) -> ValidatorResponse {
+    fn handle_request(
+        &mut self,
+        from: NodeId,
+        req: ValidatorRequest,
+        ctx: &mut Context<Self>,
+    ) -> ValidatorResponse {
         match req {
             ValidatorRequest::Submit(txs) => {
                 if txs.len() > SUBMIT_BATCH_MAX {
-                    return ValidatorResponse::Submitted(vec![Err("batch too large".into()); txs.len().min(1)]);
+                    return ValidatorResponse::Submitted(vec![
+                        Err("batch too large".into());
+                        txs.len().min(1)
+                    ]);
                 }
                 let results = self.admit(txs);
                 self.core.handle_txs_available(
@@ -352,7 +398,8 @@ impl ValidatorActor {
             }
             ValidatorRequest::Follow { from_height, actor } => {
                 let tip = self.store.tip().height;
-                let fits = self.followers.len() < FOLLOWERS_MAX || self.followers.contains_key(&from);
+                let fits =
+                    self.followers.len() < FOLLOWERS_MAX || self.followers.contains_key(&from);
                 if fits && !actor.is_empty() && actor.len() <= wire::ACTOR_NAME_MAX {
                     let actor: Arc<str> = actor.into();
                     self.followers.insert(from, actor.clone());
@@ -407,7 +454,12 @@ impl StreamHandler<Incoming> for ValidatorActor {
                 Ok(ValidatorOneWay::Committed(_)) => {}
                 Err(_) => self.counters.malformed += 1,
             },
-            Incoming::Request { from, body, responder, .. } => {
+            Incoming::Request {
+                from,
+                body,
+                responder,
+                ..
+            } => {
                 let reply = match wire::decode::<ValidatorRequest>(&body) {
                     Ok(req) => wire::encode(&self.handle_request(from, req, ctx)),
                     Err(e) => {

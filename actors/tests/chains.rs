@@ -56,12 +56,28 @@ async fn height_of(fed: &EmbeddedFederation, node: &str, chain: &str) -> u64 {
 fn same_blocks(dir: &Path, validators: &[String], chain: &str) -> u64 {
     let stores: Vec<ChainStore> = validators
         .iter()
-        .map(|v| ChainStore::open(&dir.join("data").join(v).join("chains").join(chain).join("chain"), None).unwrap())
+        .map(|v| {
+            ChainStore::open(
+                &dir.join("data")
+                    .join(v)
+                    .join("chains")
+                    .join(chain)
+                    .join("chain"),
+                None,
+            )
+            .unwrap()
+        })
         .collect();
     let min = stores.iter().map(|s| s.tip().height).min().unwrap();
     for h in 1..=min {
-        let ids: Vec<Hash> = stores.iter().map(|s| s.block(h).unwrap().unwrap().id()).collect();
-        assert!(ids.windows(2).all(|w| w[0] == w[1]), "validators disagree at height {h}");
+        let ids: Vec<Hash> = stores
+            .iter()
+            .map(|s| s.block(h).unwrap().unwrap().id())
+            .collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] == w[1]),
+            "validators disagree at height {h}"
+        );
     }
     min
 }
@@ -69,7 +85,15 @@ fn same_blocks(dir: &Path, validators: &[String], chain: &str) -> u64 {
 #[actix_rt::test]
 async fn four_validators_commit_what_the_gateway_submits_and_a_restarted_one_catches_up() {
     let dir = tempfile::tempdir().unwrap();
-    init(dir.path(), Topology { clouds: 1, servers_per_cloud: 1, local_validators: 4, inter_validators: 0 });
+    init(
+        dir.path(),
+        Topology {
+            clouds: 1,
+            servers_per_cloud: 1,
+            local_validators: 4,
+            inter_validators: 0,
+        },
+    );
     let mut fed = EmbeddedFederation::start(dir.path()).await.unwrap();
     let chain = "cloud-1.local".to_string();
     let set = ValidatorSet::from_spec(fed.federation().chain(&chain).unwrap());
@@ -85,7 +109,9 @@ async fn four_validators_commit_what_the_gateway_submits_and_a_restarted_one_cat
         let r = r.as_ref().expect("committed");
         assert!(r.height >= 1);
         let proof = r.proof.as_ref().expect("receipt carries a proof");
-        let tx = proof.verify(&set, &chain).expect("proof verifies against the validators");
+        let tx = proof
+            .verify(&set, &chain)
+            .expect("proof verifies against the validators");
         assert_eq!(tx.id(), r.tx_id);
     }
 
@@ -93,13 +119,19 @@ async fn four_validators_commit_what_the_gateway_submits_and_a_restarted_one_cat
     let tx = client.sign(data(1000));
     client.submit_tx(tx.clone(), true).await.unwrap();
     let replay = client.submit_tx(tx, true).await;
-    assert!(matches!(replay, Err(ActorError::Refused { .. })), "{replay:?}");
+    assert!(
+        matches!(replay, Err(ActorError::Refused { .. })),
+        "{replay:?}"
+    );
 
     // Kill one validator; the other three (a quorum) keep committing.
     fed.stop_node("c1-validator-4").await;
     let before = height_of(&fed, "c1-validator-1", &chain).await;
     for i in 100..110 {
-        client.submit(data(i)).await.expect("commits with 3 of 4 validators");
+        client
+            .submit(data(i))
+            .await
+            .expect("commits with 3 of 4 validators");
     }
     let after = height_of(&fed, "c1-validator-1", &chain).await;
     assert!(after > before);
@@ -120,7 +152,13 @@ async fn four_validators_commit_what_the_gateway_submits_and_a_restarted_one_cat
     let validators: Vec<String> = (1..=4).map(|i| format!("c1-validator-{i}")).collect();
     assert!(same_blocks(dir.path(), &validators, &chain) >= target);
     for v in &validators {
-        let store = dir.path().join("data").join(v).join("chains").join(&chain).join("chain");
+        let store = dir
+            .path()
+            .join("data")
+            .join(v)
+            .join("chains")
+            .join(&chain)
+            .join("chain");
         let report = federact_ledger::verify::verify_store(&store).unwrap();
         assert!(report.fault.is_none(), "{v}: {:?}", report.fault);
     }
@@ -129,25 +167,50 @@ async fn four_validators_commit_what_the_gateway_submits_and_a_restarted_one_cat
 #[actix_rt::test]
 async fn consortium_records_are_relayed_to_the_clouds_they_concern() {
     let dir = tempfile::tempdir().unwrap();
-    init(dir.path(), Topology { clouds: 3, servers_per_cloud: 1, local_validators: 1, inter_validators: 4 });
+    init(
+        dir.path(),
+        Topology {
+            clouds: 3,
+            servers_per_cloud: 1,
+            local_validators: 1,
+            inter_validators: 4,
+        },
+    );
     let fed = EmbeddedFederation::start(dir.path()).await.unwrap();
     let client = fed.node("c1-server-1").unwrap().ledger_client().unwrap();
     let ind = Record::Indication {
         migration_id: Hash::of(b"m1"),
         vm_id: Hash::of(b"vm1"),
-        source: Site { cloud: "cloud-1".into(), server: "c1-server-1".into() },
-        destination: Site { cloud: "cloud-2".into(), server: "c2-server-1".into() },
+        source: Site {
+            cloud: "cloud-1".into(),
+            server: "c1-server-1".into(),
+        },
+        destination: Site {
+            cloud: "cloud-2".into(),
+            server: "c2-server-1".into(),
+        },
         scope: Scope::Inter,
     };
-    let receipt = client.submit(ind).await.expect("indication commits on the consortium");
+    let receipt = client
+        .submit(ind)
+        .await
+        .expect("indication commits on the consortium");
     assert_eq!(receipt.chain_id, "consortium");
 
     // It reaches cloud-1 and cloud-2's local chains as a relayed record, not cloud-3's.
     let relayed_on = |cloud: &'static str| {
         let fed = &fed;
         async move {
-            let gw = fed.node(&format!("c{}-gateway", &cloud[6..])).unwrap().gateway().unwrap().clone();
-            let (heights, counters) = gw.send(federact_actors::gateway::GatewayStatus).await.unwrap();
+            let gw = fed
+                .node(&format!("c{}-gateway", &cloud[6..]))
+                .unwrap()
+                .gateway()
+                .unwrap()
+                .clone();
+            let (heights, counters) = gw
+                .send(federact_actors::gateway::GatewayStatus)
+                .await
+                .unwrap();
             (heights, counters.relayed)
         }
     };
@@ -168,7 +231,9 @@ async fn consortium_records_are_relayed_to_the_clouds_they_concern() {
 
     let find_relayed = |cloud: u32| -> usize {
         let store = ChainStore::open(
-            &dir.path().join(format!("data/c{cloud}-validator-1/chains/cloud-{cloud}.local/chain")),
+            &dir.path().join(format!(
+                "data/c{cloud}-validator-1/chains/cloud-{cloud}.local/chain"
+            )),
             None,
         )
         .unwrap();

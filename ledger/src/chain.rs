@@ -63,7 +63,10 @@ pub fn build_block(
     state: &dyn ChainState,
 ) -> Built {
     let height = slot.tip.height + 1;
-    let ctx = RuleContext { genesis: slot.genesis, height };
+    let ctx = RuleContext {
+        genesis: slot.genesis,
+        height,
+    };
     let mut overlay = Overlay::new(state);
     let mut txs = Vec::with_capacity(candidates.len());
     let mut refused = Vec::new();
@@ -90,5 +93,8 @@ pub fn build_block(
 /// Takes the candidates for a proposal out of `mempool` (leaving them there
 /// until commit).
 pub fn candidates(mempool: &Mempool, max_txs: u32, max_bytes: u64) -> Vec<Transaction> {
-    mempool.select(max_txs as usize, usize::try_from(max_bytes).unwrap_or(usize::MAX))
+    mempool.select(
+        max_txs as usize,
+        usize::try_from(max_bytes).unwrap_or(usize::MAX),
+    )
 }

@@ -124,7 +124,10 @@ impl Mempool {
             return Err(MempoolReject::Duplicate);
         }
         if tx.nonce() <= last_nonce {
-            return Err(MempoolReject::StaleNonce { nonce: tx.nonce(), last: last_nonce });
+            return Err(MempoolReject::StaleNonce {
+                nonce: tx.nonce(),
+                last: last_nonce,
+            });
         }
         let len = tx.encoded_len();
         if self.txs.len() >= self.limits.max_txs || self.bytes + len > self.limits.max_bytes {
@@ -191,7 +194,9 @@ impl Mempool {
         }
         let mut emptied = HashSet::new();
         for (author, last) in touched {
-            let Some(queue) = self.authors.get_mut(&author) else { continue };
+            let Some(queue) = self.authors.get_mut(&author) else {
+                continue;
+            };
             let keep = queue.by_nonce.split_off(&(last.saturating_add(1)));
             let gone = std::mem::replace(&mut queue.by_nonce, keep);
             for id in gone.values() {
@@ -251,18 +256,28 @@ mod tests {
         let mut pool = Mempool::new(MempoolLimits::default());
         pool.insert(tx(&k, 5), 0).unwrap();
         assert_eq!(pool.insert(tx(&k, 5), 0), Err(MempoolReject::Duplicate));
-        assert_eq!(pool.insert(tx(&k, 3), 4), Err(MempoolReject::StaleNonce { nonce: 3, last: 4 }));
+        assert_eq!(
+            pool.insert(tx(&k, 3), 4),
+            Err(MempoolReject::StaleNonce { nonce: 3, last: 4 })
+        );
         let mut other = tx(&k, 5);
         // Same author and nonce, different record: a different transaction.
         other = Transaction::sign(record(99), &k, other.nonce(), 7, None);
-        assert_eq!(pool.insert(other, 0), Err(MempoolReject::NonceTaken { nonce: 5 }));
+        assert_eq!(
+            pool.insert(other, 0),
+            Err(MempoolReject::NonceTaken { nonce: 5 })
+        );
         assert_eq!(pool.len(), 1);
     }
 
     #[test]
     fn bounds_hold() {
         let k = NodeKey::from_seed(&[1; 32]);
-        let limits = MempoolLimits { max_txs: 3, max_bytes: usize::MAX, max_per_author: 2 };
+        let limits = MempoolLimits {
+            max_txs: 3,
+            max_bytes: usize::MAX,
+            max_per_author: 2,
+        };
         let mut pool = Mempool::new(limits);
         pool.insert(tx(&k, 1), 0).unwrap();
         pool.insert(tx(&k, 2), 0).unwrap();
@@ -271,7 +286,11 @@ mod tests {
         pool.insert(tx(&k2, 1), 0).unwrap();
         assert_eq!(pool.insert(tx(&k2, 2), 0), Err(MempoolReject::Full));
         let one = tx(&k, 1).encoded_len();
-        let mut small = Mempool::new(MempoolLimits { max_txs: 10, max_bytes: one, max_per_author: 10 });
+        let mut small = Mempool::new(MempoolLimits {
+            max_txs: 10,
+            max_bytes: one,
+            max_per_author: 10,
+        });
         small.insert(tx(&k, 1), 0).unwrap();
         assert_eq!(small.insert(tx(&k, 2), 0), Err(MempoolReject::Full));
     }
@@ -285,7 +304,11 @@ mod tests {
             pool.insert(tx(&a, n), 0).unwrap();
         }
         pool.insert(tx(&b, 10), 0).unwrap();
-        let picked: Vec<_> = pool.select(10, usize::MAX).iter().map(|t| (t.author() == &a.id(), t.nonce())).collect();
+        let picked: Vec<_> = pool
+            .select(10, usize::MAX)
+            .iter()
+            .map(|t| (t.author() == &a.id(), t.nonce()))
+            .collect();
         assert_eq!(picked, vec![(true, 1), (false, 10), (true, 2), (true, 3)]);
         assert_eq!(pool.select(2, usize::MAX).len(), 2);
         let one = tx(&a, 1).encoded_len();
@@ -302,7 +325,11 @@ mod tests {
         }
         // A block committed nonce 3 (say, submitted through another validator).
         pool.remove_committed([&tx(&a, 3)]);
-        let left: Vec<_> = pool.select(10, usize::MAX).iter().map(|t| t.nonce()).collect();
+        let left: Vec<_> = pool
+            .select(10, usize::MAX)
+            .iter()
+            .map(|t| t.nonce())
+            .collect();
         assert_eq!(left, vec![4, 5]);
         assert_eq!(pool.bytes(), 2 * tx(&a, 4).encoded_len());
         assert!(pool.remove(&tx(&a, 4).id()).is_some());

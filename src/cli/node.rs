@@ -12,7 +12,8 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     let cfg = NodeConfig::load(config)?;
     let key = cfg.load_key()?;
     use federact::actors::telemetry::{init, TelemetryConfig};
-    let telemetry = init(&TelemetryConfig::from_node_config(&cfg)?).context("starting telemetry")?;
+    let telemetry =
+        init(&TelemetryConfig::from_node_config(&cfg)?).context("starting telemetry")?;
     let system = actix::System::new();
     system.block_on(async move {
         let node = Node::start(&cfg, key).await.context("starting the node")?;

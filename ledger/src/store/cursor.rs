@@ -51,7 +51,10 @@ impl CursorStore {
         self.db
             .insert(name, &value.to_be_bytes())
             .map_err(storage("writing a cursor"))?;
-        self.db.flush().map_err(storage("flushing a cursor")).map(|_| ())
+        self.db
+            .flush()
+            .map_err(storage("flushing a cursor"))
+            .map(|_| ())
     }
 }
 

@@ -74,16 +74,18 @@ impl VoteWal {
 
     /// The entries recorded for heights `>= height`, in append order. An
     /// entry that does not decode is an error: the WAL is our own writing.
-    pub fn entries<V: DeserializeOwned>(&self, height: u64) -> Result<Vec<WalEntry<V>>, LedgerError> {
+    pub fn entries<V: DeserializeOwned>(
+        &self,
+        height: u64,
+    ) -> Result<Vec<WalEntry<V>>, LedgerError> {
         let mut out = Vec::new();
         for item in self.db.range(key(height, 0)..) {
             let (_, v) = item.map_err(storage("vote WAL"))?;
-            let entry = codec::decode(&v, ENTRY_BYTES_MAX)
-                .map_err(|e| LedgerError::Corrupt {
-                    what: "vote WAL entry",
-                    key: String::new(),
-                    detail: e.to_string(),
-                })?;
+            let entry = codec::decode(&v, ENTRY_BYTES_MAX).map_err(|e| LedgerError::Corrupt {
+                what: "vote WAL entry",
+                key: String::new(),
+                detail: e.to_string(),
+            })?;
             out.push(entry);
         }
         Ok(out)
@@ -96,8 +98,6 @@ impl VoteWal {
             let (k, _) = item.map_err(storage("vote WAL"))?;
             batch.remove(k);
         }
-        self.db
-            .apply_batch(batch)
-            .map_err(storage("vote WAL"))
+        self.db.apply_batch(batch).map_err(storage("vote WAL"))
     }
 }
