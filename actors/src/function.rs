@@ -163,7 +163,8 @@ impl<T: Function> DynFunction for T {
     }
 }
 
-type Factory = Arc<dyn Fn(Option<&[u8]>) -> Result<Box<dyn DynFunction>, FunctionError> + Send + Sync>;
+type Factory =
+    Arc<dyn Fn(Option<&[u8]>) -> Result<Box<dyn DynFunction>, FunctionError> + Send + Sync>;
 
 /// The functions a node can host, by name. Cheap to clone.
 #[derive(Clone, Default)]
@@ -204,10 +205,17 @@ impl FunctionRegistry {
     }
 
     /// A new instance of `name`, fresh or restored from `snapshot`.
-    pub fn activate(&self, name: &str, snapshot: Option<&[u8]>) -> Result<Box<dyn DynFunction>, FunctionError> {
-        let f = self.factories.get(name).ok_or_else(|| FunctionError::UnknownFunction {
-            name: name.to_string(),
-        })?;
+    pub fn activate(
+        &self,
+        name: &str,
+        snapshot: Option<&[u8]>,
+    ) -> Result<Box<dyn DynFunction>, FunctionError> {
+        let f = self
+            .factories
+            .get(name)
+            .ok_or_else(|| FunctionError::UnknownFunction {
+                name: name.to_string(),
+            })?;
         f(snapshot)
     }
 }
@@ -308,7 +316,9 @@ mod tests {
             self.0.to_be_bytes().to_vec()
         }
         fn restore(b: &[u8]) -> Result<Self, FunctionError> {
-            let a: [u8; 8] = b.try_into().map_err(|_| FunctionError::Restore { detail: "len".into() })?;
+            let a: [u8; 8] = b.try_into().map_err(|_| FunctionError::Restore {
+                detail: "len".into(),
+            })?;
             Ok(Counter(u64::from_be_bytes(a)))
         }
     }
@@ -330,7 +340,10 @@ mod tests {
         let snap = f.snapshot();
         let mut g = r.activate("c", Some(&snap)).unwrap();
         assert_eq!(g.call("k", Bytes::new()).unwrap(), Bytes::from("2"));
-        assert!(matches!(r.activate("x", None), Err(FunctionError::UnknownFunction { .. })));
+        assert!(matches!(
+            r.activate("x", None),
+            Err(FunctionError::UnknownFunction { .. })
+        ));
         assert!(r.activate("c", Some(b"bad")).is_err());
     }
 }

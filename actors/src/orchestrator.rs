@@ -144,7 +144,9 @@ fn refused_as_already(e: &ActorError, what: &str) -> bool {
 impl OrchestratorActor {
     /// An orchestrator for `setup.cloud`. Registers its transport actor.
     pub fn new(setup: OrchestratorSetup) -> Result<Self, TransportError> {
-        let inbox = setup.transport.register(ORCHESTRATOR_ACTOR, INBOX_CAPACITY)?;
+        let inbox = setup
+            .transport
+            .register(ORCHESTRATOR_ACTOR, INBOX_CAPACITY)?;
         let now = Instant::now();
         let servers = setup
             .federation
@@ -176,7 +178,9 @@ impl OrchestratorActor {
     }
 
     fn snapshot_path(&self, entity: &str) -> PathBuf {
-        self.dir.join("snapshots").join(format!("{}.snap", Hash::of(entity.as_bytes())))
+        self.dir
+            .join("snapshots")
+            .join(format!("{}.snap", Hash::of(entity.as_bytes())))
     }
 
     fn handle_load(&mut self, from: NodeId, mut load: ServerLoad, ctx: &mut Context<Self>) {
@@ -201,23 +205,27 @@ impl OrchestratorActor {
         };
         let ledger = self.ledger.clone();
         let name = s.name.clone();
-        ctx.spawn(async move { ledger.submit(record).await }.into_actor(self).map(move |r, act, _| {
-            let joined = match r {
-                Ok(_) => true,
-                // Joined before this orchestrator (re)started.
-                Err(e) if refused_as_already(&e, "already joined") => true,
-                Err(e) => {
-                    warn!(server = %name, error = %e, "server join not recorded");
-                    false
-                }
-            };
-            if let Some(s) = act.servers.get_mut(&from) {
-                s.joined = if joined { Joined::Yes } else { Joined::No };
-            }
-            if joined {
-                info!(server = %name, "server joined");
-            }
-        }));
+        ctx.spawn(
+            async move { ledger.submit(record).await }
+                .into_actor(self)
+                .map(move |r, act, _| {
+                    let joined = match r {
+                        Ok(_) => true,
+                        // Joined before this orchestrator (re)started.
+                        Err(e) if refused_as_already(&e, "already joined") => true,
+                        Err(e) => {
+                            warn!(server = %name, error = %e, "server join not recorded");
+                            false
+                        }
+                    };
+                    if let Some(s) = act.servers.get_mut(&from) {
+                        s.joined = if joined { Joined::Yes } else { Joined::No };
+                    }
+                    if joined {
+                        info!(server = %name, "server joined");
+                    }
+                }),
+        );
     }
 
     fn locate(&mut self, name: String, key: String, waiter: Waiter, ctx: &mut Context<Self>) {
@@ -236,7 +244,8 @@ impl OrchestratorActor {
             }
             None => {}
         }
-        let no_capacity = || OrchestratorResponse::Failed(FunctionError::NoCapacity { name: id.0.clone() });
+        let no_capacity =
+            || OrchestratorResponse::Failed(FunctionError::NoCapacity { name: id.0.clone() });
         if self.directory.len() >= DIRECTORY_MAX {
             return waiter.answer(no_capacity());
         }
@@ -247,7 +256,9 @@ impl OrchestratorActor {
             .filter_map(|(id, s)| s.load.as_ref().map(|load| Candidate { id: *id, load }))
             .collect();
         if !candidates.is_empty() && !candidates.iter().any(|c| c.load.functions.contains(&id.0)) {
-            return waiter.answer(OrchestratorResponse::Failed(FunctionError::UnknownFunction { name: id.0.clone() }));
+            return waiter.answer(OrchestratorResponse::Failed(
+                FunctionError::UnknownFunction { name: id.0.clone() },
+            ));
         }
         let Some(server) = self.policy.place(&id.0, &candidates) else {
             return waiter.answer(no_capacity());
@@ -260,11 +271,18 @@ impl OrchestratorActor {
             l.instances = l.instances.saturating_add(1);
         }
         let location = s.name.clone();
-        self.directory.insert(id.clone(), Entry::Placing(vec![waiter]));
+        self.directory
+            .insert(id.clone(), Entry::Placing(vec![waiter]));
         self.place(id, server, location, ctx);
     }
 
-    fn place(&mut self, id: (String, String), server: NodeId, location: String, ctx: &mut Context<Self>) {
+    fn place(
+        &mut self,
+        id: (String, String),
+        server: NodeId,
+        location: String,
+        ctx: &mut Context<Self>,
+    ) {
         let entity = entity_name(&id.0, &id.1);
         let join = Record::ProvIdCreate {
             kind: EntityKind::Container,
@@ -292,9 +310,18 @@ impl OrchestratorActor {
                 return Err((true, format!("placement not recorded: {e}")));
             }
             let snapshot = std::fs::read(&path).ok().filter(|s| !s.is_empty());
-            let req = ServerRequest::Host { name, key, snapshot };
+            let req = ServerRequest::Host {
+                name,
+                key,
+                snapshot,
+            };
             let reply = transport
-                .request(server, SERVER_ACTOR, wire::encode(&req), Duration::from_secs(10))
+                .request(
+                    server,
+                    SERVER_ACTOR,
+                    wire::encode(&req),
+                    Duration::from_secs(10),
+                )
                 .await
                 .map_err(|e| (true, format!("server unreachable: {e}")))?;
             match wire::decode::<ServerResponse>(&reply) {
@@ -324,7 +351,9 @@ impl OrchestratorActor {
                         l.instances = l.instances.saturating_sub(1);
                     }
                     for w in waiters {
-                        w.answer(OrchestratorResponse::Failed(FunctionError::Placement { reason: reason.clone() }));
+                        w.answer(OrchestratorResponse::Failed(FunctionError::Placement {
+                            reason: reason.clone(),
+                        }));
                     }
                     if joined {
                         act.leave(id, ctx);
@@ -338,27 +367,39 @@ impl OrchestratorActor {
     /// are placed afresh once the leave committed (a join before the leave
     /// would be refused).
     fn leave(&mut self, id: (String, String), ctx: &mut Context<Self>) {
-        self.directory.insert(id.clone(), Entry::Leaving(Vec::new()));
+        self.directory
+            .insert(id.clone(), Entry::Leaving(Vec::new()));
         let record = Record::ProvIdDelete {
             kind: EntityKind::Container,
             entity: entity_name(&id.0, &id.1),
         };
         let ledger = self.ledger.clone();
-        ctx.spawn(async move { ledger.submit(record).await }.into_actor(self).map(move |r, act, ctx| {
-            if let Err(e) = r {
-                warn!(function = %id.0, key = %id.1, error = %e, "leave not recorded");
-            }
-            let waiters = match act.directory.remove(&id) {
-                Some(Entry::Leaving(w)) => w,
-                _ => Vec::new(),
-            };
-            for w in waiters {
-                act.locate(id.0.clone(), id.1.clone(), w, ctx);
-            }
-        }));
+        ctx.spawn(
+            async move { ledger.submit(record).await }
+                .into_actor(self)
+                .map(move |r, act, ctx| {
+                    if let Err(e) = r {
+                        warn!(function = %id.0, key = %id.1, error = %e, "leave not recorded");
+                    }
+                    let waiters = match act.directory.remove(&id) {
+                        Some(Entry::Leaving(w)) => w,
+                        _ => Vec::new(),
+                    };
+                    for w in waiters {
+                        act.locate(id.0.clone(), id.1.clone(), w, ctx);
+                    }
+                }),
+        );
     }
 
-    fn deactivated(&mut self, from: NodeId, name: String, key: String, snapshot: Vec<u8>, ctx: &mut Context<Self>) -> OrchestratorResponse {
+    fn deactivated(
+        &mut self,
+        from: NodeId,
+        name: String,
+        key: String,
+        snapshot: Vec<u8>,
+        ctx: &mut Context<Self>,
+    ) -> OrchestratorResponse {
         let id = (name, key);
         if !matches!(self.directory.get(&id), Some(Entry::Placed(s)) if *s == from) {
             return OrchestratorResponse::Ack;
@@ -387,11 +428,15 @@ impl OrchestratorActor {
         let silent: Vec<NodeId> = self
             .servers
             .iter()
-            .filter(|(_, s)| s.joined == Joined::Yes && now.duration_since(s.last_report) > SERVER_SILENT)
+            .filter(|(_, s)| {
+                s.joined == Joined::Yes && now.duration_since(s.last_report) > SERVER_SILENT
+            })
             .map(|(id, _)| *id)
             .collect();
         for sid in silent {
-            let Some(s) = self.servers.get_mut(&sid) else { continue };
+            let Some(s) = self.servers.get_mut(&sid) else {
+                continue;
+            };
             s.joined = Joined::No;
             s.load = None;
             let record = Record::ProvIdDelete {
@@ -415,10 +460,20 @@ impl OrchestratorActor {
         }
     }
 
-    fn handle_request(&mut self, from: NodeId, req: OrchestratorRequest, waiter: Waiter, ctx: &mut Context<Self>) {
+    fn handle_request(
+        &mut self,
+        from: NodeId,
+        req: OrchestratorRequest,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
         match req {
             OrchestratorRequest::Locate { name, key } => self.locate(name, key, waiter, ctx),
-            OrchestratorRequest::Deactivated { name, key, snapshot } => {
+            OrchestratorRequest::Deactivated {
+                name,
+                key,
+                snapshot,
+            } => {
                 let r = self.deactivated(from, name, key, snapshot, ctx);
                 waiter.answer(r);
             }
@@ -434,7 +489,15 @@ impl OrchestratorActor {
     /// the shortlisted servers (least loaded first) in turn whether they
     /// accept, commit `OffloadAccepted` for the first that does and name
     /// it to the requester. A refusing or unreachable candidate → the next.
-    fn offload(&mut self, from: NodeId, task_id: Hash, task_digest: Hash, name: String, waiter: Waiter, ctx: &mut Context<Self>) {
+    fn offload(
+        &mut self,
+        from: NodeId,
+        task_id: Hash,
+        task_digest: Hash,
+        name: String,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
         if !self.servers.contains_key(&from) {
             self.counters.malformed += 1;
             return waiter.answer(OrchestratorResponse::Failed(FunctionError::Placement {
@@ -449,7 +512,9 @@ impl OrchestratorActor {
             .collect();
         let list = shortlist(&name, &candidates, OFFLOAD_CANDIDATES_MAX);
         if list.is_empty() {
-            return waiter.answer(OrchestratorResponse::Failed(FunctionError::NoCapacity { name }));
+            return waiter.answer(OrchestratorResponse::Failed(FunctionError::NoCapacity {
+                name,
+            }));
         }
         self.counters.offloads += 1;
         let ledger = self.ledger.clone();
@@ -469,11 +534,27 @@ impl OrchestratorActor {
             ledger
                 .submit(requested)
                 .await
-                .map_err(|e| FunctionError::Placement { reason: format!("offload request not recorded: {e}") })?;
+                .map_err(|e| FunctionError::Placement {
+                    reason: format!("offload request not recorded: {e}"),
+                })?;
             for candidate in list {
-                let req = ServerRequest::Accept { task_id, name: name.clone() };
-                let ok = match transport.request(candidate, SERVER_ACTOR, wire::encode(&req), Duration::from_secs(2)).await {
-                    Ok(reply) => matches!(wire::decode::<ServerResponse>(&reply), Ok(ServerResponse::Accepted)),
+                let req = ServerRequest::Accept {
+                    task_id,
+                    name: name.clone(),
+                };
+                let ok = match transport
+                    .request(
+                        candidate,
+                        SERVER_ACTOR,
+                        wire::encode(&req),
+                        Duration::from_secs(2),
+                    )
+                    .await
+                {
+                    Ok(reply) => matches!(
+                        wire::decode::<ServerResponse>(&reply),
+                        Ok(ServerResponse::Accepted)
+                    ),
                     Err(_) => false,
                 };
                 if !ok {
@@ -487,7 +568,9 @@ impl OrchestratorActor {
                 ledger
                     .submit(accepted)
                     .await
-                    .map_err(|e| FunctionError::Placement { reason: format!("offload acceptance not recorded: {e}") })?;
+                    .map_err(|e| FunctionError::Placement {
+                        reason: format!("offload acceptance not recorded: {e}"),
+                    })?;
                 return Ok(candidate);
             }
             Err(FunctionError::NoCapacity { name })
@@ -515,11 +598,18 @@ impl Actor for OrchestratorActor {
 impl StreamHandler<Incoming> for OrchestratorActor {
     fn handle(&mut self, item: Incoming, ctx: &mut Context<Self>) {
         match item {
-            Incoming::OneWay { from, body, .. } => match wire::decode::<OrchestratorOneWay>(&body) {
-                Ok(OrchestratorOneWay::Load(load)) => self.handle_load(from, load, ctx),
-                Err(_) => self.counters.malformed += 1,
-            },
-            Incoming::Request { from, body, responder, .. } => match wire::decode::<OrchestratorRequest>(&body) {
+            Incoming::OneWay { from, body, .. } => {
+                match wire::decode::<OrchestratorOneWay>(&body) {
+                    Ok(OrchestratorOneWay::Load(load)) => self.handle_load(from, load, ctx),
+                    Err(_) => self.counters.malformed += 1,
+                }
+            }
+            Incoming::Request {
+                from,
+                body,
+                responder,
+                ..
+            } => match wire::decode::<OrchestratorRequest>(&body) {
                 Ok(req) => self.handle_request(from, req, Waiter::Remote(responder), ctx),
                 Err(e) => {
                     self.counters.malformed += 1;
@@ -550,9 +640,10 @@ impl Handler<LocalOrchestratorRequest> for OrchestratorActor {
         let me = self.id;
         self.handle_request(me, msg.0, Waiter::Local(tx), ctx);
         Box::pin(async move {
-            rx.await.unwrap_or(OrchestratorResponse::Failed(FunctionError::Transport {
-                detail: "orchestrator dropped the request".into(),
-            }))
+            rx.await
+                .unwrap_or(OrchestratorResponse::Failed(FunctionError::Transport {
+                    detail: "orchestrator dropped the request".into(),
+                }))
         })
     }
 }

@@ -39,7 +39,13 @@ impl ServerLoad {
 
     /// Fraction of the tighter of the two limits in use, in thousandths.
     pub fn load_permille(&self) -> u32 {
-        let frac = |used: u32, max: u32| if max == 0 { 1000 } else { (u64::from(used) * 1000 / u64::from(max)) as u32 };
+        let frac = |used: u32, max: u32| {
+            if max == 0 {
+                1000
+            } else {
+                (u64::from(used) * 1000 / u64::from(max)) as u32
+            }
+        };
         frac(self.instances, self.instances_max).max(frac(self.inflight, self.inflight_max))
     }
 }
@@ -112,25 +118,68 @@ mod tests {
             expected: Option<usize>,
         }
         let cases = [
-            Case { desc: "empty", loads: vec![], expected: None },
-            Case { desc: "lighter wins", loads: vec![load(2, 0, "f"), load(1, 0, "f")], expected: Some(1) },
-            Case { desc: "full skipped", loads: vec![load(4, 0, "f"), load(3, 3, "f")], expected: Some(1) },
-            Case { desc: "all full", loads: vec![load(4, 0, "f"), load(4, 0, "f")], expected: None },
-            Case { desc: "must host the function", loads: vec![load(0, 0, "g"), load(3, 0, "f")], expected: Some(1) },
-            Case { desc: "busy counts", loads: vec![load(1, 4, "f"), load(2, 0, "f")], expected: Some(1) },
+            Case {
+                desc: "empty",
+                loads: vec![],
+                expected: None,
+            },
+            Case {
+                desc: "lighter wins",
+                loads: vec![load(2, 0, "f"), load(1, 0, "f")],
+                expected: Some(1),
+            },
+            Case {
+                desc: "full skipped",
+                loads: vec![load(4, 0, "f"), load(3, 3, "f")],
+                expected: Some(1),
+            },
+            Case {
+                desc: "all full",
+                loads: vec![load(4, 0, "f"), load(4, 0, "f")],
+                expected: None,
+            },
+            Case {
+                desc: "must host the function",
+                loads: vec![load(0, 0, "g"), load(3, 0, "f")],
+                expected: Some(1),
+            },
+            Case {
+                desc: "busy counts",
+                loads: vec![load(1, 4, "f"), load(2, 0, "f")],
+                expected: Some(1),
+            },
         ];
         for c in cases {
             let ids: Vec<NodeId> = (0..c.loads.len()).map(|i| id(i as u8 + 1)).collect();
-            let cands: Vec<Candidate<'_>> = c.loads.iter().zip(&ids).map(|(l, i)| Candidate { id: *i, load: l }).collect();
-            assert_eq!(LeastLoaded.place("f", &cands), c.expected.map(|i| ids[i]), "{}", c.desc);
+            let cands: Vec<Candidate<'_>> = c
+                .loads
+                .iter()
+                .zip(&ids)
+                .map(|(l, i)| Candidate { id: *i, load: l })
+                .collect();
+            assert_eq!(
+                LeastLoaded.place("f", &cands),
+                c.expected.map(|i| ids[i]),
+                "{}",
+                c.desc
+            );
         }
     }
 
     #[test]
     fn shortlist_orders_by_load_and_skips_busy() {
-        let loads = [load(0, 4, "f"), load(0, 2, "f"), load(0, 1, "f"), load(0, 0, "g")];
+        let loads = [
+            load(0, 4, "f"),
+            load(0, 2, "f"),
+            load(0, 1, "f"),
+            load(0, 0, "g"),
+        ];
         let ids: Vec<NodeId> = (1..=4).map(id).collect();
-        let cands: Vec<Candidate<'_>> = loads.iter().zip(&ids).map(|(l, i)| Candidate { id: *i, load: l }).collect();
+        let cands: Vec<Candidate<'_>> = loads
+            .iter()
+            .zip(&ids)
+            .map(|(l, i)| Candidate { id: *i, load: l })
+            .collect();
         assert_eq!(shortlist("f", &cands, 8), vec![ids[2], ids[1]]);
         assert_eq!(shortlist("f", &cands, 1), vec![ids[2]]);
     }

@@ -125,7 +125,9 @@ impl ServerActor {
     }
 
     fn report(&self) {
-        let Some(orch) = self.orchestrator else { return };
+        let Some(orch) = self.orchestrator else {
+            return;
+        };
         let body = wire::encode(&OrchestratorOneWay::Load(self.load()));
         let t = self.transport.clone();
         actix::spawn(async move {
@@ -137,8 +139,14 @@ impl ServerActor {
 
     fn handle_request(&mut self, req: ServerRequest) -> ResponseActFuture<Self, ServerResponse> {
         match req {
-            ServerRequest::Invoke { name, key, payload } => self.invoke(name, key, Bytes::from(payload)),
-            ServerRequest::Host { name, key, snapshot } => {
+            ServerRequest::Invoke { name, key, payload } => {
+                self.invoke(name, key, Bytes::from(payload))
+            }
+            ServerRequest::Host {
+                name,
+                key,
+                snapshot,
+            } => {
                 let r = self.host(name, key, snapshot);
                 Box::pin(fut::ready(r))
             }
@@ -195,7 +203,9 @@ impl ServerActor {
     /// to the executor only.
     fn task(&mut self, name: String, payload: Bytes) -> ResponseActFuture<Self, ServerResponse> {
         if !self.registry.contains(&name) {
-            return Box::pin(fut::ready(ServerResponse::Failed(FunctionError::UnknownFunction { name })));
+            return Box::pin(fut::ready(ServerResponse::Failed(
+                FunctionError::UnknownFunction { name },
+            )));
         }
         if self.inflight < self.limits.inflight_max {
             return self.run_fresh(&name, payload);
@@ -205,12 +215,20 @@ impl ServerActor {
         };
         self.task_seq += 1;
         let me = self.transport.id();
-        let task_id = Hash::of_parts(&[me.as_bytes(), &self.task_seq.to_be_bytes(), &crate::clock::now_micros().to_be_bytes()]);
+        let task_id = Hash::of_parts(&[
+            me.as_bytes(),
+            &self.task_seq.to_be_bytes(),
+            &crate::clock::now_micros().to_be_bytes(),
+        ]);
         let task_digest = Hash::of_parts(&[name.as_bytes(), b"/", &payload]);
         let t = self.transport.clone();
         let timeout = self.limits.call_timeout;
         let work = async move {
-            let req = OrchestratorRequest::Offload { task_id, task_digest, name: name.clone() };
+            let req = OrchestratorRequest::Offload {
+                task_id,
+                task_digest,
+                name: name.clone(),
+            };
             let reply = t
                 .request(orch, ORCHESTRATOR_ACTOR, wire::encode(&req), INVOKE_TIMEOUT)
                 .await
@@ -232,17 +250,35 @@ impl ServerActor {
                 scope: Scope::Local,
             };
             let reply = t
-                .request(executor, SERVER_ACTOR, wire::encode(&run), timeout + INVOKE_TIMEOUT)
+                .request(
+                    executor,
+                    SERVER_ACTOR,
+                    wire::encode(&run),
+                    timeout + INVOKE_TIMEOUT,
+                )
                 .await
                 .map_err(transport_error)?;
-            wire::decode::<ServerResponse>(&reply).map_err(|e| FunctionError::Transport { detail: e.to_string() })
+            wire::decode::<ServerResponse>(&reply).map_err(|e| FunctionError::Transport {
+                detail: e.to_string(),
+            })
         };
-        Box::pin(work.into_actor(self).map(|r: Result<ServerResponse, FunctionError>, _, _| r.unwrap_or_else(ServerResponse::Failed)))
+        Box::pin(
+            work.into_actor(self)
+                .map(|r: Result<ServerResponse, FunctionError>, _, _| {
+                    r.unwrap_or_else(ServerResponse::Failed)
+                }),
+        )
     }
 
     /// Executes an accepted offloaded task and commits `OffloadCompleted`
     /// (sha256 of the result) before answering the requester.
-    fn run_task(&mut self, task_id: Hash, name: String, payload: Bytes, scope: Scope) -> ResponseActFuture<Self, ServerResponse> {
+    fn run_task(
+        &mut self,
+        task_id: Hash,
+        name: String,
+        payload: Bytes,
+        scope: Scope,
+    ) -> ResponseActFuture<Self, ServerResponse> {
         let ledger = self.ledger.clone();
         Box::pin(self.run_fresh(&name, payload).then(move |r, act, _| {
             let work = async move {
@@ -262,7 +298,12 @@ impl ServerActor {
         }))
     }
 
-    fn invoke(&mut self, name: String, key: String, payload: Bytes) -> ResponseActFuture<Self, ServerResponse> {
+    fn invoke(
+        &mut self,
+        name: String,
+        key: String,
+        payload: Bytes,
+    ) -> ResponseActFuture<Self, ServerResponse> {
         let full = self.inflight >= self.limits.inflight_max;
         let id = (name, key);
         let Some(inst) = self.instances.get_mut(&id) else {
@@ -337,7 +378,9 @@ impl ServerActor {
             .map(|(k, _)| k.clone())
             .collect();
         for id in gone {
-            let Some(inst) = self.instances.remove(&id) else { continue };
+            let Some(inst) = self.instances.remove(&id) else {
+                continue;
+            };
             let t = self.transport.clone();
             let orch = self.orchestrator;
             actix::spawn(async move {
@@ -347,10 +390,21 @@ impl ServerActor {
                 if snapshot.len() > SNAPSHOT_BYTES_MAX {
                     warn!(function = %name, key = %key, bytes = snapshot.len(), "snapshot too large: state dropped");
                 }
-                let snapshot = if snapshot.len() > SNAPSHOT_BYTES_MAX { Vec::new() } else { snapshot };
+                let snapshot = if snapshot.len() > SNAPSHOT_BYTES_MAX {
+                    Vec::new()
+                } else {
+                    snapshot
+                };
                 let Some(orch) = orch else { return };
-                let body = wire::encode(&OrchestratorRequest::Deactivated { name, key, snapshot });
-                if let Err(e) = t.request(orch, ORCHESTRATOR_ACTOR, body, Duration::from_secs(30)).await {
+                let body = wire::encode(&OrchestratorRequest::Deactivated {
+                    name,
+                    key,
+                    snapshot,
+                });
+                if let Err(e) = t
+                    .request(orch, ORCHESTRATOR_ACTOR, body, Duration::from_secs(30))
+                    .await
+                {
                     warn!(error = %e, "deactivation not acknowledged");
                 }
             });
@@ -376,7 +430,9 @@ impl Actor for ServerActor {
 impl StreamHandler<Incoming> for ServerActor {
     fn handle(&mut self, item: Incoming, ctx: &mut Context<Self>) {
         match item {
-            Incoming::Request { body, responder, .. } => match wire::decode::<ServerRequest>(&body) {
+            Incoming::Request {
+                body, responder, ..
+            } => match wire::decode::<ServerRequest>(&body) {
                 Ok(req) => {
                     let f = self.handle_request(req).map(|r, _, _| {
                         actix::spawn(async move {
@@ -455,7 +511,9 @@ pub struct Invoker {
 fn transport_error(e: TransportError) -> FunctionError {
     match e {
         TransportError::Timeout { timeout_ms, .. } => FunctionError::Timeout { timeout_ms },
-        e => FunctionError::Transport { detail: e.to_string() },
+        e => FunctionError::Transport {
+            detail: e.to_string(),
+        },
     }
 }
 
@@ -485,7 +543,11 @@ impl Invoker {
     }
 
     fn cached(&self, id: &(String, String)) -> Option<NodeId> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied()
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
     }
 
     fn remember(&self, id: (String, String), server: Option<NodeId>) {
@@ -506,7 +568,12 @@ impl Invoker {
     /// Calls instance `key` of function `name` with `payload`, activating
     /// it on first call. Errors are typed: the function's own failure,
     /// capacity, timeout, transport.
-    pub async fn invoke(&self, name: &str, key: &str, payload: impl Into<Bytes>) -> Result<Bytes, FunctionError> {
+    pub async fn invoke(
+        &self,
+        name: &str,
+        key: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<Bytes, FunctionError> {
         check_names(name, key)?;
         let payload: Bytes = payload.into();
         let deadline = Instant::now() + self.timeout;
@@ -564,7 +631,11 @@ impl Invoker {
 
     /// Runs a stateless task of function `name` on this node's server
     /// (which offloads it when saturated). Fails if this node is not a server.
-    pub async fn task(&self, name: &str, payload: impl Into<Bytes>) -> Result<Bytes, FunctionError> {
+    pub async fn task(
+        &self,
+        name: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<Bytes, FunctionError> {
         check_names(name, "task")?;
         if self.local_server.is_none() {
             return Err(FunctionError::Transport {
@@ -575,7 +646,10 @@ impl Invoker {
             name: name.to_string(),
             payload: payload.into().to_vec(),
         };
-        match self.call_server(self.transport.id(), req, self.timeout).await? {
+        match self
+            .call_server(self.transport.id(), req, self.timeout)
+            .await?
+        {
             ServerResponse::Output(out) => Ok(Bytes::from(out)),
             ServerResponse::Failed(e) => Err(e),
             other => Err(FunctionError::Transport {
@@ -584,12 +658,20 @@ impl Invoker {
         }
     }
 
-    async fn call_server(&self, server: NodeId, req: ServerRequest, timeout: Duration) -> Result<ServerResponse, FunctionError> {
+    async fn call_server(
+        &self,
+        server: NodeId,
+        req: ServerRequest,
+        timeout: Duration,
+    ) -> Result<ServerResponse, FunctionError> {
         if server == self.transport.id() {
             if let Some(local) = &self.local_server {
-                return local.send(LocalRequest(req)).await.map_err(|_| FunctionError::Transport {
-                    detail: "local server stopped".into(),
-                });
+                return local
+                    .send(LocalRequest(req))
+                    .await
+                    .map_err(|_| FunctionError::Transport {
+                        detail: "local server stopped".into(),
+                    });
             }
         }
         let reply = self
@@ -597,10 +679,17 @@ impl Invoker {
             .request(server, SERVER_ACTOR, wire::encode(&req), timeout)
             .await
             .map_err(transport_error)?;
-        wire::decode::<ServerResponse>(&reply).map_err(|e| FunctionError::Transport { detail: e.to_string() })
+        wire::decode::<ServerResponse>(&reply).map_err(|e| FunctionError::Transport {
+            detail: e.to_string(),
+        })
     }
 
-    async fn locate(&self, name: &str, key: &str, timeout: Duration) -> Result<NodeId, FunctionError> {
+    async fn locate(
+        &self,
+        name: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<NodeId, FunctionError> {
         let req = OrchestratorRequest::Locate {
             name: name.to_string(),
             key: key.to_string(),
@@ -615,10 +704,19 @@ impl Invoker {
             None => {
                 let reply = self
                     .transport
-                    .request(self.orchestrator, ORCHESTRATOR_ACTOR, wire::encode(&req), timeout)
+                    .request(
+                        self.orchestrator,
+                        ORCHESTRATOR_ACTOR,
+                        wire::encode(&req),
+                        timeout,
+                    )
                     .await
                     .map_err(transport_error)?;
-                wire::decode::<OrchestratorResponse>(&reply).map_err(|e| FunctionError::Transport { detail: e.to_string() })?
+                wire::decode::<OrchestratorResponse>(&reply).map_err(|e| {
+                    FunctionError::Transport {
+                        detail: e.to_string(),
+                    }
+                })?
             }
         };
         match resp {

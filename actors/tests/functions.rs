@@ -37,7 +37,15 @@ impl Function for Adder {
 }
 
 fn records(dir: &Path, validator: &str, chain: &str) -> Vec<Record> {
-    let store = ChainStore::open(&dir.join("data").join(validator).join("chains").join(chain).join("chain"), None).unwrap();
+    let store = ChainStore::open(
+        &dir.join("data")
+            .join(validator)
+            .join("chains")
+            .join(chain)
+            .join("chain"),
+        None,
+    )
+    .unwrap();
     (1..=store.tip().height)
         .flat_map(|h| store.block(h).unwrap().unwrap().txs)
         .map(|tx| tx.record().clone())
@@ -47,15 +55,30 @@ fn records(dir: &Path, validator: &str, chain: &str) -> Vec<Record> {
 #[actix_rt::test]
 async fn c1s2_first_call_places_idle_deactivates_and_state_survives() {
     let dir = tempfile::tempdir().unwrap();
-    let topo = Topology { clouds: 1, servers_per_cloud: 2, local_validators: 1, inter_validators: 0 };
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 2,
+        local_validators: 1,
+        inter_validators: 0,
+    };
     write_local_federation(dir.path(), &topo, false).unwrap();
-    let limits = ServerLimits { idle: Duration::from_millis(600), ..ServerLimits::default() };
-    let options = NodeOptions::default().function::<Adder>("adder").server_limits(limits);
-    let fed = EmbeddedFederation::start_with(dir.path(), options).await.unwrap();
+    let limits = ServerLimits {
+        idle: Duration::from_millis(600),
+        ..ServerLimits::default()
+    };
+    let options = NodeOptions::default()
+        .function::<Adder>("adder")
+        .server_limits(limits);
+    let fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
     let invoker = fed.node("c1-server-1").unwrap().invoker().unwrap();
 
     // First call activates; calls to one instance apply in order.
-    assert_eq!(invoker.invoke("adder", "a", "5").await.unwrap(), Bytes::from("5"));
+    assert_eq!(
+        invoker.invoke("adder", "a", "5").await.unwrap(),
+        Bytes::from("5")
+    );
     let calls = (0..20).map(|_| invoker.invoke("adder", "a", "1"));
     let outs: Vec<u64> = futures::future::join_all(calls)
         .await
@@ -64,33 +87,72 @@ async fn c1s2_first_call_places_idle_deactivates_and_state_survives() {
         .collect();
     let mut sorted = outs.clone();
     sorted.sort();
-    assert_eq!(sorted, (6..=25).collect::<Vec<u64>>(), "each call applied once");
+    assert_eq!(
+        sorted,
+        (6..=25).collect::<Vec<u64>>(),
+        "each call applied once"
+    );
     // Another instance has its own state; a function error is typed.
-    assert_eq!(invoker.invoke("adder", "b", "7").await.unwrap(), Bytes::from("7"));
-    assert!(matches!(invoker.invoke("adder", "a", "x").await, Err(FunctionError::Failed { .. })));
-    assert!(matches!(invoker.invoke("nope", "a", "1").await, Err(FunctionError::UnknownFunction { .. })));
-    assert!(matches!(invoker.invoke("a/b", "a", "1").await, Err(FunctionError::InvalidName { .. })));
+    assert_eq!(
+        invoker.invoke("adder", "b", "7").await.unwrap(),
+        Bytes::from("7")
+    );
+    assert!(matches!(
+        invoker.invoke("adder", "a", "x").await,
+        Err(FunctionError::Failed { .. })
+    ));
+    assert!(matches!(
+        invoker.invoke("nope", "a", "1").await,
+        Err(FunctionError::UnknownFunction { .. })
+    ));
+    assert!(matches!(
+        invoker.invoke("a/b", "a", "1").await,
+        Err(FunctionError::InvalidName { .. })
+    ));
 
     // Idle: deactivated, then reactivated with its state (from another node too).
     tokio::time::sleep(Duration::from_millis(1800)).await;
     let other = fed.node("c1-server-2").unwrap().invoker().unwrap();
-    assert_eq!(other.invoke("adder", "a", "100").await.unwrap(), Bytes::from("125"));
+    assert_eq!(
+        other.invoke("adder", "a", "100").await.unwrap(),
+        Bytes::from("125")
+    );
 
     fed.shutdown().await;
     let recs = records(dir.path(), "c1-validator-1", "cloud-1.local");
     let count = |f: &dyn Fn(&Record) -> bool| recs.iter().filter(|r| f(r)).count();
-    let joins_a = count(&|r| matches!(r, Record::ProvIdCreate { kind: EntityKind::Container, entity, .. } if entity == "adder/a"));
-    let leaves_a = count(&|r| matches!(r, Record::ProvIdDelete { kind: EntityKind::Container, entity } if entity == "adder/a"));
-    let placed_a = count(&|r| matches!(r, Record::ProvOrch { deployed, .. } if deployed == "adder/a"));
-    let servers = count(&|r| matches!(r, Record::ProvIdCreate { kind: EntityKind::Device, .. }));
+    let joins_a = count(
+        &|r| matches!(r, Record::ProvIdCreate { kind: EntityKind::Container, entity, .. } if entity == "adder/a"),
+    );
+    let leaves_a = count(
+        &|r| matches!(r, Record::ProvIdDelete { kind: EntityKind::Container, entity } if entity == "adder/a"),
+    );
+    let placed_a =
+        count(&|r| matches!(r, Record::ProvOrch { deployed, .. } if deployed == "adder/a"));
+    let servers = count(&|r| {
+        matches!(
+            r,
+            Record::ProvIdCreate {
+                kind: EntityKind::Device,
+                ..
+            }
+        )
+    });
     // At least the first activation and the reactivation after idling (a
     // slow commit of `b`'s placement may idle `a` once more in between).
-    assert!(joins_a >= 2, "joined on first call and on reactivation: {joins_a}");
+    assert!(
+        joins_a >= 2,
+        "joined on first call and on reactivation: {joins_a}"
+    );
     assert_eq!(placed_a, joins_a, "each join has its placement");
     assert_eq!(leaves_a, joins_a - 1, "each idle deactivation recorded");
     assert_eq!(servers, 2, "both servers joined");
     // The join precedes the placement on the chain.
-    let first_join = recs.iter().position(|r| matches!(r, Record::ProvIdCreate { entity, .. } if entity == "adder/a"));
-    let first_orch = recs.iter().position(|r| matches!(r, Record::ProvOrch { deployed, .. } if deployed == "adder/a"));
+    let first_join = recs
+        .iter()
+        .position(|r| matches!(r, Record::ProvIdCreate { entity, .. } if entity == "adder/a"));
+    let first_orch = recs
+        .iter()
+        .position(|r| matches!(r, Record::ProvOrch { deployed, .. } if deployed == "adder/a"));
     assert!(first_join < first_orch);
 }

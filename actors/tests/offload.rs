@@ -35,11 +35,23 @@ impl Function for Square {
 #[actix_rt::test]
 async fn c1s2_saturated_server_offloads_to_its_neighbour_with_three_records() {
     let dir = tempfile::tempdir().unwrap();
-    let topo = Topology { clouds: 1, servers_per_cloud: 2, local_validators: 1, inter_validators: 0 };
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 2,
+        local_validators: 1,
+        inter_validators: 0,
+    };
     write_local_federation(dir.path(), &topo, false).unwrap();
-    let limits = ServerLimits { inflight_max: 2, ..ServerLimits::default() };
-    let options = NodeOptions::default().function::<Square>("square").server_limits(limits);
-    let fed = EmbeddedFederation::start_with(dir.path(), options).await.unwrap();
+    let limits = ServerLimits {
+        inflight_max: 2,
+        ..ServerLimits::default()
+    };
+    let options = NodeOptions::default()
+        .function::<Square>("square")
+        .server_limits(limits);
+    let fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
     let invoker = fed.node("c1-server-1").unwrap().invoker().unwrap();
     let executor = fed.federation().node("c1-server-2").unwrap().id();
     // Both servers join (first load reports) before work arrives.
@@ -54,7 +66,12 @@ async fn c1s2_saturated_server_offloads_to_its_neighbour_with_three_records() {
     }
     fed.shutdown().await;
 
-    let store = ChainStore::open(&dir.path().join("data/c1-validator-1/chains/cloud-1.local/chain"), None).unwrap();
+    let store = ChainStore::open(
+        &dir.path()
+            .join("data/c1-validator-1/chains/cloud-1.local/chain"),
+        None,
+    )
+    .unwrap();
     let recs: Vec<Record> = (1..=store.tip().height)
         .flat_map(|h| store.block(h).unwrap().unwrap().txs)
         .map(|tx| tx.record().clone())
@@ -62,15 +79,30 @@ async fn c1s2_saturated_server_offloads_to_its_neighbour_with_three_records() {
     let mut tasks: HashMap<Hash, (bool, bool, bool)> = HashMap::new();
     for r in &recs {
         match r {
-            Record::OffloadRequested { task_id, scope: Scope::Local, .. } => tasks.entry(*task_id).or_default().0 = true,
-            Record::OffloadAccepted { task_id, executor: e, scope: Scope::Local } => {
+            Record::OffloadRequested {
+                task_id,
+                scope: Scope::Local,
+                ..
+            } => tasks.entry(*task_id).or_default().0 = true,
+            Record::OffloadAccepted {
+                task_id,
+                executor: e,
+                scope: Scope::Local,
+            } => {
                 assert_eq!(*e, executor);
                 tasks.entry(*task_id).or_default().1 = true
             }
-            Record::OffloadCompleted { task_id, scope: Scope::Local, .. } => tasks.entry(*task_id).or_default().2 = true,
+            Record::OffloadCompleted {
+                task_id,
+                scope: Scope::Local,
+                ..
+            } => tasks.entry(*task_id).or_default().2 = true,
             _ => {}
         }
     }
     assert!(!tasks.is_empty(), "some tasks were offloaded");
-    assert!(tasks.values().all(|t| *t == (true, true, true)), "{tasks:?}");
+    assert!(
+        tasks.values().all(|t| *t == (true, true, true)),
+        "{tasks:?}"
+    );
 }
