@@ -11,6 +11,8 @@
 //! - [`validator`]: one per (node, chain): mempool, Tendermint core, store.
 //! - [`gateway`]: one per cloud: routes transactions, follows chains, relays.
 //! - [`relay`]: the pure relay core (which consortium records concern a cloud).
+//! - [`migration`]: the migration actor of every server (BASICS image and
+//!   instance moves, driving `federact_ledger::migration`).
 //! - [`client`]: sign, submit and wait for receipts through a gateway.
 //! - [`function`]: the serverless [`function::Function`] trait, registry and instance actor.
 //! - [`server`]: hosts instances, enforces capacity, reports load; [`server::Invoker`] calls instances.
@@ -38,6 +40,7 @@ pub mod placement;
 pub mod server;
 pub mod gateway;
 pub mod metrics;
+pub mod migration;
 pub mod node;
 pub mod relay;
 pub mod telemetry;

@@ -28,6 +28,8 @@ pub struct Node {
     validators: Vec<(String, Addr<ValidatorActor>)>,
     gateway: Option<Addr<GatewayActor>>,
     gateway_id: Option<federact_config::NodeId>,
+    /// Migration (issue 8): the migration actor of a server node.
+    migration: Option<Addr<crate::migration::MigrationActor>>,
     server: Option<Addr<ServerActor>>,
     orchestrator: Option<Addr<OrchestratorActor>>,
     orchestrator_id: Option<federact_config::NodeId>,
@@ -143,6 +145,22 @@ impl Node {
         } else {
             None
         };
+        // ---- Migration (issue 8): every server runs a migration actor. ----
+        let migration = match (spec.roles().contains(Role::Server), gateway_id) {
+            (true, Some(g)) => {
+                let actor = crate::migration::MigrationActor::new(crate::migration::MigrationSetup {
+                    federation: fed.clone(),
+                    site: federact_ledger::record::Site::new(spec.cloud(), spec.name()),
+                    transport: transport.clone(),
+                    ledger: LedgerClient::new(transport.clone(), key.clone(), g),
+                    dir: data.join("migration"),
+                    limits: crate::migration::MigrationLimits::default(),
+                })?;
+                Some(actor.start())
+            }
+            _ => None,
+        };
+        // ---- end migration ----
         info!(node = %spec.name(), id = %spec.id().short(), listen = %spec.listen(), roles = %spec.roles(), "node started");
         Ok(Node {
             name: spec.name().to_string(),
@@ -151,6 +169,7 @@ impl Node {
             validators,
             gateway,
             gateway_id,
+            migration,
             server,
             orchestrator,
             orchestrator_id,
@@ -201,6 +220,11 @@ impl Node {
         })
     }
 
+    /// The migration actor, if this node is a server (issue 8).
+    pub fn migration(&self) -> Option<&Addr<crate::migration::MigrationActor>> {
+        self.migration.as_ref()
+    }
+
     /// Stops the actors (flushing stores) and closes the endpoint.
     pub async fn shutdown(self) {
         if let Some(s) = &self.server {
@@ -215,6 +239,9 @@ impl Node {
         if let Some(g) = &self.gateway {
             let _ = g.send(Shutdown).await;
         }
+        // close() sends CONNECTION_CLOSE to every peer at once, then waits
+        // for the connections to drain; peers that already shut down never
+        // answer, and waiting out their idle timeout only delays the exit.
         let drain = std::time::Duration::from_secs(1);
         if tokio::time::timeout(drain, self.transport.close()).await.is_err() {
             info!(node = %self.name, "connections still draining after {drain:?}; leaving them");

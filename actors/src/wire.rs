@@ -280,3 +280,86 @@ pub enum OrchestratorOneWay {
     /// A periodic load report.
     Load(crate::placement::ServerLoad),
 }
+
+// ---- Migration (issue 8) ----
+
+/// The transport address of a server's migration actor.
+pub const MIGRATION_ACTOR: &str = "migration";
+
+/// What precedes an image on a migration transfer stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferHeader {
+    /// The migration.
+    pub migration_id: federact_ledger::hash::Hash,
+    /// The vm id the source claims (the destination trusts only the
+    /// committed indication's).
+    pub vm_id: federact_ledger::hash::Hash,
+    /// Where it leaves from.
+    pub source: federact_ledger::record::Site,
+    /// Where it goes (must be the receiving server).
+    pub destination: federact_ledger::record::Site,
+    /// The image's size in bytes.
+    pub bytes: u64,
+}
+
+/// Requests a migration actor answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MigrationRequest {
+    /// Migrate the image file `image` (a path on the source server) to
+    /// `destination`; answered when the migration completes or aborts.
+    MigrateImage {
+        /// The image file on the source server's disk.
+        image: String,
+        /// The destination server.
+        destination: federact_ledger::record::Site,
+        /// Test hook: flip one byte of the image in transit.
+        tamper: bool,
+    },
+    /// How a (recently) finished migration ended on this server.
+    Outcome {
+        /// The migration.
+        migration_id: federact_ledger::hash::Hash,
+    },
+}
+
+/// Answers of a migration actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MigrationResponse {
+    /// The migration ended (completed or aborted).
+    Done(MigrationReport),
+    /// Not found among running or recently finished migrations.
+    Unknown,
+    /// The migration could not start (limit, bad file, unknown site).
+    Failed(String),
+}
+
+/// How one migration went, as seen by one side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// The migration.
+    pub migration_id: federact_ledger::hash::Hash,
+    /// sha256 of the image.
+    pub vm_id: federact_ledger::hash::Hash,
+    /// Whether it completed (else aborted, with `reason`).
+    pub completed: bool,
+    /// Why it aborted.
+    pub reason: Option<String>,
+    /// Image bytes transferred.
+    pub bytes: u64,
+    /// From the request (source) or first contact (destination) to the end.
+    pub elapsed_ms: u64,
+    /// The records this side saw committed: (record kind, chain, height).
+    pub records: Vec<(String, String, u64)>,
+}
+
+/// One-way messages between migration actors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MigrationOneWay {
+    /// A protocol notice with its proof (verified by the receiver).
+    Notice {
+        /// The migration.
+        migration_id: federact_ledger::hash::Hash,
+        /// The notice.
+        notice: federact_ledger::migration::Notice<Box<CrossChainProof>>,
+    },
+}

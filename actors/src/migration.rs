@@ -1,0 +1,1105 @@
+//! The migration actor: one per server node, driving the sans-IO BASICS
+//! core ([`federact_ledger::migration::Migration`]) for every migration the
+//! server is the source or the destination of.
+//!
+//! What it does per effect of the core (a flat match in
+//! [`MigrationActor::drive`]): submits `Indication` / `Confirmation` /
+//! `Leave` / `Arrival` through the cloud's gateway ([`LedgerClient`]);
+//! streams the image over a QUIC transfer stream (the source reads the file
+//! in chunks, the destination hashes each chunk as it arrives and writes it
+//! to `DATA_DIR/migration/incoming`, never holding the image whole); sends
+//! the other side notices with inclusion proofs, which the receiver
+//! verifies against the chain's validator set before believing them (the
+//! peer is not trusted); and arms timers.
+//!
+//! External VM image files use it directly ([`StartMigration`], or
+//! [`migrate_image`] from any member over QUIC). Function instances will
+//! use the same path once the runtime can snapshot them: see
+//! [`SnapshotProvider`], the seam it implements.
+//!
+//! Limits ([`MigrationLimits`]): concurrent migrations per server, image
+//! size, transfer time, protocol time; each exceeded limit is a
+//! [`MigrationError`] or a rejecting confirmation with the reason.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use federact_config::{Federation, NodeId, Role};
+use federact_federation::{Incoming, Responder, TransferReceiver, Transport};
+use federact_ledger::cert::ValidatorSet;
+use federact_ledger::hash::{Hash, Hasher};
+use federact_ledger::migration::{Effect, Migration, Notice, Outcome, Side};
+use federact_ledger::proof::CrossChainProof;
+use federact_ledger::record::{Record, Site};
+
+use crate::client::LedgerClient;
+use crate::clock::{now_micros, now_ms};
+use crate::wire::{
+    self, MigrationOneWay, MigrationReport, MigrationRequest, MigrationResponse, Receipt,
+    TransferHeader, MIGRATION_ACTOR,
+};
+
+/// Transfer chunk size: large enough for throughput, small enough that a
+/// migration holds at most a few of them.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Finished migrations remembered for [`MigrationRequest::Outcome`].
+const FINISHED_MAX: usize = 256;
+/// Attempts per `Leave` / `Arrival` submission (they must eventually land).
+const SUBMIT_ATTEMPTS: u32 = 5;
+/// The transport inbox capacity of a migration actor.
+pub const INBOX_CAPACITY: usize = 256;
+
+/// The seam for migrating running instances (issue 7's function runtime):
+/// stop accepting calls for an instance, buffer them, and write its state
+/// to a file; later resume it from such a file. The migration actor treats
+/// the file exactly like an external VM image.
+pub trait SnapshotProvider: Send + Sync {
+    /// Stops `instance` (buffering its calls) and writes its snapshot under
+    /// `dir`; returns the file.
+    fn snapshot(&self, instance: &str, dir: &Path) -> Result<PathBuf, String>;
+    /// The migration completed: drop the instance, forward buffered calls.
+    fn release(&self, instance: &str);
+    /// The migration aborted: resume the instance with its buffered calls.
+    fn resume(&self, instance: &str);
+    /// Starts an instance here from a received snapshot file.
+    fn restore(&self, snapshot: &Path) -> Result<String, String>;
+}
+
+/// Bounds on what a server's migration actor takes on.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationLimits {
+    /// Migrations in flight per server (source and destination together).
+    pub concurrent_max: usize,
+    /// Largest image accepted, in bytes.
+    pub image_bytes_max: u64,
+    /// Longest a transfer may take.
+    pub transfer_timeout: Duration,
+    /// Longest from snapshot to confirmation before the migration is
+    /// rejected (the reason then goes on the ledger).
+    pub protocol_timeout: Duration,
+}
+
+impl Default for MigrationLimits {
+    fn default() -> Self {
+        MigrationLimits {
+            concurrent_max: 16,
+            image_bytes_max: 16 << 30,
+            transfer_timeout: Duration::from_secs(600),
+            protocol_timeout: Duration::from_secs(900),
+        }
+    }
+}
+
+/// Why a migration could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MigrationError {
+    /// The server already runs its maximum of migrations.
+    #[error("too many concurrent migrations on {server} (max {max})")]
+    TooManyMigrations {
+        /// This server.
+        server: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The image exceeds the size limit.
+    #[error("image of {bytes} bytes exceeds the maximum of {max}")]
+    ImageTooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The destination is not a server of the federation, or is this one.
+    #[error("bad destination {cloud}/{server}: {detail}")]
+    BadDestination {
+        /// Its cloud.
+        cloud: String,
+        /// Its server.
+        server: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The image file could not be read.
+    #[error("image {path}: {detail}")]
+    Image {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        detail: String,
+    },
+    /// The request did not reach the source server or its answer did not decode.
+    #[error("migration request failed: {detail}")]
+    Request {
+        /// What failed.
+        detail: String,
+    },
+    /// The source server refused the request.
+    #[error("migration refused: {reason}")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What it takes to start a server's migration actor.
+pub struct MigrationSetup {
+    /// The federation.
+    pub federation: Federation,
+    /// This server.
+    pub site: Site,
+    /// The node's transport.
+    pub transport: Transport,
+    /// Signs and submits through the cloud's gateway.
+    pub ledger: LedgerClient,
+    /// Where received images go (`DATA_DIR/migration`).
+    pub dir: PathBuf,
+    /// Limits.
+    pub limits: MigrationLimits,
+}
+
+/// Who waits for a source migration's outcome.
+enum Waiter {
+    Remote(Responder),
+    Local(oneshot::Sender<Result<MigrationReport, MigrationError>>),
+}
+
+impl Waiter {
+    fn answer(self, result: Result<MigrationReport, MigrationError>) {
+        match self {
+            Waiter::Remote(r) => {
+                let body = wire::encode(&match result {
+                    Ok(rep) => MigrationResponse::Done(rep),
+                    Err(e) => MigrationResponse::Failed(e.to_string()),
+                });
+                actix::spawn(async move {
+                    let _ = r.respond(body).await;
+                });
+            }
+            Waiter::Local(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+/// One migration in flight on this server.
+struct Running {
+    core: Migration<Box<CrossChainProof>>,
+    peer: NodeId,
+    image: PathBuf,
+    tamper: bool,
+    bytes: u64,
+    started: Instant,
+    waiter: Option<Waiter>,
+    records: Vec<(String, String, u64)>,
+    transfer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A server's migration actor.
+pub struct MigrationActor {
+    federation: Federation,
+    site: Site,
+    transport: Transport,
+    ledger: LedgerClient,
+    dir: PathBuf,
+    limits: MigrationLimits,
+    /// Validator sets of the chains whose proofs this server accepts.
+    sets: HashMap<String, ValidatorSet>,
+    running: HashMap<Hash, Running>,
+    finished: VecDeque<MigrationReport>,
+    inbox: Option<federact_federation::Inbox>,
+    counter: u64,
+}
+
+impl MigrationActor {
+    /// Registers the actor's transport address and prepares it.
+    pub fn new(setup: MigrationSetup) -> Result<MigrationActor, crate::ActorError> {
+        let inbox = setup.transport.register(MIGRATION_ACTOR, INBOX_CAPACITY)?;
+        let mut sets = HashMap::new();
+        for chain in [
+            setup.federation.local_chain(&setup.site.cloud),
+            setup.federation.consortium(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            sets.insert(chain.id().to_string(), ValidatorSet::from_spec(chain));
+        }
+        Ok(MigrationActor {
+            federation: setup.federation,
+            site: setup.site,
+            transport: setup.transport,
+            ledger: setup.ledger,
+            dir: setup.dir,
+            limits: setup.limits,
+            sets,
+            running: HashMap::new(),
+            finished: VecDeque::new(),
+            inbox: Some(inbox),
+            counter: 0,
+        })
+    }
+
+    /// The node id of a server site, if it is a server of the federation.
+    fn server_id(&self, site: &Site) -> Option<NodeId> {
+        self.federation
+            .node(&site.server)
+            .filter(|n| n.cloud() == site.cloud && n.roles().contains(Role::Server))
+            .map(|n| n.id())
+    }
+
+    fn full(&self) -> Option<MigrationError> {
+        (self.running.len() >= self.limits.concurrent_max).then(|| {
+            MigrationError::TooManyMigrations {
+                server: self.site.server.clone(),
+                max: self.limits.concurrent_max,
+            }
+        })
+    }
+
+    /// Source: starts migrating the file `image` to `destination`.
+    fn start(
+        &mut self,
+        image: PathBuf,
+        destination: Site,
+        tamper: bool,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(e) = self.full() {
+            warn!(error = %e, "migration refused");
+            return waiter.answer(Err(e));
+        }
+        let bad = |detail: &str| MigrationError::BadDestination {
+            cloud: destination.cloud.clone(),
+            server: destination.server.clone(),
+            detail: detail.to_string(),
+        };
+        if destination == self.site {
+            return waiter.answer(Err(bad("it is the source")));
+        }
+        let Some(peer) = self.server_id(&destination) else {
+            return waiter.answer(Err(bad("not a server of the federation")));
+        };
+        self.counter += 1;
+        let migration_id = Hash::of_parts(&[
+            self.site.cloud.as_bytes(),
+            self.site.server.as_bytes(),
+            &now_micros().to_be_bytes(),
+            &self.counter.to_be_bytes(),
+        ]);
+        let timeout_ms =
+            u64::try_from(self.limits.protocol_timeout.as_millis()).unwrap_or(u64::MAX);
+        let core = Migration::source(migration_id, self.site.clone(), destination, timeout_ms);
+        info!(migration = %migration_id.short(), image = %image.display(), "migration requested");
+        self.running.insert(
+            migration_id,
+            Running {
+                core,
+                peer,
+                image: image.clone(),
+                tamper,
+                bytes: 0,
+                started: Instant::now(),
+                waiter: Some(waiter),
+                records: Vec::new(),
+                transfer: None,
+            },
+        );
+        // "Snapshot": hash the image file (vm_id = sha256), streaming.
+        let max = self.limits.image_bytes_max;
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let result = hash_file(&image, max).await;
+            addr.do_send(SnapshotDone {
+                migration_id,
+                result,
+            });
+        });
+    }
+
+    /// Carries out the core's effects for `id` (the flat match: one arm,
+    /// one piece of I/O).
+    fn drive(&mut self, id: Hash, ctx: &mut Context<Self>) {
+        loop {
+            let Some(run) = self.running.get_mut(&id) else {
+                return;
+            };
+            let Some(effect) = run.core.poll_effect() else {
+                return;
+            };
+            match effect {
+                Effect::Submit(record) => self.submit(id, *record, 1, ctx),
+                Effect::SubmitLeave {
+                    migration_id,
+                    vm_id,
+                    proof,
+                } => self.submit(
+                    id,
+                    Record::Leave {
+                        migration_id,
+                        vm_id,
+                        proof,
+                    },
+                    1,
+                    ctx,
+                ),
+                Effect::SubmitArrival {
+                    migration_id,
+                    vm_id,
+                    proof,
+                } => self.submit(
+                    id,
+                    Record::Arrival {
+                        migration_id,
+                        vm_id,
+                        proof,
+                    },
+                    1,
+                    ctx,
+                ),
+                Effect::StartTransfer => {
+                    let Some(vm_id) = run.core.vm_id() else {
+                        continue;
+                    };
+                    let header = TransferHeader {
+                        migration_id: id,
+                        vm_id,
+                        source: self.site.clone(),
+                        destination: run.core.destination_site().clone(),
+                        bytes: run.bytes,
+                    };
+                    let (transport, peer, image, tamper) = (
+                        self.transport.clone(),
+                        run.peer,
+                        run.image.clone(),
+                        run.tamper,
+                    );
+                    let limit = self.limits.transfer_timeout;
+                    let addr = ctx.address();
+                    run.transfer = Some(actix::spawn(async move {
+                        let result = match tokio::time::timeout(
+                            limit,
+                            send_file(&transport, peer, header, &image, tamper),
+                        )
+                        .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => {
+                                Err(format!("transfer timed out after {} s", limit.as_secs()))
+                            }
+                        };
+                        addr.do_send(TransferDone {
+                            migration_id: id,
+                            result,
+                        });
+                    }));
+                }
+                Effect::Notify(notice) => {
+                    let body = wire::encode(&MigrationOneWay::Notice {
+                        migration_id: id,
+                        notice,
+                    });
+                    let (transport, peer) = (self.transport.clone(), run.peer);
+                    actix::spawn(async move {
+                        if let Err(e) = transport.send(peer, MIGRATION_ACTOR, body).await {
+                            warn!(error = %e, "migration notice not sent");
+                        }
+                    });
+                }
+                Effect::ScheduleTimeout { at_ms } => {
+                    let after = Duration::from_millis(at_ms.saturating_sub(now_ms()));
+                    ctx.run_later(after, move |act, ctx| {
+                        if let Some(r) = act.running.get_mut(&id) {
+                            r.core.handle_timeout(now_ms().max(at_ms));
+                        }
+                        act.drive(id, ctx);
+                    });
+                }
+                Effect::ResumeAtDestination => {
+                    // The image is kept under its vm id: the hash the ledger names.
+                    if let Some(vm_id) = run.core.vm_id() {
+                        let target = self.dir.join("images").join(vm_id.to_string());
+                        let moved = std::fs::create_dir_all(self.dir.join("images"))
+                            .and_then(|()| std::fs::rename(&run.image, &target));
+                        match moved {
+                            Ok(()) => run.image = target,
+                            Err(e) => warn!(error = %e, "received image not kept"),
+                        }
+                    }
+                    info!(migration = %id.short(), "image resumed at the destination");
+                }
+                Effect::ReleaseAtSource => {
+                    // An external image file stays where the operator put it;
+                    // an instance's provider would drop its copy here.
+                    info!(migration = %id.short(), "migration completed at the source");
+                }
+                Effect::ResumeAtSource => {
+                    info!(migration = %id.short(), "image stays at the source");
+                }
+                Effect::DiscardImage => {
+                    if let Some(t) = run.transfer.take() {
+                        t.abort();
+                    }
+                    if let Err(e) = std::fs::remove_file(&run.image) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            warn!(error = %e, "received image not removed");
+                        }
+                    }
+                }
+                Effect::Complete(outcome) => {
+                    self.complete(id, outcome);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, id: Hash, outcome: Outcome) {
+        let Some(mut run) = self.running.remove(&id) else {
+            return;
+        };
+        if let Some(t) = run.transfer.take() {
+            t.abort();
+        }
+        let (completed, reason) = match outcome {
+            Outcome::Completed => (true, None),
+            Outcome::Aborted(r) => (false, Some(r)),
+        };
+        let report = MigrationReport {
+            migration_id: id,
+            vm_id: run.core.vm_id().unwrap_or_default(),
+            completed,
+            reason,
+            bytes: run.bytes,
+            elapsed_ms: u64::try_from(run.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            records: run.records,
+        };
+        info!(migration = %id.short(), side = ?run.core.side(), completed, reason = ?report.reason, elapsed_ms = report.elapsed_ms, "migration ended");
+        if let Some(w) = run.waiter.take() {
+            w.answer(Ok(report.clone()));
+        }
+        if self.finished.len() >= FINISHED_MAX {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(report);
+    }
+
+    fn submit(&mut self, id: Hash, record: Record, attempt: u32, ctx: &mut Context<Self>) {
+        let client = self.ledger.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let result = client
+                .submit(record.clone())
+                .await
+                .map_err(|e| e.to_string());
+            addr.do_send(Submitted {
+                migration_id: id,
+                record,
+                result,
+                attempt,
+            });
+        });
+    }
+
+    /// Verifies a peer's proof and returns the proven record.
+    fn verified(&self, proof: &CrossChainProof) -> Option<Record> {
+        let chain = proof.header.chain_id.as_str();
+        let set = self.sets.get(chain)?;
+        match proof.verify(set, chain) {
+            Ok(tx) => Some(tx.record().clone()),
+            Err(e) => {
+                warn!(error = %e, "migration notice with a bad proof ignored");
+                None
+            }
+        }
+    }
+
+    /// Destination: a migration to this server, from its first sign (the
+    /// transfer header or the indication notice).
+    fn destination(
+        &mut self,
+        id: Hash,
+        source: Site,
+        destination: Site,
+        from: NodeId,
+    ) -> Result<(), String> {
+        if let Some(r) = self.running.get(&id) {
+            return if r.core.side() == Side::Destination && r.peer == from {
+                Ok(())
+            } else {
+                Err("migration id already in use".into())
+            };
+        }
+        if self.finished.iter().any(|r| r.migration_id == id) {
+            return Err("migration already ended".into());
+        }
+        if destination != self.site {
+            return Err(format!(
+                "not the destination {}/{}",
+                destination.cloud, destination.server
+            ));
+        }
+        if self.server_id(&source) != Some(from) {
+            return Err("the sender is not the source server".into());
+        }
+        if let Some(e) = self.full() {
+            return Err(e.to_string());
+        }
+        let timeout_ms =
+            u64::try_from(self.limits.protocol_timeout.as_millis()).unwrap_or(u64::MAX);
+        let core = Migration::destination(id, source, destination, now_ms(), timeout_ms);
+        let image = self.dir.join("incoming").join(format!("{id}.part"));
+        self.running.insert(
+            id,
+            Running {
+                core,
+                peer: from,
+                image,
+                tamper: false,
+                bytes: 0,
+                started: Instant::now(),
+                waiter: None,
+                records: Vec::new(),
+                transfer: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn on_transfer(
+        &mut self,
+        from: NodeId,
+        header: &[u8],
+        receiver: TransferReceiver,
+        ctx: &mut Context<Self>,
+    ) {
+        let header: TransferHeader = match wire::decode(header) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, "malformed transfer header");
+                return receiver.reject();
+            }
+        };
+        if header.bytes > self.limits.image_bytes_max {
+            warn!(
+                bytes = header.bytes,
+                max = self.limits.image_bytes_max,
+                "image too large; transfer rejected"
+            );
+            return receiver.reject();
+        }
+        let id = header.migration_id;
+        if let Err(reason) =
+            self.destination(id, header.source.clone(), header.destination.clone(), from)
+        {
+            warn!(migration = %id.short(), reason, "transfer rejected");
+            return receiver.reject();
+        }
+        let Some(run) = self.running.get_mut(&id) else {
+            return;
+        };
+        if run.transfer.is_some() {
+            return receiver.reject();
+        }
+        let (path, max, limit, addr) = (
+            run.image.clone(),
+            self.limits.image_bytes_max,
+            self.limits.transfer_timeout,
+            ctx.address(),
+        );
+        run.transfer = Some(actix::spawn(async move {
+            let result = match tokio::time::timeout(limit, receive_file(receiver, &path, max)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(format!("transfer timed out after {} s", limit.as_secs())),
+            };
+            addr.do_send(Received {
+                migration_id: id,
+                result,
+            });
+        }));
+        self.drive(id, ctx);
+    }
+
+    fn on_notice(
+        &mut self,
+        from: NodeId,
+        id: Hash,
+        notice: Notice<Box<CrossChainProof>>,
+        ctx: &mut Context<Self>,
+    ) {
+        match notice {
+            Notice::IndicationCommitted {
+                height,
+                vm_id,
+                proof,
+            } => {
+                let Some(Record::Indication {
+                    migration_id,
+                    vm_id: v,
+                    source,
+                    destination,
+                    ..
+                }) = self.verified(&proof)
+                else {
+                    return;
+                };
+                if migration_id != id || v != vm_id {
+                    warn!(migration = %id.short(), "indication notice does not match its proof");
+                    return;
+                }
+                if let Err(reason) = self.destination(id, source, destination, from) {
+                    warn!(migration = %id.short(), reason, "indication notice ignored");
+                    return;
+                }
+                let chain = proof.header.chain_id.clone();
+                if let Some(r) = self.running.get_mut(&id) {
+                    r.records.push(("Indication".into(), chain, height));
+                    r.core.handle_indication_committed(height, vm_id, proof);
+                }
+            }
+            Notice::ConfirmationCommitted {
+                accepted,
+                reason,
+                proof,
+            } => {
+                let Some(Record::Confirmation {
+                    migration_id,
+                    accepted: a,
+                    ..
+                }) = self.verified(&proof)
+                else {
+                    return;
+                };
+                let Some(r) = self.running.get_mut(&id) else {
+                    return;
+                };
+                if migration_id != id || a != accepted || r.peer != from {
+                    warn!(migration = %id.short(), "confirmation notice does not match");
+                    return;
+                }
+                r.records.push((
+                    "Confirmation".into(),
+                    proof.header.chain_id.clone(),
+                    proof.header.height,
+                ));
+                r.core
+                    .handle_confirmation_committed(accepted, reason, proof);
+            }
+        }
+        self.drive(id, ctx);
+    }
+}
+
+/// sha256 and size of a file, read in chunks; refuses files over `max`.
+async fn hash_file(path: &Path, max: u64) -> Result<(Hash, u64), MigrationError> {
+    let io = |e: std::io::Error| MigrationError::Image {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let len = file.metadata().await.map_err(io)?.len();
+    if len > max {
+        return Err(MigrationError::ImageTooLarge { bytes: len, max });
+    }
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).await.map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > max {
+            return Err(MigrationError::ImageTooLarge { bytes: total, max });
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok((hasher.finish(), total))
+}
+
+/// Streams `image` to `peer`; with `tamper`, flips the first byte in transit.
+async fn send_file(
+    transport: &Transport,
+    peer: NodeId,
+    header: TransferHeader,
+    image: &Path,
+    tamper: bool,
+) -> Result<u64, String> {
+    let mut file = tokio::fs::File::open(image)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut sender = transport
+        .open_transfer(peer, MIGRATION_ACTOR, wire::encode(&header))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut first = true;
+    loop {
+        let mut buf = BytesMut::zeroed(CHUNK_BYTES);
+        let n = file.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        if first && tamper {
+            if let Some(b) = buf.first_mut() {
+                *b ^= 0x01;
+            }
+        }
+        first = false;
+        sender
+            .write_chunk(buf.freeze())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    sender.finish().await.map_err(|e| e.to_string())
+}
+
+/// Receives an image into `path`, hashing as it arrives; at most `max` bytes.
+async fn receive_file(
+    mut receiver: TransferReceiver,
+    path: &Path,
+    max: u64,
+) -> Result<(Hash, u64), String> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut hasher = Hasher::new();
+    let mut total = 0u64;
+    loop {
+        let chunk: Option<Bytes> = receiver
+            .chunk(CHUNK_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(chunk) = chunk else { break };
+        total += chunk.len() as u64;
+        if total > max {
+            receiver.reject();
+            return Err(format!("image exceeds the maximum of {max} bytes"));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+    }
+    file.flush().await.map_err(|e| e.to_string())?;
+    file.sync_all().await.map_err(|e| e.to_string())?;
+    Ok((hasher.finish(), total))
+}
+
+impl Actor for MigrationActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        if let Some(inbox) = self.inbox.take() {
+            ctx.add_stream(crate::inbox_stream(inbox));
+        }
+        info!(server = %self.site.server, "migration actor started");
+    }
+}
+
+impl StreamHandler<Incoming> for MigrationActor {
+    fn handle(&mut self, item: Incoming, ctx: &mut Context<Self>) {
+        match item {
+            Incoming::Request {
+                body, responder, ..
+            } => match wire::decode::<MigrationRequest>(&body) {
+                Ok(MigrationRequest::MigrateImage {
+                    image,
+                    destination,
+                    tamper,
+                }) => self.start(
+                    PathBuf::from(image),
+                    destination,
+                    tamper,
+                    Waiter::Remote(responder),
+                    ctx,
+                ),
+                Ok(MigrationRequest::Outcome { migration_id }) => {
+                    let answer = match self
+                        .finished
+                        .iter()
+                        .rev()
+                        .find(|r| r.migration_id == migration_id)
+                    {
+                        Some(r) => MigrationResponse::Done(r.clone()),
+                        None => MigrationResponse::Unknown,
+                    };
+                    let body = wire::encode(&answer);
+                    actix::spawn(async move {
+                        let _ = responder.respond(body).await;
+                    });
+                }
+                Err(e) => {
+                    let msg = format!("malformed request: {e}");
+                    actix::spawn(async move {
+                        let _ = responder.fail(&msg).await;
+                    });
+                }
+            },
+            Incoming::OneWay { from, body, .. } => match wire::decode::<MigrationOneWay>(&body) {
+                Ok(MigrationOneWay::Notice {
+                    migration_id,
+                    notice,
+                }) => self.on_notice(from, migration_id, notice, ctx),
+                Err(e) => warn!(error = %e, "malformed migration message"),
+            },
+            Incoming::Transfer {
+                from,
+                header,
+                receiver,
+                ..
+            } => self.on_transfer(from, &header, receiver, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Starts migrating an image file on this server (the source) to
+/// `destination`; answers when the migration completes or aborts.
+#[derive(Message)]
+#[rtype(result = "Result<MigrationReport, MigrationError>")]
+pub struct StartMigration {
+    /// The image file on this server.
+    pub image: PathBuf,
+    /// The destination server.
+    pub destination: Site,
+    /// Test hook: flip one byte of the image in transit.
+    pub tamper: bool,
+}
+
+impl Handler<StartMigration> for MigrationActor {
+    type Result = ResponseFuture<Result<MigrationReport, MigrationError>>;
+    fn handle(&mut self, msg: StartMigration, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.start(
+            msg.image,
+            msg.destination,
+            msg.tamper,
+            Waiter::Local(tx),
+            ctx,
+        );
+        Box::pin(async move {
+            rx.await.unwrap_or(Err(MigrationError::Request {
+                detail: "migration actor stopped".into(),
+            }))
+        })
+    }
+}
+
+/// The recently finished migration `migration_id` on this server, if any.
+#[derive(Message)]
+#[rtype(result = "Option<MigrationReport>")]
+pub struct MigrationOutcome(pub Hash);
+
+impl Handler<MigrationOutcome> for MigrationActor {
+    type Result = Option<MigrationReport>;
+    fn handle(&mut self, msg: MigrationOutcome, _: &mut Context<Self>) -> Self::Result {
+        self.finished
+            .iter()
+            .rev()
+            .find(|r| r.migration_id == msg.0)
+            .cloned()
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SnapshotDone {
+    migration_id: Hash,
+    result: Result<(Hash, u64), MigrationError>,
+}
+
+impl Handler<SnapshotDone> for MigrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: SnapshotDone, ctx: &mut Context<Self>) {
+        let id = msg.migration_id;
+        let Some(run) = self.running.get_mut(&id) else {
+            return;
+        };
+        match msg.result {
+            Ok((vm_id, bytes)) => {
+                run.bytes = bytes;
+                run.core.handle_snapshot_taken(vm_id, now_ms());
+            }
+            Err(e) => {
+                // A start failure, not a protocol outcome: answer with the error.
+                if let Some(w) = run.waiter.take() {
+                    w.answer(Err(e.clone()));
+                }
+                run.core.handle_snapshot_failed(&e.to_string());
+            }
+        }
+        self.drive(id, ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TransferDone {
+    migration_id: Hash,
+    result: Result<u64, String>,
+}
+
+impl Handler<TransferDone> for MigrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: TransferDone, ctx: &mut Context<Self>) {
+        let id = msg.migration_id;
+        let Some(run) = self.running.get_mut(&id) else {
+            return;
+        };
+        run.transfer = None;
+        match (msg.result, run.core.vm_id()) {
+            (Ok(bytes), Some(vm_id)) => run.core.handle_transfer_finished(vm_id, bytes),
+            (Ok(_), None) => run.core.handle_transfer_failed("no vm id"),
+            (Err(e), _) => {
+                warn!(migration = %id.short(), error = %e, "image transfer failed");
+                run.core.handle_transfer_failed(&e)
+            }
+        }
+        self.drive(id, ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Received {
+    migration_id: Hash,
+    result: Result<(Hash, u64), String>,
+}
+
+impl Handler<Received> for MigrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: Received, ctx: &mut Context<Self>) {
+        let id = msg.migration_id;
+        let Some(run) = self.running.get_mut(&id) else {
+            return;
+        };
+        run.transfer = None;
+        match msg.result {
+            Ok((observed, bytes)) => {
+                run.bytes = bytes;
+                run.core.handle_transfer_finished(observed, bytes);
+            }
+            Err(e) => {
+                warn!(migration = %id.short(), error = %e, "image reception failed");
+                run.core.handle_transfer_failed(&e);
+            }
+        }
+        self.drive(id, ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Submitted {
+    migration_id: Hash,
+    record: Record,
+    result: Result<Receipt, String>,
+    attempt: u32,
+}
+
+impl Handler<Submitted> for MigrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: Submitted, ctx: &mut Context<Self>) {
+        let id = msg.migration_id;
+        let Some(run) = self.running.get_mut(&id) else {
+            return;
+        };
+        let kind = msg.record.kind();
+        let receipt = match msg.result {
+            Ok(Receipt {
+                proof: Some(proof),
+                chain_id,
+                height,
+                ..
+            }) => {
+                run.records.push((kind.to_string(), chain_id, height));
+                Ok(proof)
+            }
+            Ok(_) => Err("receipt without a proof".to_string()),
+            Err(e) => Err(e),
+        };
+        match (msg.record, receipt) {
+            (Record::Indication { vm_id, .. }, Ok(proof)) => {
+                let height = proof.header.height;
+                run.core.handle_indication_committed(height, vm_id, proof)
+            }
+            (Record::Indication { .. }, Err(e)) => run.core.handle_indication_refused(&e),
+            (
+                Record::Confirmation {
+                    accepted, reason, ..
+                },
+                Ok(proof),
+            ) => run
+                .core
+                .handle_confirmation_committed(accepted, reason, proof),
+            (Record::Confirmation { .. }, Err(e)) => {
+                // The other side's confirmation may have won; its notice decides.
+                warn!(migration = %id.short(), error = %e, "confirmation not committed");
+            }
+            (Record::Leave { .. }, Ok(_)) => run.core.handle_leave_committed(),
+            (Record::Arrival { .. }, Ok(_)) => run.core.handle_arrival_committed(),
+            (record @ (Record::Leave { .. } | Record::Arrival { .. }), Err(e)) => {
+                warn!(migration = %id.short(), record = kind, error = %e, attempt = msg.attempt, "submission failed");
+                if msg.attempt < SUBMIT_ATTEMPTS && !e.starts_with("refused") {
+                    let attempt = msg.attempt + 1;
+                    ctx.run_later(Duration::from_millis(500), move |act, ctx| {
+                        act.submit(id, record, attempt, ctx)
+                    });
+                }
+            }
+            (other, _) => warn!(record = other.kind(), "unexpected migration submission"),
+        }
+        self.drive(id, ctx);
+    }
+}
+
+/// Migrates the image file `image` (a path on the source server's disk)
+/// from server `source` to `destination`, asking the source's migration
+/// actor over QUIC (`federact migrate`). Waits up to `timeout`.
+pub async fn migrate_image(
+    transport: &Transport,
+    source: NodeId,
+    image: &str,
+    destination: Site,
+    timeout: Duration,
+) -> Result<MigrationReport, MigrationError> {
+    let body = wire::encode(&MigrationRequest::MigrateImage {
+        image: image.to_string(),
+        destination,
+        tamper: false,
+    });
+    let reply = transport
+        .request(source, MIGRATION_ACTOR, body, timeout)
+        .await
+        .map_err(|e| MigrationError::Request {
+            detail: e.to_string(),
+        })?;
+    match wire::decode::<MigrationResponse>(&reply) {
+        Ok(MigrationResponse::Done(r)) => Ok(r),
+        Ok(MigrationResponse::Failed(reason)) => Err(MigrationError::Refused { reason }),
+        Ok(MigrationResponse::Unknown) => Err(MigrationError::Request {
+            detail: "unexpected answer".into(),
+        }),
+        Err(e) => Err(MigrationError::Request {
+            detail: e.to_string(),
+        }),
+    }
+}
