@@ -1103,3 +1103,45 @@ pub async fn migrate_image(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn image_hash_is_sha256_and_size_limit_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let data: Vec<u8> = (0..(3 * CHUNK_BYTES + 17)).map(|i| i as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let (h, n) = hash_file(&path, u64::MAX).await.unwrap();
+        assert_eq!((h, n), (Hash::of(&data), data.len() as u64));
+        let max = 1000;
+        assert_eq!(
+            hash_file(&path, max).await,
+            Err(MigrationError::ImageTooLarge {
+                bytes: data.len() as u64,
+                max
+            })
+        );
+        let missing = hash_file(&dir.path().join("nope"), max).await;
+        assert!(
+            matches!(missing, Err(MigrationError::Image { .. })),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn limit_errors_say_what_was_exceeded() {
+        let e = MigrationError::TooManyMigrations {
+            server: "c1-server-1".into(),
+            max: 16,
+        };
+        assert_eq!(
+            e.to_string(),
+            "too many concurrent migrations on c1-server-1 (max 16)"
+        );
+        let e = MigrationError::ImageTooLarge { bytes: 20, max: 10 };
+        assert_eq!(e.to_string(), "image of 20 bytes exceeds the maximum of 10");
+    }
+}
