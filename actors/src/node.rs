@@ -43,6 +43,8 @@ pub struct NodeOptions {
     pub functions: FunctionRegistry,
     /// A server node's limits.
     pub server: ServerLimits,
+    /// A server node's migration limits (issue 8).
+    pub migration: crate::migration::MigrationLimits,
 }
 
 impl NodeOptions {
@@ -154,7 +156,7 @@ impl Node {
                     transport: transport.clone(),
                     ledger: LedgerClient::new(transport.clone(), key.clone(), g),
                     dir: data.join("migration"),
-                    limits: crate::migration::MigrationLimits::default(),
+                    limits: node_options.migration,
                 })?;
                 Some(actor.start())
             }

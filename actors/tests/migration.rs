@@ -309,3 +309,58 @@ async fn big_image_migrates_with_flat_memory() {
     );
     fed.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn destination_down_times_out_with_the_reason_on_the_ledger_and_the_image_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    write_local_federation(dir.path(), &TOPO, false).unwrap();
+    let options = federact_actors::node::NodeOptions {
+        migration: federact_actors::migration::MigrationLimits {
+            protocol_timeout: Duration::from_secs(3),
+            transfer_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    fed.stop_node("c1-server-2").await;
+    let (img, vm) = image(dir.path(), "vm.img", 1 << 20, 5);
+    let report = migrate(
+        &fed,
+        "c1-server-1",
+        &img,
+        Site::new("cloud-1", "c1-server-2"),
+        false,
+    )
+    .await;
+    assert!(!report.completed, "{report:?}");
+    assert!(
+        report.reason.as_deref().unwrap_or("").contains("timed out"),
+        "{report:?}"
+    );
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 1 << 20);
+    fed.shutdown().await;
+    let local = store(dir.path(), "c1-validator-1", "cloud-1.local");
+    let history = local.vm_history(&vm).unwrap();
+    let reasons: Vec<Option<String>> = history
+        .iter()
+        .map(|r| match &r.record {
+            Record::Confirmation {
+                accepted: false,
+                reason,
+                ..
+            } => reason.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds(&local, &vm),
+        vec![("Indication", None), ("Confirmation", Some(false))]
+    );
+    assert!(
+        reasons[1].as_deref().unwrap_or("").contains("timed out"),
+        "{reasons:?}"
+    );
+}
