@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use federact_actors::migration::{MigrationOutcome, StartMigration};
+use federact_actors::migration::{MigrationError, MigrationOutcome, StartMigration};
 use federact_actors::wire::MigrationReport;
 use federact_actors::EmbeddedFederation;
 use federact_config::{write_local_federation, Topology};
@@ -363,4 +363,59 @@ async fn destination_down_times_out_with_the_reason_on_the_ledger_and_the_image_
         reasons[1].as_deref().unwrap_or("").contains("timed out"),
         "{reasons:?}"
     );
+}
+
+#[actix_rt::test]
+async fn concurrent_migrations_over_the_limit_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_local_federation(dir.path(), &TOPO, false).unwrap();
+    let options = federact_actors::node::NodeOptions {
+        migration: federact_actors::migration::MigrationLimits {
+            concurrent_max: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    let actor = fed
+        .node("c1-server-1")
+        .unwrap()
+        .migration()
+        .unwrap()
+        .clone();
+    let targets = [
+        ("cloud-1", "c1-server-2"),
+        ("cloud-2", "c2-server-1"),
+        ("cloud-2", "c2-server-2"),
+    ];
+    let calls = targets.iter().enumerate().map(|(i, (c, s))| {
+        let (img, _) = image(dir.path(), &format!("vm{i}.img"), 1 << 20, 10 + i as u8);
+        actor.send(StartMigration {
+            image: img,
+            destination: Site::new(*c, *s),
+            tamper: false,
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(refused.len(), 1, "{results:?}");
+    assert!(
+        matches!(refused[0], MigrationError::TooManyMigrations { max: 2, .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| matches!(r, Ok(rep) if rep.completed))
+            .count(),
+        2,
+        "{results:?}"
+    );
+    fed.shutdown().await;
 }
