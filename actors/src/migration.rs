@@ -1050,13 +1050,16 @@ impl Handler<Submitted> for MigrationActor {
             ) => run
                 .core
                 .handle_confirmation_committed(accepted, reason, proof),
-            (Record::Confirmation { .. }, Err(e)) => {
-                // The other side's confirmation may have won; its notice decides.
-                warn!(migration = %id.short(), error = %e, "confirmation not committed");
-            }
             (Record::Leave { .. }, Ok(_)) => run.core.handle_leave_committed(),
             (Record::Arrival { .. }, Ok(_)) => run.core.handle_arrival_committed(),
-            (record @ (Record::Leave { .. } | Record::Arrival { .. }), Err(e)) => {
+            // A refused confirmation lost to the other side's (its notice
+            // decides); other failures (gateway unreachable) are retried.
+            (
+                record @ (Record::Confirmation { .. }
+                | Record::Leave { .. }
+                | Record::Arrival { .. }),
+                Err(e),
+            ) => {
                 warn!(migration = %id.short(), record = kind, error = %e, attempt = msg.attempt, "submission failed");
                 if msg.attempt < SUBMIT_ATTEMPTS && !e.starts_with("refused") {
                     let attempt = msg.attempt + 1;
