@@ -10,6 +10,10 @@
 //! - a placement → `ProvIdCreate{Container, name/key}` then
 //!   `ProvOrch{deployed: name/key, location: server}`;
 //! - an idle deactivation → `ProvIdDelete{Container, name/key}`.
+//! - a saturated server's task → `OffloadRequested` and `OffloadAccepted`
+//!   (the executor commits `OffloadCompleted`): on the cloud's chain when a
+//!   server of the cloud accepts, else on the consortium when another
+//!   cloud's server does.
 //!
 //! A placement answers its callers only after both its records committed
 //! (the first call of an instance pays two commits; later calls go straight
@@ -132,6 +136,8 @@ pub struct OrchestratorActor {
     dir: PathBuf,
     policy: Box<dyn PlacementPolicy>,
     servers: BTreeMap<NodeId, Server>,
+    /// The other clouds' orchestrators (offload candidates abroad).
+    peers: Vec<NodeId>,
     directory: HashMap<(String, String), Entry>,
     counters: OrchestratorCounters,
     inbox: Option<Inbox>,
@@ -163,7 +169,16 @@ impl OrchestratorActor {
                 )
             })
             .collect();
+        let fed = &setup.federation;
+        let peers = fed
+            .clouds()
+            .iter()
+            .filter(|c| c.name() != setup.cloud)
+            .filter_map(|c| fed.orchestrator(c.name()))
+            .map(|n| n.id())
+            .collect();
         Ok(OrchestratorActor {
+            peers,
             id: setup.transport.id(),
             cloud: setup.cloud,
             transport: setup.transport,
@@ -482,13 +497,18 @@ impl OrchestratorActor {
                 task_digest,
                 name,
             } => self.offload(from, task_id, task_digest, name, waiter, ctx),
+            OrchestratorRequest::OffloadAbroad { task_id, name } => {
+                self.offload_abroad(from, task_id, name, waiter, ctx)
+            }
         }
     }
 
-    /// MEC task sharing inside the cloud: commit `OffloadRequested`, ask
+    /// MEC task sharing, this cloud first: commit `OffloadRequested`, ask
     /// the shortlisted servers (least loaded first) in turn whether they
     /// accept, commit `OffloadAccepted` for the first that does and name
     /// it to the requester. A refusing or unreachable candidate → the next.
+    /// If none accepts, the other clouds' orchestrators are asked in turn
+    /// under a consortium contract (`Scope::Inter`, its own task id).
     fn offload(
         &mut self,
         from: NodeId,
@@ -511,7 +531,8 @@ impl OrchestratorActor {
             .filter_map(|(id, s)| s.load.as_ref().map(|load| Candidate { id: *id, load }))
             .collect();
         let list = shortlist(&name, &candidates, OFFLOAD_CANDIDATES_MAX);
-        if list.is_empty() {
+        let abroad = self.peers.clone();
+        if list.is_empty() && abroad.is_empty() {
             return waiter.answer(OrchestratorResponse::Failed(FunctionError::NoCapacity {
                 name,
             }));
@@ -520,7 +541,7 @@ impl OrchestratorActor {
         let ledger = self.ledger.clone();
         let transport = self.transport.clone();
         let work = async move {
-            let requested = Record::OffloadRequested {
+            let request = |task_id, scope| Record::OffloadRequested {
                 task_id,
                 requester: from,
                 task_digest,
@@ -529,57 +550,151 @@ impl OrchestratorActor {
                     memory_mb: 0,
                     deadline_ms: crate::clock::now_ms() + 30_000,
                 },
-                scope: Scope::Local,
+                scope,
             };
-            ledger
-                .submit(requested)
-                .await
-                .map_err(|e| FunctionError::Placement {
-                    reason: format!("offload request not recorded: {e}"),
-                })?;
-            for candidate in list {
-                let req = ServerRequest::Accept {
-                    task_id,
+            let recorded = |what: &'static str| {
+                move |e: ActorError| FunctionError::Placement {
+                    reason: format!("offload {what} not recorded: {e}"),
+                }
+            };
+            // This cloud first (contract on its chain) ...
+            if !list.is_empty() {
+                ledger
+                    .submit(request(task_id, Scope::Local))
+                    .await
+                    .map_err(recorded("request"))?;
+                if let Some(executor) = first_acceptor(&transport, &list, task_id, &name).await {
+                    let accepted = Record::OffloadAccepted {
+                        task_id,
+                        executor,
+                        scope: Scope::Local,
+                    };
+                    ledger
+                        .submit(accepted)
+                        .await
+                        .map_err(recorded("acceptance"))?;
+                    return Ok(OrchestratorResponse::Located(executor));
+                }
+            }
+            // ... then other clouds through their orchestrators, under a
+            // consortium contract with its own task id.
+            let inter_id = Hash::of_parts(&[task_id.as_bytes(), b"/inter"]);
+            let mut requested = false;
+            for peer in abroad {
+                if !requested {
+                    ledger
+                        .submit(request(inter_id, Scope::Inter))
+                        .await
+                        .map_err(recorded("request"))?;
+                    requested = true;
+                }
+                let req = OrchestratorRequest::OffloadAbroad {
+                    task_id: inter_id,
                     name: name.clone(),
                 };
-                let ok = match transport
+                let executor = match transport
                     .request(
-                        candidate,
-                        SERVER_ACTOR,
+                        peer,
+                        ORCHESTRATOR_ACTOR,
                         wire::encode(&req),
-                        Duration::from_secs(2),
+                        Duration::from_secs(5),
                     )
                     .await
                 {
-                    Ok(reply) => matches!(
-                        wire::decode::<ServerResponse>(&reply),
-                        Ok(ServerResponse::Accepted)
-                    ),
-                    Err(_) => false,
+                    Ok(reply) => match wire::decode::<OrchestratorResponse>(&reply) {
+                        Ok(OrchestratorResponse::Located(e)) => e,
+                        _ => continue,
+                    },
+                    Err(_) => continue,
                 };
-                if !ok {
-                    continue;
-                }
                 let accepted = Record::OffloadAccepted {
-                    task_id,
-                    executor: candidate,
-                    scope: Scope::Local,
+                    task_id: inter_id,
+                    executor,
+                    scope: Scope::Inter,
                 };
                 ledger
                     .submit(accepted)
                     .await
-                    .map_err(|e| FunctionError::Placement {
-                        reason: format!("offload acceptance not recorded: {e}"),
-                    })?;
-                return Ok(candidate);
+                    .map_err(recorded("acceptance"))?;
+                return Ok(OrchestratorResponse::OffloadedAbroad {
+                    executor,
+                    task_id: inter_id,
+                });
             }
             Err(FunctionError::NoCapacity { name })
         };
-        ctx.spawn(work.into_actor(self).map(move |r, _, _| match r {
-            Ok(executor) => waiter.answer(OrchestratorResponse::Located(executor)),
-            Err(e) => waiter.answer(OrchestratorResponse::Failed(e)),
-        }));
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |r, _, _| waiter.answer(r.unwrap_or_else(OrchestratorResponse::Failed))),
+        );
     }
+
+    /// Another cloud's orchestrator looks for an executor here: ask this
+    /// cloud's servers in turn (no record: the asker commits on the
+    /// consortium).
+    fn offload_abroad(
+        &mut self,
+        from: NodeId,
+        task_id: Hash,
+        name: String,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.peers.contains(&from) {
+            self.counters.malformed += 1;
+            return waiter.answer(OrchestratorResponse::Failed(FunctionError::Placement {
+                reason: "offload abroad from a non-orchestrator".into(),
+            }));
+        }
+        let candidates: Vec<Candidate<'_>> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.joined == Joined::Yes)
+            .filter_map(|(id, s)| s.load.as_ref().map(|load| Candidate { id: *id, load }))
+            .collect();
+        let list = shortlist(&name, &candidates, OFFLOAD_CANDIDATES_MAX);
+        let transport = self.transport.clone();
+        let work = async move {
+            match first_acceptor(&transport, &list, task_id, &name).await {
+                Some(e) => OrchestratorResponse::Located(e),
+                None => OrchestratorResponse::Failed(FunctionError::NoCapacity { name }),
+            }
+        };
+        ctx.spawn(work.into_actor(self).map(move |r, _, _| waiter.answer(r)));
+    }
+}
+
+/// The first server of `list` that accepts task `task_id` (a refusing or
+/// unreachable one → the next).
+async fn first_acceptor(
+    transport: &Transport,
+    list: &[NodeId],
+    task_id: Hash,
+    name: &str,
+) -> Option<NodeId> {
+    for &candidate in list {
+        let req = ServerRequest::Accept {
+            task_id,
+            name: name.to_string(),
+        };
+        if let Ok(reply) = transport
+            .request(
+                candidate,
+                SERVER_ACTOR,
+                wire::encode(&req),
+                Duration::from_secs(2),
+            )
+            .await
+        {
+            if matches!(
+                wire::decode::<ServerResponse>(&reply),
+                Ok(ServerResponse::Accepted)
+            ) {
+                return Some(candidate);
+            }
+        }
+    }
+    None
 }
 
 impl Actor for OrchestratorActor {

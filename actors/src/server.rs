@@ -233,10 +233,13 @@ impl ServerActor {
                 .request(orch, ORCHESTRATOR_ACTOR, wire::encode(&req), INVOKE_TIMEOUT)
                 .await
                 .map_err(transport_error)?;
-            let executor = match wire::decode::<OrchestratorResponse>(&reply) {
-                Ok(OrchestratorResponse::Located(e)) => e,
+            let (executor, task_id, scope) = match wire::decode::<OrchestratorResponse>(&reply) {
+                Ok(OrchestratorResponse::Located(e)) => (e, task_id, Scope::Local),
+                Ok(OrchestratorResponse::OffloadedAbroad { executor, task_id }) => {
+                    (executor, task_id, Scope::Inter)
+                }
                 Ok(OrchestratorResponse::Failed(e)) => return Err(e),
-                Ok(OrchestratorResponse::Ack) | Err(_) => {
+                Ok(_) | Err(_) => {
                     return Err(FunctionError::Transport {
                         detail: "unexpected answer to offload".into(),
                     })
@@ -247,7 +250,7 @@ impl ServerActor {
                 task_id,
                 name,
                 payload: payload.to_vec(),
-                scope: Scope::Local,
+                scope,
             };
             let reply = t
                 .request(
@@ -722,7 +725,7 @@ impl Invoker {
         match resp {
             OrchestratorResponse::Located(s) => Ok(s),
             OrchestratorResponse::Failed(e) => Err(e),
-            OrchestratorResponse::Ack => Err(FunctionError::Transport {
+            _ => Err(FunctionError::Transport {
                 detail: "unexpected answer".into(),
             }),
         }

@@ -261,6 +261,15 @@ pub enum OrchestratorRequest {
         /// The function.
         name: String,
     },
+    /// Another cloud's orchestrator asks whether one of this cloud's
+    /// servers accepts task `task_id` (answered `Located(executor)`); the
+    /// asking orchestrator records the contract on the consortium.
+    OffloadAbroad {
+        /// The task.
+        task_id: federact_ledger::hash::Hash,
+        /// The function.
+        name: String,
+    },
 }
 
 /// Answers of an orchestrator.
@@ -272,6 +281,14 @@ pub enum OrchestratorResponse {
     Failed(crate::function::FunctionError),
     /// Done.
     Ack,
+    /// The task goes to `executor` in another cloud, under the consortium
+    /// contract `task_id` (scope `Inter`).
+    OffloadedAbroad {
+        /// The executor.
+        executor: federact_config::NodeId,
+        /// The task id of the consortium contract.
+        task_id: federact_ledger::hash::Hash,
+    },
 }
 
 /// What servers send their orchestrator without waiting for an answer.

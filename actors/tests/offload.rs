@@ -106,3 +106,72 @@ async fn c1s2_saturated_server_offloads_to_its_neighbour_with_three_records() {
         "{tasks:?}"
     );
 }
+
+#[actix_rt::test]
+async fn c2s1_saturated_cloud_offloads_abroad_on_the_consortium() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology {
+        clouds: 2,
+        servers_per_cloud: 1,
+        local_validators: 1,
+        inter_validators: 1,
+    };
+    write_local_federation(dir.path(), &topo, false).unwrap();
+    let limits = ServerLimits {
+        inflight_max: 2,
+        ..ServerLimits::default()
+    };
+    let options = NodeOptions::default()
+        .function::<Square>("square")
+        .server_limits(limits);
+    let fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    let invoker = fed.node("c1-server-1").unwrap().invoker().unwrap();
+    let executor = fed.federation().node("c2-server-1").unwrap().id();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let tasks = (1..=8u64).map(|i| {
+        let inv = invoker.clone();
+        async move { (i, inv.task("square", i.to_string()).await) }
+    });
+    for (i, r) in futures::future::join_all(tasks).await {
+        assert_eq!(r.unwrap(), Bytes::from((i * i).to_string()), "task {i}");
+    }
+    fed.shutdown().await;
+
+    let store = ChainStore::open(
+        &dir.path().join("data/c1-inter-1/chains/consortium/chain"),
+        None,
+    )
+    .unwrap();
+    let mut tasks: HashMap<Hash, (bool, bool, bool)> = HashMap::new();
+    for tx in (1..=store.tip().height).flat_map(|h| store.block(h).unwrap().unwrap().txs) {
+        match tx.record() {
+            Record::OffloadRequested {
+                task_id,
+                scope: Scope::Inter,
+                ..
+            } => tasks.entry(*task_id).or_default().0 = true,
+            Record::OffloadAccepted {
+                task_id,
+                executor: e,
+                scope: Scope::Inter,
+            } => {
+                assert_eq!(*e, executor);
+                tasks.entry(*task_id).or_default().1 = true
+            }
+            Record::OffloadCompleted {
+                task_id,
+                scope: Scope::Inter,
+                ..
+            } => tasks.entry(*task_id).or_default().2 = true,
+            _ => {}
+        }
+    }
+    assert!(!tasks.is_empty(), "some tasks were offloaded abroad");
+    assert!(
+        tasks.values().all(|t| *t == (true, true, true)),
+        "{tasks:?}"
+    );
+}
