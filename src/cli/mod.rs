@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use federact::config::{write_local_federation, Federation, NodeKey, Topology};
 
 mod ledger;
+mod migrate;
 mod node;
 
 /// federact: serverless actors across a federation of clouds that do not
@@ -37,6 +38,8 @@ enum Command {
     /// Inspect and verify chain stores offline.
     #[command(subcommand)]
     Ledger(ledger::LedgerCmd),
+    /// Migrate a VM image file between servers with the BASICS protocol (notarised on the ledgers).
+    Migrate(migrate::MigrateArgs),
     /// Run one node with the roles its configuration gives it, until ctrl-c or SIGTERM.
     Node {
         /// The node's configuration file (e.g. DIR/nodes/c1-gateway.toml).
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Node { config } => node::run(&config),
         Command::Ledger(cmd) => ledger::run(cmd),
+        Command::Migrate(args) => migrate::run(&args),
         Command::Config(ConfigCmd::Check { file }) => {
             let fed = Federation::load(&file)?;
             print!("{}", fed.summary());
