@@ -539,6 +539,36 @@ impl Invoker {
         }
     }
 
+    /// An invoker for tools (`federact invoke`): a fresh endpoint on an
+    /// OS-chosen port of the node's listen address, authenticated with the
+    /// node's key, talking to the node's cloud's orchestrator. Must run
+    /// inside an actix `System`. While it lives, peers see a second
+    /// connection from that node; use a dedicated client node where that
+    /// matters.
+    pub async fn connect(
+        config: &federact_config::NodeConfig,
+        key: federact_config::NodeKey,
+    ) -> Result<Invoker, crate::ActorError> {
+        let fed = config.federation();
+        let spec = config.spec();
+        let orchestrator = fed
+            .orchestrator(spec.cloud())
+            .map(|o| o.id())
+            .ok_or_else(|| crate::ActorError::Config {
+                detail: format!("cloud `{}` has no orchestrator", spec.cloud()),
+            })?;
+        let membership = federact_federation::Membership::from_federation(fed);
+        let options = federact_federation::TransportOptions::from(*fed.transport());
+        let addr = std::net::SocketAddr::new(spec.listen().ip(), 0);
+        let transport = Transport::bind(&key, membership, options, addr).await?;
+        Ok(Invoker::new(transport, orchestrator, None, None))
+    }
+
+    /// Closes the invoker's endpoint (for [`Invoker::connect`]).
+    pub async fn close(&self) {
+        self.transport.close().await;
+    }
+
     /// Changes how long an invocation may take.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
