@@ -4,6 +4,14 @@
 //!
 //! `CARGO_TARGET_DIR=... cargo bench -p federact-actors --bench invoke`
 //! (`INVOKE_BENCH_CALLS=N` changes the number of calls per row).
+//!
+//! One run on the shared 2-core dev box (5000 calls, 64-byte payload):
+//!
+//! | path                          | seq calls/s | p50 µs | p99 µs | 32 concurrent calls/s |
+//! |-------------------------------|-------------|--------|--------|-----------------------|
+//! | bare actix message            | 1 431 420   | 0      | 0      | 4 429 313             |
+//! | instance, same server         | 477 207     | 2      | 2      | 349 012               |
+//! | instance, other server (QUIC) | 16 272      | 47     | 93     | 88 725                |
 
 use std::time::{Duration, Instant};
 

@@ -623,10 +623,11 @@ impl OrchestratorActor {
             }
             Err(FunctionError::NoCapacity { name })
         };
-        ctx.spawn(
-            work.into_actor(self)
-                .map(move |r, _, _| waiter.answer(r.unwrap_or_else(OrchestratorResponse::Failed))),
-        );
+        ctx.spawn(work.into_actor(self).map(move |r, _, _| {
+            let metrics = crate::metrics::Metrics::global();
+            metrics.offload(if r.is_ok() { "accepted" } else { "failed" });
+            waiter.answer(r.unwrap_or_else(OrchestratorResponse::Failed))
+        }));
     }
 
     /// Another cloud's orchestrator looks for an executor here: ask this
@@ -692,6 +693,7 @@ async fn first_acceptor(
             ) {
                 return Some(candidate);
             }
+            crate::metrics::Metrics::global().offload("refused");
         }
     }
     None

@@ -291,8 +291,11 @@ impl ServerActor {
                         result_digest: Hash::of(out),
                         scope,
                     };
-                    if let Err(e) = ledger.submit(record).await {
-                        warn!(task = %task_id.short(), error = %e, "offload completion not recorded");
+                    match ledger.submit(record).await {
+                        Ok(_) => crate::metrics::Metrics::global().offload("completed"),
+                        Err(e) => {
+                            warn!(task = %task_id.short(), error = %e, "offload completion not recorded")
+                        }
                     }
                 }
                 r
