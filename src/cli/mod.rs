@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use federact::config::{write_local_federation, Federation, NodeKey, Topology};
 
+mod invoke;
 mod ledger;
 mod migrate;
 mod node;
@@ -38,6 +39,8 @@ enum Command {
     /// Inspect and verify chain stores offline.
     #[command(subcommand)]
     Ledger(ledger::LedgerCmd),
+    /// Call a function instance in a running federation (activating it if needed).
+    Invoke(invoke::InvokeArgs),
     /// Migrate a VM image file between servers with the BASICS protocol (notarised on the ledgers).
     Migrate(migrate::MigrateArgs),
     /// Run one node with the roles its configuration gives it, until ctrl-c or SIGTERM.
@@ -115,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { config } => node::run(&config),
         Command::Ledger(cmd) => ledger::run(cmd),
         Command::Migrate(args) => migrate::run(&args),
+        Command::Invoke(args) => invoke::run(&args),
         Command::Config(ConfigCmd::Check { file }) => {
             let fed = Federation::load(&file)?;
             print!("{}", fed.summary());
