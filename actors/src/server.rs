@@ -437,8 +437,22 @@ impl StreamHandler<Incoming> for ServerActor {
     fn handle(&mut self, item: Incoming, ctx: &mut Context<Self>) {
         match item {
             Incoming::Request {
-                body, responder, ..
+                from,
+                body,
+                responder,
+                ..
             } => match wire::decode::<ServerRequest>(&body) {
+                // Only the cloud's orchestrator places instances here (the
+                // instance table is bounded by `instances_max`, and only
+                // placements recorded on the ledger may fill it).
+                Ok(ServerRequest::Host { .. }) if Some(from) != self.orchestrator => {
+                    let r = ServerResponse::Failed(FunctionError::Placement {
+                        reason: "only the cloud's orchestrator places instances".into(),
+                    });
+                    actix::spawn(async move {
+                        let _ = responder.respond(wire::encode(&r)).await;
+                    });
+                }
                 Ok(req) => {
                     let f = self.handle_request(req).map(|r, _, _| {
                         actix::spawn(async move {
