@@ -28,12 +28,20 @@ impl EmbeddedFederation {
 
     /// [`EmbeddedFederation::start`] with `options` (functions, server
     /// limits) for every node.
-    pub async fn start_with(dir: &Path, options: NodeOptions) -> Result<EmbeddedFederation, ActorError> {
+    pub async fn start_with(
+        dir: &Path,
+        options: NodeOptions,
+    ) -> Result<EmbeddedFederation, ActorError> {
         let federation = Federation::load(&dir.join("federation.toml"))?;
         let node_files: BTreeMap<String, PathBuf> = federation
             .nodes()
             .iter()
-            .map(|n| (n.name().to_string(), dir.join("nodes").join(format!("{}.toml", n.name()))))
+            .map(|n| {
+                (
+                    n.name().to_string(),
+                    dir.join("nodes").join(format!("{}.toml", n.name())),
+                )
+            })
             .collect();
         let mut fed = EmbeddedFederation {
             federation,
@@ -65,9 +73,12 @@ impl EmbeddedFederation {
 
     /// The configuration of node `name`.
     pub fn node_config(&self, name: &str) -> Result<NodeConfig, ActorError> {
-        let file = self.node_files.get(name).ok_or_else(|| ActorError::Config {
-            detail: format!("no node `{name}` in the federation"),
-        })?;
+        let file = self
+            .node_files
+            .get(name)
+            .ok_or_else(|| ActorError::Config {
+                detail: format!("no node `{name}` in the federation"),
+            })?;
         Ok(NodeConfig::load(file)?)
     }
 
