@@ -35,23 +35,23 @@ pub mod clock;
 pub mod embedded;
 pub mod error;
 pub mod function;
-pub mod orchestrator;
-pub mod placement;
-pub mod server;
 pub mod gateway;
 pub mod metrics;
 pub mod migration;
 pub mod node;
+pub mod orchestrator;
+pub mod placement;
 pub mod relay;
+pub mod server;
 pub mod telemetry;
 pub mod validator;
 pub mod wire;
 
+/// The byte buffer function payloads and results use.
+pub use bytes::Bytes;
 pub use client::LedgerClient;
 pub use embedded::EmbeddedFederation;
 pub use error::ActorError;
-/// The byte buffer function payloads and results use.
-pub use bytes::Bytes;
 pub use function::{Function, FunctionError, FunctionRegistry};
 pub use node::{Node, NodeOptions};
 pub use server::{Invoker, ServerLimits};

@@ -89,7 +89,11 @@ impl Node {
 
     /// [`Node::start`] with functions and server limits. Must run inside an
     /// actix `System`.
-    pub async fn start_with(config: &NodeConfig, key: NodeKey, node_options: NodeOptions) -> Result<Node, ActorError> {
+    pub async fn start_with(
+        config: &NodeConfig,
+        key: NodeKey,
+        node_options: NodeOptions,
+    ) -> Result<Node, ActorError> {
         let fed = config.federation();
         let spec = config.spec();
         let membership = Membership::from_federation(fed);
@@ -98,7 +102,11 @@ impl Node {
         let data = config.data_dir().to_path_buf();
         let mut validators = Vec::new();
         if spec.roles().contains(Role::Validator) {
-            for chain in fed.chains().iter().filter(|c| c.validators().contains(&spec.id())) {
+            for chain in fed
+                .chains()
+                .iter()
+                .filter(|c| c.validators().contains(&spec.id()))
+            {
                 let genesis = Genesis::from_federation(fed, chain.id())?;
                 let actor = ValidatorActor::new(ValidatorSetup {
                     key: key.clone(),
@@ -141,8 +149,13 @@ impl Node {
         };
         let server = if spec.roles().contains(Role::Server) {
             let ledger = gateway_id.map(|g| LedgerClient::new(transport.clone(), key.clone(), g));
-            let actor = ServerActor::new(transport.clone(), orchestrator_id, node_options.functions, node_options.server)?
-                .with_ledger(ledger);
+            let actor = ServerActor::new(
+                transport.clone(),
+                orchestrator_id,
+                node_options.functions,
+                node_options.server,
+            )?
+            .with_ledger(ledger);
             Some(actor.start())
         } else {
             None
@@ -150,14 +163,15 @@ impl Node {
         // ---- Migration (issue 8): every server runs a migration actor. ----
         let migration = match (spec.roles().contains(Role::Server), gateway_id) {
             (true, Some(g)) => {
-                let actor = crate::migration::MigrationActor::new(crate::migration::MigrationSetup {
-                    federation: fed.clone(),
-                    site: federact_ledger::record::Site::new(spec.cloud(), spec.name()),
-                    transport: transport.clone(),
-                    ledger: LedgerClient::new(transport.clone(), key.clone(), g),
-                    dir: data.join("migration"),
-                    limits: node_options.migration,
-                })?;
+                let actor =
+                    crate::migration::MigrationActor::new(crate::migration::MigrationSetup {
+                        federation: fed.clone(),
+                        site: federact_ledger::record::Site::new(spec.cloud(), spec.name()),
+                        transport: transport.clone(),
+                        ledger: LedgerClient::new(transport.clone(), key.clone(), g),
+                        dir: data.join("migration"),
+                        limits: node_options.migration,
+                    })?;
                 Some(actor.start())
             }
             _ => None,
@@ -218,7 +232,12 @@ impl Node {
     /// orchestrator (`None` if the cloud has none).
     pub fn invoker(&self) -> Option<Invoker> {
         self.orchestrator_id.map(|o| {
-            Invoker::new(self.transport.clone(), o, self.server.clone(), self.orchestrator.clone())
+            Invoker::new(
+                self.transport.clone(),
+                o,
+                self.server.clone(),
+                self.orchestrator.clone(),
+            )
         })
     }
 
@@ -245,7 +264,10 @@ impl Node {
         // for the connections to drain; peers that already shut down never
         // answer, and waiting out their idle timeout only delays the exit.
         let drain = std::time::Duration::from_secs(1);
-        if tokio::time::timeout(drain, self.transport.close()).await.is_err() {
+        if tokio::time::timeout(drain, self.transport.close())
+            .await
+            .is_err()
+        {
             info!(node = %self.name, "connections still draining after {drain:?}; leaving them");
         }
         info!(node = %self.name, "node stopped");

@@ -80,7 +80,11 @@ pub fn run(args: &MigrateArgs) -> anyhow::Result<()> {
             "migration {} of vm {}: {} in {} ms ({} bytes)",
             report.migration_id,
             report.vm_id,
-            if report.completed { "completed" } else { "aborted" },
+            if report.completed {
+                "completed"
+            } else {
+                "aborted"
+            },
             report.elapsed_ms,
             report.bytes
         );
