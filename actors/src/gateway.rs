@@ -136,6 +136,9 @@ pub struct GatewayCounters {
     pub bad_blocks: u64,
     /// Consortium records delivered to the local chain.
     pub relayed: u64,
+    /// Relayed deliveries settled: committed on the local chain, or refused
+    /// by it as already delivered.
+    pub relays_settled: u64,
     /// Messages that did not decode.
     pub malformed: u64,
 }
@@ -353,18 +356,27 @@ impl GatewayActor {
             let Some(batch) = self.batches.remove(&batch_id) else {
                 return;
             };
-            for (w, reason) in batch.waiters.into_iter().zip(batch.reasons) {
+            let mut settled = Vec::new();
+            for ((w, reason), id) in batch.waiters.into_iter().zip(batch.reasons).zip(batch.ids) {
                 // Still holding its waiter: no validator admitted it.
                 if let Some(w) = w {
                     self.counters.refused += 1;
-                    if let Some(w) = w {
-                        w.answer(GatewayResponse::Refused(
-                            reason
-                                .filter(|r| !r.is_empty())
-                                .unwrap_or_else(|| "no validator reachable".into()),
-                        ));
+                    let reason = reason.filter(|r| !r.is_empty());
+                    match w {
+                        Some(w) => w.answer(GatewayResponse::Refused(
+                            reason.unwrap_or_else(|| "no validator reachable".into()),
+                        )),
+                        // A relayed delivery the chain refused (delivered
+                        // before, e.g. across a gateway restart) is settled;
+                        // one no validator received stays pending, so the
+                        // cursor does not pass it.
+                        None if reason.is_some() => settled.push(id),
+                        None => {}
                     }
                 }
+            }
+            if !settled.is_empty() {
+                self.settle_relays(&settled);
             }
         }
     }
@@ -471,9 +483,13 @@ impl GatewayActor {
         if self.relay_pending.is_empty() {
             return;
         }
+        let mut settled = 0usize;
         for ids in self.relay_pending.values_mut() {
+            let before = ids.len();
             ids.retain(|id| !committed.contains(id));
+            settled += before - ids.len();
         }
+        self.counters.relays_settled += settled as u64;
         let mut advanced = None;
         while let Some((&h, ids)) = self.relay_pending.iter().next() {
             if !ids.is_empty() {
