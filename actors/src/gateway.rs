@@ -483,6 +483,9 @@ impl GatewayActor {
         if self.relay_pending.is_empty() {
             return;
         }
+        // Called with every tx id of every local block: one set lookup per
+        // pending delivery, not a scan of the block.
+        let committed: std::collections::HashSet<&TxId> = committed.iter().collect();
         let mut settled = 0usize;
         for ids in self.relay_pending.values_mut() {
             let before = ids.len();

@@ -380,8 +380,11 @@ impl ValidatorActor {
             ValidatorRequest::Submit(txs) => {
                 if txs.len() > SUBMIT_BATCH_MAX {
                     return ValidatorResponse::Submitted(vec![
-                        Err("batch too large".into());
-                        txs.len().min(1)
+                        Err(format!(
+                            "batch of {} transactions exceeds {SUBMIT_BATCH_MAX}",
+                            txs.len()
+                        ));
+                        txs.len()
                     ]);
                 }
                 let results = self.admit(txs);

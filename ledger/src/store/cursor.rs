@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::storage;
 use crate::error::LedgerError;
 
 /// Named `u64` cursors, each write flushed before it returns.
@@ -13,13 +14,6 @@ pub struct CursorStore {
 impl std::fmt::Debug for CursorStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CursorStore")
-    }
-}
-
-fn storage(context: &'static str) -> impl Fn(sled::Error) -> LedgerError {
-    move |e| LedgerError::Storage {
-        context: context.to_string(),
-        source: Box::new(e),
     }
 }
 

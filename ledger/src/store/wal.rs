@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::storage;
 use crate::codec;
 use crate::consensus::WalEntry;
 use crate::error::LedgerError;
@@ -29,13 +30,6 @@ pub struct VoteWal {
 impl std::fmt::Debug for VoteWal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VoteWal").field("next", &self.next).finish()
-    }
-}
-
-fn storage(context: &'static str) -> impl Fn(sled::Error) -> LedgerError {
-    move |e| LedgerError::Storage {
-        context: context.to_string(),
-        source: Box::new(e),
     }
 }
 
