@@ -8,7 +8,11 @@
 //! - [`config`]: identities, the federation's configuration, key files;
 //! - [`ledger`]: records, blocks, proofs, the chain store and consensus core;
 //! - [`federation`]: the QUIC transport;
-//! - [`actors`]: the actix actors of the node roles.
+//! - [`actors`]: the actix actors of the node roles;
+//!
+//! and holds [`builtin`], the functions every `federact node` hosts.
+
+pub mod builtin;
 
 pub use federact_actors as actors;
 pub use federact_config as config;

@@ -47,7 +47,11 @@ impl Drop for Nodes {
 
 fn start_nodes(dir: &Path, fed: &Federation, skip: &str) -> Nodes {
     let mut nodes = Vec::new();
-    for n in fed.nodes().iter().filter(|n| n.name() != skip) {
+    for n in fed
+        .nodes()
+        .iter()
+        .filter(|n| n.name() != skip && n.roles().runs_actors())
+    {
         let cfg = dir.join("nodes").join(format!("{}.toml", n.name()));
         let log = std::fs::File::create(dir.join(format!("{}.log", n.name()))).unwrap();
         let child = federact()

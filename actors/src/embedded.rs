@@ -49,7 +49,14 @@ impl EmbeddedFederation {
             nodes: BTreeMap::new(),
             options,
         };
-        let names: Vec<String> = fed.node_files.keys().cloned().collect();
+        // Client identities (tools) run no actors: nothing to start.
+        let names: Vec<String> = fed
+            .federation
+            .nodes()
+            .iter()
+            .filter(|n| n.roles().runs_actors())
+            .map(|n| n.name().to_string())
+            .collect();
         for name in names {
             fed.start_node(&name).await?;
         }
@@ -101,11 +108,10 @@ impl EmbeddedFederation {
         }
     }
 
-    /// Stops every node.
+    /// Stops every node, all at once: each flushes its stores and closes
+    /// its endpoint (the connection drains overlap instead of adding up).
     pub async fn shutdown(mut self) {
-        let names: Vec<String> = self.nodes.keys().cloned().collect();
-        for name in names {
-            self.stop_node(&name).await;
-        }
+        let nodes = std::mem::take(&mut self.nodes);
+        futures::future::join_all(nodes.into_values().map(Node::shutdown)).await;
     }
 }

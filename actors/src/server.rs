@@ -79,6 +79,11 @@ pub struct ServerActor {
     limits: ServerLimits,
     instances: HashMap<(String, String), Instance>,
     inflight: u32,
+    /// Offloaded tasks this server accepted and has not run yet: each holds
+    /// a call slot (counted in `inflight`) until its `RunTask` arrives or
+    /// the call timeout passes, so a server cannot accept more than it has
+    /// room for.
+    reserved: HashMap<Hash, Instant>,
     inbox: Option<Inbox>,
 }
 
@@ -101,6 +106,7 @@ impl ServerActor {
             limits,
             instances: HashMap::new(),
             inflight: 0,
+            reserved: HashMap::new(),
             inbox: Some(inbox),
         })
     }
@@ -137,7 +143,17 @@ impl ServerActor {
         });
     }
 
+    /// Frees the slots of accepted tasks whose `RunTask` never came.
+    fn expire_reservations(&mut self) {
+        let timeout = self.limits.call_timeout;
+        let before = self.reserved.len();
+        self.reserved.retain(|_, at| at.elapsed() < timeout);
+        let expired = u32::try_from(before - self.reserved.len()).unwrap_or(u32::MAX);
+        self.inflight = self.inflight.saturating_sub(expired);
+    }
+
     fn handle_request(&mut self, req: ServerRequest) -> ResponseActFuture<Self, ServerResponse> {
+        self.expire_reservations();
         match req {
             ServerRequest::Invoke { name, key, payload } => {
                 self.invoke(name, key, Bytes::from(payload))
@@ -151,8 +167,14 @@ impl ServerActor {
                 Box::pin(fut::ready(r))
             }
             ServerRequest::Task { name, payload } => self.task(name, Bytes::from(payload)),
-            ServerRequest::Accept { name, .. } => {
-                let ok = self.registry.contains(&name) && self.inflight < self.limits.inflight_max;
+            ServerRequest::Accept { task_id, name } => {
+                let ok = self.registry.contains(&name)
+                    && self.inflight < self.limits.inflight_max
+                    && !self.reserved.contains_key(&task_id);
+                if ok {
+                    self.inflight += 1;
+                    self.reserved.insert(task_id, Instant::now());
+                }
                 Box::pin(fut::ready(if ok {
                     ServerResponse::Accepted
                 } else {
@@ -282,6 +304,10 @@ impl ServerActor {
         payload: Bytes,
         scope: Scope,
     ) -> ResponseActFuture<Self, ServerResponse> {
+        // The slot reserved on acceptance passes to the run.
+        if self.reserved.remove(&task_id).is_some() {
+            self.inflight = self.inflight.saturating_sub(1);
+        }
         let ledger = self.ledger.clone();
         Box::pin(self.run_fresh(&name, payload).then(move |r, act, _| {
             let work = async move {
@@ -427,7 +453,10 @@ impl Actor for ServerActor {
             ctx.add_stream(crate::inbox_stream(inbox));
         }
         self.report();
-        ctx.run_interval(self.limits.report_every, |act, _| act.report());
+        ctx.run_interval(self.limits.report_every, |act, _| {
+            act.expire_reservations();
+            act.report()
+        });
         let tick = (self.limits.idle / 4).max(Duration::from_millis(20));
         ctx.run_interval(tick, |act, _| act.reap_idle());
     }

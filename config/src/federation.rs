@@ -18,7 +18,7 @@ use toml::Spanned;
 use crate::error::{ConfigError, ConfigErrorKind, Location};
 use crate::identity::NodeId;
 
-/// The four roles a node can play.
+/// The roles a node can play.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -30,15 +30,19 @@ pub enum Role {
     Gateway,
     /// Runs consensus for one or more chains.
     Validator,
+    /// An identity for operators and tools (`federact invoke`, `migrate`,
+    /// `status`): a member that may connect and submit, and runs no actor.
+    Client,
 }
 
 impl Role {
     /// All roles, in display order.
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Server,
         Role::Orchestrator,
         Role::Gateway,
         Role::Validator,
+        Role::Client,
     ];
 
     fn bit(self) -> u8 {
@@ -52,6 +56,7 @@ impl Role {
             Role::Orchestrator => "orchestrator",
             Role::Gateway => "gateway",
             Role::Validator => "validator",
+            Role::Client => "client",
         }
     }
 }
@@ -85,6 +90,12 @@ impl Roles {
     /// Whether the set is empty.
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// Whether a node with these roles runs any actor (a node that is only
+    /// a [`Role::Client`] is an identity for tools, not a process to run).
+    pub fn runs_actors(self) -> bool {
+        self.iter().any(|r| r != Role::Client)
     }
 }
 
@@ -849,19 +860,20 @@ impl Federation {
         );
         let _ = writeln!(
             s,
-            "\n{:<16} {:>7} {:>13} {:>8} {:>10}",
-            "cloud", "servers", "orchestrators", "gateways", "validators"
+            "\n{:<16} {:>7} {:>13} {:>8} {:>10} {:>7}",
+            "cloud", "servers", "orchestrators", "gateways", "validators", "clients"
         );
         for c in &self.clouds {
             let count = |r| self.nodes_with_role(&c.name, r).count();
             let _ = writeln!(
                 s,
-                "{:<16} {:>7} {:>13} {:>8} {:>10}",
+                "{:<16} {:>7} {:>13} {:>8} {:>10} {:>7}",
                 c.name,
                 count(Role::Server),
                 count(Role::Orchestrator),
                 count(Role::Gateway),
-                count(Role::Validator)
+                count(Role::Validator),
+                count(Role::Client)
             );
         }
         let _ = writeln!(

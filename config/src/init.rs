@@ -3,7 +3,8 @@
 //!
 //! The defaults reproduce BASICS' Table I topology (4 clouds, 4 local
 //! validators each, 12 inter validators spread evenly over the clouds) plus
-//! one orchestrator, one gateway and two servers per cloud.
+//! one orchestrator, one gateway and two servers per cloud, and a client
+//! identity per cloud for tools (`federact invoke`, `migrate`, `status`).
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
@@ -40,7 +41,7 @@ impl Default for Topology {
 impl Topology {
     /// Total number of nodes this topology makes.
     pub fn node_count(&self) -> usize {
-        self.clouds * (2 + self.servers_per_cloud + self.local_validators) + self.inter_validators
+        self.clouds * (3 + self.servers_per_cloud + self.local_validators) + self.inter_validators
     }
 
     fn check(&self) -> Result<(), InitError> {
@@ -135,6 +136,13 @@ pub fn write_local_federation(
                 roles: r#"["validator"]"#,
             });
         }
+    }
+    for c in 0..topo.clouds {
+        plan.push(PlannedNode {
+            name: format!("c{}-client", c + 1),
+            cloud: c,
+            roles: r#"["client"]"#,
+        });
     }
     let mut inter_names = Vec::new();
     for i in 0..topo.inter_validators {

@@ -301,7 +301,7 @@ fn record_json(r: &Record) -> Value {
 }
 
 /// A one-line human description of a record.
-fn detail(r: &Record) -> String {
+pub(crate) fn detail(r: &Record) -> String {
     let scope = |s: &Scope| match s {
         Scope::Local => "local",
         Scope::Inter => "inter",
@@ -426,7 +426,30 @@ fn entries_json(entries: &[IndexedRecord]) -> Value {
     )
 }
 
-fn print_entries(entries: &[IndexedRecord]) {
+/// Every migration record of `vm_id` in `stores`, merged: hops on
+/// different chains interleave by commit time; within a chain, by height
+/// and position.
+pub(crate) fn merged_history(
+    stores: &[ChainStore],
+    vm_id: &Hash,
+) -> anyhow::Result<Vec<IndexedRecord>> {
+    let mut entries = Vec::new();
+    for store in stores {
+        entries.extend(store.vm_history(vm_id)?);
+    }
+    entries.sort_by(|a, b| {
+        (a.block_timestamp_ms, &a.chain_id, a.height, a.index).cmp(&(
+            b.block_timestamp_ms,
+            &b.chain_id,
+            b.height,
+            b.index,
+        ))
+    });
+    Ok(entries)
+}
+
+/// Prints records as a table (time, chain, height, tx, record, detail).
+pub(crate) fn print_entries(entries: &[IndexedRecord]) {
     println!(
         "{:>15}  {:<16}  {:>7}  {:<8}  {:<12}  DETAIL",
         "TIME_MS", "CHAIN", "HEIGHT", "TX", "RECORD"
@@ -446,21 +469,11 @@ fn print_entries(entries: &[IndexedRecord]) {
 
 fn history(dirs: &[PathBuf], vm: &str, json: bool) -> anyhow::Result<()> {
     let vm_id = Hash::from_hex(vm).with_context(|| format!("--vm {vm}: expected 64 hex digits"))?;
-    let mut entries = Vec::new();
-    for dir in dirs {
-        let store = open(dir)?;
-        entries.extend(store.vm_history(&vm_id)?);
-    }
-    // Hops on different chains interleave by commit time; within a chain,
-    // by height and position.
-    entries.sort_by(|a, b| {
-        (a.block_timestamp_ms, &a.chain_id, a.height, a.index).cmp(&(
-            b.block_timestamp_ms,
-            &b.chain_id,
-            b.height,
-            b.index,
-        ))
-    });
+    let stores = dirs
+        .iter()
+        .map(|d| open(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let entries = merged_history(&stores, &vm_id)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries_json(&entries))?);
         return Ok(());

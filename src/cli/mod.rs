@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use federact::config::{write_local_federation, Federation, NodeKey, Topology};
 
+mod demo;
 mod invoke;
 mod ledger;
 mod migrate;
@@ -22,6 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole federation in this process and a scenario that shows every capability.
+    Demo(demo::DemoArgs),
     /// Generate a node key (ed25519, PKCS#8 PEM, mode 0600) and print its public id.
     Keygen {
         /// Where to write the key file.
@@ -115,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Demo(args) => demo::run(&args),
         Command::Node { config } => node::run(&config),
         Command::Ledger(cmd) => ledger::run(cmd),
         Command::Migrate(args) => migrate::run(&args),

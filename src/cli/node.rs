@@ -1,22 +1,33 @@
-//! `federact node --config FILE`: one node per process.
+//! `federact node --config FILE`: one node per process, hosting the
+//! built-in functions ([`federact::builtin`]) on a server.
 
 use std::path::Path;
 
 use anyhow::Context;
-use federact::actors::Node;
+use federact::actors::{Node, NodeOptions};
 use federact::config::NodeConfig;
 
 /// Runs the node until ctrl-c or SIGTERM, then shuts it down cleanly
 /// (actors stop, stores flush, connections close).
 pub fn run(config: &Path) -> anyhow::Result<()> {
     let cfg = NodeConfig::load(config)?;
+    if !cfg.spec().roles().runs_actors() {
+        anyhow::bail!(
+            "node `{}` is a client identity (roles: {}): it runs no actors; use its configuration with `federact invoke`, `migrate` or `status`",
+            cfg.spec().name(),
+            cfg.spec().roles()
+        );
+    }
     let key = cfg.load_key()?;
     use federact::actors::telemetry::{init, TelemetryConfig};
     let telemetry =
         init(&TelemetryConfig::from_node_config(&cfg)?).context("starting telemetry")?;
     let system = actix::System::new();
     system.block_on(async move {
-        let node = Node::start(&cfg, key).await.context("starting the node")?;
+        let options = federact::builtin::register(NodeOptions::default());
+        let node = Node::start_with(&cfg, key, options)
+            .await
+            .context("starting the node")?;
         eprintln!(
             "node {} ({}) listening on {} with roles {}",
             cfg.spec().name(),

@@ -1,0 +1,900 @@
+//! `federact demo`: a whole federation in one process — every node over
+//! real loopback QUIC with real sled stores — and a scenario that exercises
+//! every capability, then a summary read back from the chain stores.
+//!
+//! Phases: start the nodes; call stateful function instances (placed by
+//! the orchestrators, provenance on the local chains); saturate servers so
+//! tasks offload inside a cloud and across clouds; migrate a VM image
+//! inside a cloud and then across clouds (BASICS protocol, cross-chain
+//! proofs); a tampered migration rejected; a validator killed while its
+//! chain keeps committing, then restarted and caught up. After the nodes
+//! stop, every validator's store is verified and compared with the other
+//! validators of its chain.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use federact::actors::migration::{MigrationOutcome, StartMigration};
+use federact::actors::orchestrator::OrchestratorStatus;
+use federact::actors::validator::Counters;
+use federact::actors::{EmbeddedFederation, Invoker, NodeOptions, ServerLimits};
+use federact::config::{write_local_federation, Federation, Role, Topology};
+use federact::ledger::hash::Hash;
+use federact::ledger::record::{Record, Scope, Site};
+use federact::ledger::store::ChainStore;
+use federact::ledger::verify::verify_open_store;
+
+/// Arguments of `federact demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the federation (keys, configs, chain stores) in DIR for
+    /// `federact ledger ...` afterwards (DIR must not hold a federation).
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// The federation's shape.
+    #[arg(long, value_enum, default_value_t = Shape::Small)]
+    topology: Shape,
+    /// Size of the migrated VM image, in MiB.
+    #[arg(long, default_value_t = 8)]
+    image_mib: u64,
+}
+
+/// The demo federation's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shape {
+    /// 3 clouds, each with a gateway, an orchestrator, 2 servers and 4
+    /// local validators; 4 inter validators run the consortium (28 nodes).
+    Small,
+    /// BASICS Table I: 4 clouds × 4 local validators, 12 inter validators,
+    /// plus a gateway, an orchestrator and 2 servers per cloud (44 nodes).
+    Table1,
+}
+
+impl Shape {
+    fn topology(self) -> Topology {
+        match self {
+            Shape::Small => Topology {
+                clouds: 3,
+                servers_per_cloud: 2,
+                local_validators: 4,
+                inter_validators: 4,
+            },
+            Shape::Table1 => Topology::default(),
+        }
+    }
+}
+
+/// Runs the demo; fails (non-zero exit) if any check fails.
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let topo = args.topology.topology();
+    let (_tmp, dir) = match &args.keep {
+        Some(d) => (None, d.clone()),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("federact-demo-")
+                .tempdir()
+                .context("creating a temporary directory")?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    write_local_federation(&dir, &topo, false)
+        .with_context(|| format!("writing the demo federation into {}", dir.display()))?;
+    let federation = Federation::load(&dir.join("federation.toml"))?;
+    let running = federation
+        .nodes()
+        .iter()
+        .filter(|n| n.roles().runs_actors())
+        .count();
+    println!(
+        "federact demo: {} clouds, {} nodes in this process over loopback QUIC, {} chains on sled in {}\n",
+        federation.clouds().len(),
+        running,
+        federation.chains().len(),
+        dir.display()
+    );
+    let mut report = Report::default();
+    let system = actix::System::new();
+    let scenario = system.block_on(scenario(&dir, &federation, args, &mut report));
+    if let Err(e) = &scenario {
+        report.check("scenario ran to the end", false, format!("{e:#}"));
+    }
+    let stores = phase("verify every chain store", || {
+        check_stores(&dir, &federation, &mut report)
+    });
+    if let Err(e) = &stores {
+        report.check("chain stores readable", false, format!("{e:#}"));
+    }
+    report.print(&federation, started.elapsed());
+    if args.keep.is_some() {
+        println!(
+            "\nThe federation is kept in {d}. Try:\n  federact ledger verify {d}/data/c1-validator-1/chains/cloud-1.local/chain\n  federact ledger show {d}/data/c1-validator-1/chains/cloud-1.local/chain",
+            d = dir.display()
+        );
+        if let Some(vm) = report.vm {
+            println!(
+                "  federact ledger history --vm {vm} {d}/data/c1-validator-1/chains/cloud-1.local/chain {d}/data/c2-validator-1/chains/cloud-2.local/chain {d}/data/c1-inter-1/chains/consortium/chain",
+                d = dir.display()
+            );
+        }
+    }
+    let failed = report.checks.iter().filter(|c| !c.ok).count();
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}
+
+/// What the demo measured and checked.
+#[derive(Default)]
+struct Report {
+    checks: Vec<Check>,
+    lines: Vec<(String, String)>,
+    chains: Vec<ChainSummary>,
+    vm: Option<Hash>,
+    history: Vec<String>,
+}
+
+struct Check {
+    name: String,
+    ok: bool,
+    detail: String,
+}
+
+struct ChainSummary {
+    chain: String,
+    validators: usize,
+    height: u64,
+    txs: u64,
+    kinds: BTreeMap<String, u64>,
+}
+
+impl Report {
+    fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name: name.to_string(),
+            ok,
+            detail: detail.into(),
+        });
+    }
+
+    fn line(&mut self, what: &str, value: impl Into<String>) {
+        self.lines.push((what.to_string(), value.into()));
+    }
+
+    fn print(&self, federation: &Federation, elapsed: Duration) {
+        println!("\n== what the chains recorded ==");
+        println!(
+            "{:<16} {:>10} {:>7} {:>6}  records by kind",
+            "chain", "validators", "height", "txs"
+        );
+        for c in &self.chains {
+            let kinds: Vec<String> = c.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            println!(
+                "{:<16} {:>10} {:>7} {:>6}  {}",
+                c.chain,
+                c.validators,
+                c.height,
+                c.txs,
+                kinds.join(", ")
+            );
+        }
+        println!("\n== measured ==");
+        for (what, value) in &self.lines {
+            println!("{what:<34} {value}");
+        }
+        if let Some(vm) = &self.vm {
+            println!(
+                "\n== history of vm {} (every hop, from the chains) ==",
+                vm.short()
+            );
+            for h in &self.history {
+                println!("{h}");
+            }
+        }
+        println!("\n== checks ==");
+        for c in &self.checks {
+            let mark = if c.ok { "ok  " } else { "FAIL" };
+            println!("{mark} {:<46} {}", c.name, c.detail);
+        }
+        let failed = self.checks.iter().filter(|c| !c.ok).count();
+        println!(
+            "\ndemo {} in {:.1} s: {} clouds, {} checks, {} failed",
+            if failed == 0 { "passed" } else { "FAILED" },
+            elapsed.as_secs_f64(),
+            federation.clouds().len(),
+            self.checks.len(),
+            failed
+        );
+    }
+}
+
+/// Runs `f` under a spinner named `name`; prints its outcome on stdout.
+fn phase<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let bar = spinner(name);
+    let t = Instant::now();
+    let out = f();
+    finish(bar, name, t, out.as_ref().err().map(|e| format!("{e:#}")));
+    out
+}
+
+fn spinner(name: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(name.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn finish(bar: ProgressBar, name: &str, t: Instant, error: Option<String>) {
+    bar.finish_and_clear();
+    match error {
+        None => println!("✔ {name:<44} {:>6.2} s", t.elapsed().as_secs_f64()),
+        Some(e) => println!("✘ {name:<44} {:>6.2} s  {e}", t.elapsed().as_secs_f64()),
+    }
+    let _ = std::io::stdout().flush();
+}
+
+/// Runs an async phase under a spinner.
+async fn aphase<T, F>(name: &str, f: F) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let bar = spinner(name);
+    let t = Instant::now();
+    let out = f.await;
+    finish(bar, name, t, out.as_ref().err().map(|e| format!("{e:#}")));
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn first_server(federation: &Federation, cloud: &str, k: usize) -> anyhow::Result<String> {
+    federation
+        .nodes_with_role(cloud, Role::Server)
+        .nth(k)
+        .map(|n| n.name().to_string())
+        .with_context(|| format!("cloud {cloud} has no server #{}", k + 1))
+}
+
+fn invoker(fed: &EmbeddedFederation, node: &str) -> anyhow::Result<Invoker> {
+    Ok(fed
+        .node(node)
+        .and_then(|n| n.invoker())
+        .with_context(|| format!("{node} is not a running server"))?
+        .with_timeout(Duration::from_secs(20)))
+}
+
+async fn scenario(
+    dir: &Path,
+    federation: &Federation,
+    args: &DemoArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let clouds: Vec<String> = federation
+        .clouds()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    if clouds.len() < 2 {
+        bail!("the demo needs at least two clouds");
+    }
+    // Small in-flight limits so a burst of tasks saturates servers and offloads.
+    let options = federact::builtin::register(NodeOptions::default()).server_limits(ServerLimits {
+        inflight_max: 4,
+        ..ServerLimits::default()
+    });
+    let mut fed = aphase("start the nodes", async {
+        EmbeddedFederation::start_with(dir, options)
+            .await
+            .context("starting the federation")
+    })
+    .await?;
+    let result = phases(&mut fed, federation, &clouds, dir, args, report).await;
+    aphase("stop the nodes (stores flush)", async {
+        fed.shutdown().await;
+        Ok(())
+    })
+    .await?;
+    result
+}
+
+async fn phases(
+    fed: &mut EmbeddedFederation,
+    federation: &Federation,
+    clouds: &[String],
+    dir: &Path,
+    args: &DemoArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let (c1, c2) = (&clouds[0], &clouds[1]);
+    let c1s1 = first_server(federation, c1, 0)?;
+    let c1s2 = first_server(federation, c1, 1)?;
+    let c2s1 = first_server(federation, c2, 0)?;
+    let c2s2 = first_server(federation, c2, 1).unwrap_or_else(|_| c2s1.clone());
+    let c3s1 = clouds
+        .get(2)
+        .map(|c| first_server(federation, c, 0))
+        .transpose()?;
+
+    // 1. Stateful instances, placed by the orchestrators.
+    let (first, warm, instances) = aphase("invoke counters (placement on the ledger)", async {
+        let mut first = Vec::new();
+        let mut warm = Vec::new();
+        let mut instances = 0;
+        for server in [&c1s1, &c2s1] {
+            let inv = invoker(fed, server)?;
+            let keys: Vec<String> = (1..=4).map(|i| format!("{server}-account-{i}")).collect();
+            for round in 1..=5i64 {
+                for key in &keys {
+                    let t = Instant::now();
+                    let out = inv
+                        .invoke("counter", key, round.to_string())
+                        .await
+                        .with_context(|| format!("counter/{key}"))?;
+                    let expected = round * (round + 1) / 2;
+                    if out.as_ref() != expected.to_string().as_bytes() {
+                        bail!(
+                            "counter/{key} answered {} after round {round}, expected {expected}",
+                            String::from_utf8_lossy(&out)
+                        );
+                    }
+                    if round == 1 {
+                        first.push(t.elapsed());
+                        instances += 1;
+                    } else {
+                        warm.push(t.elapsed());
+                    }
+                }
+            }
+        }
+        first.sort();
+        warm.sort();
+        Ok((first, warm, instances))
+    })
+    .await?;
+    report.check(
+        "counters keep their state across calls",
+        true,
+        format!("{instances} instances × 5 calls, totals exact"),
+    );
+    report.line(
+        "invoke, first call (placed+recorded)",
+        format!(
+            "p50 {} max {}",
+            ms(percentile(&first, 0.5)),
+            ms(percentile(&first, 1.0))
+        ),
+    );
+    report.line(
+        "invoke, warm call",
+        format!(
+            "p50 {} p99 {}",
+            ms(percentile(&warm, 0.5)),
+            ms(percentile(&warm, 0.99))
+        ),
+    );
+
+    // 2. Offloading: a burst on one server (neighbour takes it), then a
+    // burst on every server of cloud 1 (other clouds take it).
+    // Servers run 4 calls at once. 8 tasks on one server: its neighbour
+    // takes the overflow. `hashchain` tasks are CPU work: 10 on each server
+    // of cloud 1 keep the whole cloud at its limit, so its orchestrator
+    // finds executors abroad (which have 16 free slots).
+    const ROUNDS: u64 = 20_000;
+    let chain_answer = federact::builtin::hash_chain(ROUNDS);
+    let square = |i: u64| (i.to_string(), (i * i).to_string());
+    let hashchain = |_: u64| (ROUNDS.to_string(), chain_answer.clone());
+    let offloads_before = offloads(fed, federation).await;
+    let local = aphase(
+        "offload tasks inside a cloud",
+        burst(fed, std::slice::from_ref(&c1s1), 8, "square", square),
+    )
+    .await?;
+    let abroad = aphase(
+        "offload tasks across clouds",
+        burst(
+            fed,
+            &[c1s1.clone(), c1s2.clone()],
+            10,
+            "hashchain",
+            hashchain,
+        ),
+    )
+    .await?;
+    let offloads_after = offloads(fed, federation).await;
+    report.line(
+        "task, burst on one server",
+        format!(
+            "{} tasks, p50 {} max {}",
+            local.len(),
+            ms(percentile(&local, 0.5)),
+            ms(percentile(&local, 1.0))
+        ),
+    );
+    report.line(
+        "task, burst on a whole cloud",
+        format!(
+            "{} tasks, p50 {} max {}",
+            abroad.len(),
+            ms(percentile(&abroad, 0.5)),
+            ms(percentile(&abroad, 1.0))
+        ),
+    );
+    report.line(
+        "offloads brokered by orchestrators",
+        format!("{}", offloads_after.saturating_sub(offloads_before)),
+    );
+
+    // 3. Migrations of one VM image: inside cloud 1, then to cloud 2 (and 3).
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).context("creating the image directory")?;
+    let (image, vm) = write_image(&images.join("vm.img"), args.image_mib << 20, 7)?;
+    report.vm = Some(vm);
+    let mut hops = vec![(c1s1.clone(), c1.clone(), c1s2.clone())];
+    hops.push((c1s2.clone(), c2.clone(), c2s1.clone()));
+    if let (Some(c3), Some(s)) = (clouds.get(2), &c3s1) {
+        hops.push((c2s1.clone(), c3.clone(), s.clone()));
+    }
+    let mut at = image.clone();
+    for (k, (from, cloud, to)) in hops.iter().enumerate() {
+        let scope = if from.starts_with(&format!("{}-", short_cloud(cloud))) {
+            "inside"
+        } else {
+            "across clouds"
+        };
+        let name = format!("migrate vm {} {from} → {to} ({scope})", vm.short());
+        let rep = aphase(
+            &name,
+            migrate(fed, from, &at, Site::new(cloud.clone(), to.clone()), false),
+        )
+        .await?;
+        if !rep.completed {
+            bail!("migration {k} aborted: {}", rep.reason.unwrap_or_default());
+        }
+        report.line(
+            &format!("migration {from} → {to}"),
+            format!(
+                "{} MiB, {} ms request → last record committed",
+                rep.bytes >> 20,
+                rep.elapsed_ms
+            ),
+        );
+        // The destination keeps the image under its vm id once its side
+        // ends (its Arrival may commit after the source's Leave): the next
+        // hop starts from there.
+        let dest = destination_outcome(fed, to, rep.migration_id).await?;
+        if !dest.completed {
+            bail!(
+                "{to} aborted migration {k}: {}",
+                dest.reason.unwrap_or_default()
+            );
+        }
+        at = dir
+            .join("data")
+            .join(to)
+            .join("migration/images")
+            .join(vm.to_string());
+        report.check(
+            &format!("hop {}: image at {to} hashes to the vm id", k + 1),
+            at.is_file() && file_hash(&at)? == vm,
+            at.display().to_string(),
+        );
+    }
+
+    // 4. A tampered transfer: rejected on the ledger, image stays.
+    let (bad, bad_vm) = write_image(&images.join("tampered.img"), 2 << 20, 9)?;
+    let rep = aphase(
+        &format!("migrate a tampered image {c1s1} → {c2s2}"),
+        migrate(fed, &c1s1, &bad, Site::new(c2.clone(), c2s2.clone()), true),
+    )
+    .await?;
+    report.check(
+        "tampered migration rejected",
+        !rep.completed,
+        format!(
+            "vm {}: {}",
+            bad_vm.short(),
+            rep.reason.clone().unwrap_or_else(|| "completed?!".into())
+        ),
+    );
+    report.check(
+        "rejected image stays at the source",
+        bad.is_file(),
+        bad.display().to_string(),
+    );
+
+    // 5. A validator dies; its chain keeps committing; it comes back.
+    let chain2 = federation
+        .local_chain(c2)
+        .map(|c| c.id().to_string())
+        .context("cloud 2 has no local chain")?;
+    let victims: Vec<String> = federation
+        .chain(&chain2)
+        .map(|c| validator_names(federation, c.validators()))
+        .unwrap_or_default();
+    let (victim, witness) = match (victims.last(), victims.first()) {
+        (Some(v), Some(w)) if victims.len() >= 4 => (v.clone(), w.clone()),
+        _ => bail!("chain {chain2} needs 4 validators to lose one"),
+    };
+    let before = aphase(
+        &format!("kill {victim}; {chain2} keeps committing"),
+        async {
+            let before = height(fed, &witness).await?;
+            fed.stop_node(&victim).await;
+            let inv = invoker(fed, &c2s2)?;
+            for i in 1..=4 {
+                inv.invoke("counter", &format!("after-kill-{i}"), "1")
+                    .await
+                    .context("invoking while a validator is down")?;
+            }
+            let after = height(fed, &witness).await?;
+            if after <= before {
+                bail!("{chain2} did not advance while {victim} was down ({before} → {after})");
+            }
+            Ok((before, after))
+        },
+    )
+    .await?;
+    report.check(
+        &format!("{chain2} commits with 3 of 4 validators"),
+        true,
+        format!("height {} → {}", before.0, before.1),
+    );
+    let caught = aphase(&format!("restart {victim}; it catches up"), async {
+        let t = Instant::now();
+        fed.start_node(&victim).await.context("restarting")?;
+        let target = height(fed, &witness).await?;
+        loop {
+            let h = height(fed, &victim).await?;
+            if h >= target {
+                return Ok((h, t.elapsed()));
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("{victim} at height {h}, chain at {target} after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await?;
+    report.check(
+        &format!("{victim} caught up after restart"),
+        true,
+        format!("height {} in {}", caught.0, ms(caught.1)),
+    );
+    Ok(())
+}
+
+fn validator_names(federation: &Federation, ids: &[federact::config::NodeId]) -> Vec<String> {
+    ids.iter()
+        .filter_map(|id| federation.node_by_id(id).map(|n| n.name().to_string()))
+        .collect()
+}
+
+/// Runs `per` concurrent tasks of `function` on each of `servers` (each
+/// server runs what it has room for and offloads the rest); `task(i)`
+/// gives the i-th payload and its expected answer. Returns the sorted
+/// latencies.
+async fn burst(
+    fed: &EmbeddedFederation,
+    servers: &[String],
+    per: u64,
+    function: &str,
+    task: impl Fn(u64) -> (String, String),
+) -> anyhow::Result<Vec<Duration>> {
+    let mut calls = Vec::new();
+    for s in servers {
+        let inv = invoker(fed, s)?;
+        for i in 1..=per {
+            let inv = inv.clone();
+            let (payload, expected) = task(i);
+            calls.push(async move {
+                let t = Instant::now();
+                let r = inv.task(function, payload).await;
+                (i, r, expected, t.elapsed())
+            });
+        }
+    }
+    let mut lat = Vec::new();
+    for (i, r, expected, d) in futures::future::join_all(calls).await {
+        let out = r.with_context(|| format!("task {function} #{i}"))?;
+        if out.as_ref() != expected.as_bytes() {
+            bail!(
+                "task {function} #{i} answered {}, expected {expected}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        lat.push(d);
+    }
+    lat.sort();
+    Ok(lat)
+}
+
+/// "c2" for "cloud-2" (node names written by `federact init`).
+fn short_cloud(cloud: &str) -> String {
+    format!("c{}", cloud.trim_start_matches("cloud-"))
+}
+
+async fn migrate(
+    fed: &EmbeddedFederation,
+    from: &str,
+    image: &Path,
+    to: Site,
+    tamper: bool,
+) -> anyhow::Result<federact::actors::wire::MigrationReport> {
+    let actor = fed
+        .node(from)
+        .and_then(|n| n.migration().cloned())
+        .with_context(|| format!("{from} runs no migration actor"))?;
+    let rep = actor
+        .send(StartMigration {
+            image: image.to_path_buf(),
+            destination: to,
+            tamper,
+        })
+        .await
+        .context("the migration actor stopped")??;
+    Ok(rep)
+}
+
+/// Waits (bounded) until the destination's side of `migration_id` ended.
+async fn destination_outcome(
+    fed: &EmbeddedFederation,
+    node: &str,
+    migration_id: Hash,
+) -> anyhow::Result<federact::actors::wire::MigrationReport> {
+    let actor = fed
+        .node(node)
+        .and_then(|n| n.migration().cloned())
+        .with_context(|| format!("{node} runs no migration actor"))?;
+    let t = Instant::now();
+    loop {
+        if let Some(rep) = actor.send(MigrationOutcome(migration_id)).await? {
+            return Ok(rep);
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "{node} did not finish migration {} in 30 s",
+                migration_id.short()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The chain height a validator node has committed (its first chain).
+async fn height(fed: &EmbeddedFederation, node: &str) -> anyhow::Result<u64> {
+    let v = fed
+        .node(node)
+        .and_then(|n| n.validators().first().map(|(_, a)| a.clone()))
+        .with_context(|| format!("{node} runs no validator"))?;
+    let (h, _) = v.send(Counters).await.context("validator stopped")?;
+    Ok(h)
+}
+
+/// Offloads brokered so far by every orchestrator.
+async fn offloads(fed: &EmbeddedFederation, federation: &Federation) -> u64 {
+    let mut n = 0;
+    for c in federation.clouds() {
+        if let Some(o) = federation
+            .orchestrator(c.name())
+            .and_then(|o| fed.node(o.name()))
+            .and_then(|n| n.orchestrator().cloned())
+        {
+            if let Ok(c) = o.send(OrchestratorStatus).await {
+                n += c.offloads;
+            }
+        }
+    }
+    n
+}
+
+/// Writes a `len`-byte pseudo-random image; returns its path and sha256.
+fn write_image(path: &Path, len: u64, seed: u64) -> anyhow::Result<(PathBuf, Hash)> {
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let mut hasher = federact::ledger::hash::Hasher::new();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut block = vec![0u8; 1 << 16];
+    let mut left = len;
+    while left > 0 {
+        for chunk in block.chunks_mut(8) {
+            // xorshift64: cheap bytes that do not compress.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        hasher.update(&block[..n]);
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok((path.to_path_buf(), hasher.finish()))
+}
+
+fn file_hash(path: &Path) -> anyhow::Result<Hash> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = federact::ledger::hash::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Verifies every validator's store of every chain, checks that the
+/// validators of a chain hold identical blocks, and summarises each chain.
+fn check_stores(dir: &Path, federation: &Federation, report: &mut Report) -> anyhow::Result<()> {
+    let mut verified = 0;
+    let mut faulty = Vec::new();
+    let mut by_chain: Vec<(String, Vec<ChainStore>)> = Vec::new();
+    for chain in federation.chains() {
+        let mut stores = Vec::new();
+        for v in validator_names(federation, chain.validators()) {
+            let path = dir
+                .join("data")
+                .join(&v)
+                .join("chains")
+                .join(chain.id())
+                .join("chain");
+            let store = ChainStore::open(&path, None)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let rep = verify_open_store(&store, Some(federation))
+                .with_context(|| format!("verifying {}", path.display()))?;
+            match rep.fault {
+                None => verified += 1,
+                Some(f) => faulty.push(format!("{}: {f}", path.display())),
+            }
+            stores.push(store);
+        }
+        by_chain.push((chain.id().to_string(), stores));
+    }
+    report.check(
+        "ledger verify passes on every store",
+        faulty.is_empty(),
+        if faulty.is_empty() {
+            format!("{verified} stores")
+        } else {
+            faulty.join("; ")
+        },
+    );
+    let mut diverged = Vec::new();
+    let mut offload_scopes: HashMap<&'static str, u64> = HashMap::new();
+    let mut rejected = 0;
+    for (chain, stores) in &by_chain {
+        // Every validator holds the same blocks up to the lowest tip.
+        let low = stores.iter().map(|s| s.tip().height).min().unwrap_or(0);
+        for h in 1..=low {
+            let ids: Vec<_> = stores
+                .iter()
+                .map(|s| s.block(h).ok().flatten().map(|b| b.id()))
+                .collect();
+            if ids.windows(2).any(|w| w[0] != w[1]) {
+                diverged.push(format!("{chain}@{h}"));
+                break;
+            }
+        }
+        let Some(best) = stores.iter().max_by_key(|s| s.tip().height) else {
+            continue;
+        };
+        let mut kinds = BTreeMap::new();
+        let mut txs = 0;
+        for h in 1..=best.tip().height {
+            let Some(block) = best.block(h)? else {
+                continue;
+            };
+            for tx in &block.txs {
+                txs += 1;
+                let r = tx.record();
+                *kinds.entry(r.kind().to_string()).or_insert(0) += 1;
+                match r {
+                    Record::OffloadCompleted { scope, .. } => {
+                        let s = match scope {
+                            Scope::Local => "local",
+                            Scope::Inter => "inter",
+                        };
+                        *offload_scopes.entry(s).or_insert(0) += 1;
+                    }
+                    Record::Confirmation {
+                        accepted: false, ..
+                    } => rejected += 1,
+                    _ => {}
+                }
+            }
+        }
+        report.chains.push(ChainSummary {
+            chain: chain.clone(),
+            validators: stores.len(),
+            height: best.tip().height,
+            txs,
+            kinds,
+        });
+    }
+    report.check(
+        "validators of each chain hold identical blocks",
+        diverged.is_empty(),
+        if diverged.is_empty() {
+            format!("{} chains", by_chain.len())
+        } else {
+            format!("diverged at {}", diverged.join(", "))
+        },
+    );
+    let local = offload_scopes.get("local").copied().unwrap_or(0);
+    let inter = offload_scopes.get("inter").copied().unwrap_or(0);
+    report.check(
+        "offloads completed inside a cloud (local chain)",
+        local > 0,
+        format!("{local} OffloadCompleted"),
+    );
+    report.check(
+        "offloads completed across clouds (consortium)",
+        inter > 0,
+        format!("{inter} OffloadCompleted"),
+    );
+    report.check(
+        "tampered image rejected on the ledger",
+        rejected > 0,
+        format!("{rejected} Confirmation(accepted = false)"),
+    );
+    if let Some(vm) = report.vm {
+        let all: Vec<ChainStore> = by_chain
+            .into_iter()
+            .filter_map(|(_, mut s)| {
+                if s.is_empty() {
+                    None
+                } else {
+                    Some(s.remove(0))
+                }
+            })
+            .collect();
+        let entries = super::ledger::merged_history(&all, &vm)?;
+        let chains: std::collections::BTreeSet<&str> =
+            entries.iter().map(|e| e.chain_id.as_str()).collect();
+        report.history = entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "  {:<14} h{:<5} tx {}  {:<12} {}",
+                    e.chain_id,
+                    e.height,
+                    e.tx_id.short(),
+                    e.record.kind(),
+                    super::ledger::detail(&e.record)
+                )
+            })
+            .collect();
+        report.check(
+            "vm history spans local and consortium chains",
+            chains.len() >= 3,
+            format!("{} records on {} chains", entries.len(), chains.len()),
+        );
+    }
+    Ok(())
+}
