@@ -11,6 +11,7 @@ mod invoke;
 mod ledger;
 mod migrate;
 mod node;
+mod up;
 
 /// federact: serverless actors across a federation of clouds that do not
 /// trust each other, with placements, offloads and migrations on ledgers.
@@ -46,6 +47,10 @@ enum Command {
     Invoke(invoke::InvokeArgs),
     /// Migrate a VM image file between servers with the BASICS protocol (notarised on the ledgers).
     Migrate(migrate::MigrateArgs),
+    /// Start every node of a federation (from `federact init`) as its own process, until ctrl-c.
+    Up(up::UpArgs),
+    /// Show a running federation's chain heights and which nodes answer.
+    Status(up::StatusArgs),
     /// Run one node with the roles its configuration gives it, until ctrl-c or SIGTERM.
     Node {
         /// The node's configuration file (e.g. DIR/nodes/c1-gateway.toml).
@@ -119,6 +124,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(&args),
+        Command::Up(args) => up::run_up(&args),
+        Command::Status(args) => up::run_status(&args),
         Command::Node { config } => node::run(&config),
         Command::Ledger(cmd) => ledger::run(cmd),
         Command::Migrate(args) => migrate::run(&args),

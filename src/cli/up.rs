@@ -1,0 +1,422 @@
+//! `federact up DIR`: every node of a federation written by `federact
+//! init` as its own OS process, until ctrl-c; and `federact status DIR`:
+//! what a running federation's chains and nodes look like, asked over QUIC
+//! with the federation's client identities.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+
+use federact::actors::{ActorError, LedgerClient};
+use federact::config::{Federation, NodeKey, NodeSpec, Role};
+use federact::federation::{Membership, Transport, TransportOptions};
+use federact::ledger::record::Record;
+
+/// Arguments of `federact up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The federation directory (written by `federact init`).
+    dir: PathBuf,
+    /// Longest wait for every node to listen and every chain to commit.
+    #[arg(long, default_value_t = 90)]
+    ready_timeout_s: u64,
+    /// Log filter for the nodes (RUST_LOG syntax).
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+/// Arguments of `federact status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The federation directory (written by `federact init`).
+    dir: PathBuf,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 5)]
+    timeout_s: u64,
+}
+
+/// A started node process.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    exited: bool,
+}
+
+/// Starts every node, waits until the federation is live, then waits for
+/// ctrl-c / SIGTERM and stops every node with SIGTERM (SIGKILL after 10 s).
+pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
+    let dir = &args.dir;
+    let fed = Federation::load(&dir.join("federation.toml"))?;
+    let exe = std::env::current_exe().context("locating the federact binary")?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let mut procs: Vec<Proc> = Vec::new();
+    println!(
+        "{:<20} {:>7}  {:<22} {:<24} LOG",
+        "NODE", "PID", "LISTEN", "ROLES"
+    );
+    for n in fed.nodes().iter().filter(|n| n.roles().runs_actors()) {
+        let cfg = dir.join("nodes").join(format!("{}.toml", n.name()));
+        let log = logs.join(format!("{}.log", n.name()));
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new(&exe)
+            .arg("node")
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", &args.log)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                stop_all(&mut procs);
+                return Err(e).with_context(|| format!("starting {}", n.name()));
+            }
+        };
+        println!(
+            "{:<20} {:>7}  {:<22} {:<24} {}",
+            n.name(),
+            child.id(),
+            n.listen().to_string(),
+            n.roles().to_string(),
+            log.display()
+        );
+        procs.push(Proc {
+            name: n.name().to_string(),
+            child,
+            log,
+            exited: false,
+        });
+    }
+    let ready = wait_ready(&fed, &mut procs, Duration::from_secs(args.ready_timeout_s));
+    match ready {
+        Ok(heights) => {
+            let shown: Vec<String> = heights.iter().map(|(c, h)| format!("{c} at {h}")).collect();
+            println!(
+                "\nfederation up: {} node processes; every chain has committed ({}).\nstatus: federact status {}   stop: ctrl-c",
+                procs.len(),
+                shown.join(", "),
+                dir.display()
+            );
+        }
+        Err(e) => {
+            stop_all(&mut procs);
+            return Err(e.context("the federation did not come up"));
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let signal = wait_for_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = &mut signal => break,
+                _ = tick.tick() => report_exits(&mut procs),
+            }
+        }
+    });
+    println!("stopping {} nodes ...", procs.len());
+    stop_all(&mut procs);
+    println!("stopped; stores are in {}", dir.join("data").display());
+    Ok(())
+}
+
+/// Prints nodes that exited on their own since the last look.
+fn report_exits(procs: &mut [Proc]) {
+    for p in procs.iter_mut().filter(|p| !p.exited) {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            p.exited = true;
+            println!("node {} exited ({status}); log: {}", p.name, p.log.display());
+        }
+    }
+}
+
+/// SIGTERM to every running node, then waits; SIGKILL after 10 s.
+fn stop_all(procs: &mut [Proc]) {
+    for p in procs.iter_mut() {
+        if let Ok(None) = p.child.try_wait() {
+            if let Ok(pid) = i32::try_from(p.child.id()) {
+                // SAFETY: kill(2) with a pid we spawned and have not reaped.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for p in procs.iter_mut() {
+        loop {
+            match p.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    eprintln!("{} did not stop in 10 s: killing it", p.name);
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Waits until every node process listens and every chain has committed
+/// a block: local chains commit their servers' joins; the consortium
+/// commits the membership of each cloud's client identity, which `up`
+/// submits. Returns the chain heights.
+fn wait_ready(
+    fed: &Federation,
+    procs: &mut [Proc],
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let deadline = Instant::now() + timeout;
+    // 1. Every process says it listens (or dies, with its log's tail).
+    let mut listening = vec![false; procs.len()];
+    while listening.iter().any(|l| !l) {
+        for (i, p) in procs.iter_mut().enumerate() {
+            if listening[i] {
+                continue;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                p.exited = true;
+                bail!(
+                    "node {} exited ({status}) while starting:\n{}",
+                    p.name,
+                    tail(&p.log, 10)
+                );
+            }
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            listening[i] = log.contains(" listening on ");
+        }
+        if Instant::now() > deadline {
+            let late: Vec<&str> = procs
+                .iter()
+                .zip(&listening)
+                .filter(|(_, l)| !**l)
+                .map(|(p, _)| p.name.as_str())
+                .collect();
+            bail!("not listening after {timeout:?}: {}", late.join(", "));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("\nevery node listens; waiting for every chain to commit ...");
+    // 2. Every chain commits.
+    let system = actix::System::new();
+    system.block_on(async {
+        let clients = Clients::connect(fed).await?;
+        let result = async {
+            if fed.consortium().is_some() {
+                for (cloud, client, id) in &clients.by_cloud {
+                    let join = Record::MemberJoin {
+                        node: *id,
+                        cloud: cloud.clone(),
+                        roles: vec![Role::Client],
+                    };
+                    loop {
+                        match client.submit(join.clone()).await {
+                            Ok(_) => break,
+                            Err(ActorError::Refused { reason }) if reason.contains("already") => {
+                                break
+                            }
+                            Err(e) if Instant::now() > deadline => {
+                                bail!("the consortium did not record {cloud}'s client: {e}")
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        }
+                    }
+                }
+            }
+            loop {
+                let heights = clients.heights().await;
+                let missing: Vec<String> = fed
+                    .chains()
+                    .iter()
+                    .map(|c| c.id().to_string())
+                    .filter(|c| heights.get(c).copied().unwrap_or(0) == 0)
+                    .collect();
+                if missing.is_empty() {
+                    return Ok(heights);
+                }
+                if Instant::now() > deadline {
+                    bail!("no block yet on {}", missing.join(", "));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        .await;
+        clients.close().await;
+        result
+    })
+}
+
+/// The last `n` lines of a file.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One ledger client per cloud, each signing as the cloud's client
+/// identity (`cN-client`, written by `federact init`).
+struct Clients {
+    transports: Vec<Transport>,
+    by_cloud: Vec<(String, LedgerClient, federact::config::NodeId)>,
+}
+
+impl Clients {
+    async fn connect(fed: &Federation) -> anyhow::Result<Clients> {
+        let mut transports = Vec::new();
+        let mut by_cloud = Vec::new();
+        for cloud in fed.clouds() {
+            let Some(me) = client_of(fed, cloud.name()) else {
+                bail!(
+                    "cloud {} has no node with role `client` for tools (add one, or re-run `federact init`)",
+                    cloud.name()
+                );
+            };
+            let gateway = fed
+                .gateway(cloud.name())
+                .with_context(|| format!("cloud {} has no gateway", cloud.name()))?;
+            let key = NodeKey::read_file(me.key_file())
+                .with_context(|| format!("reading {}'s key", me.name()))?;
+            let transport = Transport::bind(
+                &key,
+                Membership::from_federation(fed),
+                TransportOptions::from(*fed.transport()),
+                std::net::SocketAddr::new(me.listen().ip(), 0),
+            )
+            .await
+            .with_context(|| format!("binding an endpoint as {}", me.name()))?;
+            let client = LedgerClient::new(transport.clone(), key, gateway.id())
+                .with_timeout(Duration::from_secs(10));
+            transports.push(transport);
+            by_cloud.push((cloud.name().to_string(), client, me.id()));
+        }
+        Ok(Clients {
+            transports,
+            by_cloud,
+        })
+    }
+
+    /// The highest height each chain's gateways report.
+    async fn heights(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (_, client, _) in &self.by_cloud {
+            if let Ok(status) = client.status().await {
+                for (chain, h) in status {
+                    let e = out.entry(chain).or_insert(0);
+                    *e = (*e).max(h);
+                }
+            }
+        }
+        out
+    }
+
+    async fn close(&self) {
+        for t in &self.transports {
+            t.close().await;
+        }
+    }
+}
+
+fn client_of<'a>(fed: &'a Federation, cloud: &'a str) -> Option<&'a NodeSpec> {
+    fed.nodes_with_role(cloud, Role::Client).next()
+}
+
+/// Prints chain heights per cloud (from its gateway) and which nodes
+/// answer, asked as each cloud's client identity.
+pub fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
+    let dir = &args.dir;
+    let fed = Federation::load(&dir.join("federation.toml"))?;
+    let timeout = Duration::from_secs(args.timeout_s);
+    let system = actix::System::new();
+    system.block_on(async {
+        let clients = Clients::connect(&fed).await?;
+        println!("{:<12} {:<22} {:>7}", "CLOUD", "CHAIN", "HEIGHT");
+        for (cloud, client, _) in &clients.by_cloud {
+            match client.clone().with_timeout(timeout).status().await {
+                Ok(status) => {
+                    for (chain, h) in status {
+                        println!("{cloud:<12} {chain:<22} {h:>7}");
+                    }
+                }
+                Err(e) => println!("{cloud:<12} {:<22} {:>7}  gateway: {e}", "-", "-"),
+            }
+        }
+        // Which nodes answer: a request to an actor no node registers is
+        // refused at once by a live node (proving a TLS session with it)
+        // and times out for a dead one.
+        let probe = &clients.transports[0];
+        println!("\n{:<20} {:<12} {:<24} STATE", "NODE", "CLOUD", "ROLES");
+        let mut up = 0;
+        let nodes: Vec<&NodeSpec> = fed
+            .nodes()
+            .iter()
+            .filter(|n| n.roles().runs_actors())
+            .collect();
+        let answers = futures::future::join_all(nodes.iter().map(|n| {
+            probe.request(
+                n.id(),
+                "federact-status-probe",
+                federact::actors::Bytes::new(),
+                timeout,
+            )
+        }))
+        .await;
+        for (n, answer) in nodes.iter().zip(answers) {
+            let state = match answer {
+                Ok(_) => "up".to_string(),
+                Err(e) if is_refusal(&e) => "up".to_string(),
+                Err(federact::federation::TransportError::Timeout { .. }) => {
+                    "no answer".to_string()
+                }
+                Err(_) => "unreachable".to_string(),
+            };
+            if state == "up" {
+                up += 1;
+            }
+            println!(
+                "{:<20} {:<12} {:<24} {state}",
+                n.name(),
+                n.cloud(),
+                n.roles().to_string()
+            );
+        }
+        println!("\n{up} of {} nodes up", nodes.len());
+        clients.close().await;
+        anyhow::Ok(())
+    })
+}
+
+/// Whether a transport error is a live peer's refusal (as opposed to no
+/// answer at all).
+fn is_refusal(e: &federact::federation::TransportError) -> bool {
+    use federact::federation::TransportError as E;
+    matches!(e, E::Refused { .. } | E::Remote { .. })
+}
