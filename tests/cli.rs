@@ -31,7 +31,7 @@ fn init_then_config_check_round_trips_the_default_topology() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("4 clouds, 44 nodes, 5 chains"), "{stdout}");
+    assert!(stdout.contains("4 clouds, 48 nodes, 5 chains"), "{stdout}");
     assert!(stdout.contains("consortium"), "{stdout}");
     // Running init again without --force refuses and keeps the files.
     let out = federact()
@@ -73,7 +73,7 @@ fn init_one_cloud_one_validator() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 cloud, 4 nodes, 1 chain"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 cloud, 5 nodes, 1 chain"));
 }
 
 #[test]

@@ -63,7 +63,8 @@ pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
     for n in fed.nodes().iter().filter(|n| n.roles().runs_actors()) {
         let cfg = dir.join("nodes").join(format!("{}.toml", n.name()));
         let log = logs.join(format!("{}.log", n.name()));
-        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let child = Command::new(&exe)
             .arg("node")
@@ -137,7 +138,11 @@ fn report_exits(procs: &mut [Proc]) {
     for p in procs.iter_mut().filter(|p| !p.exited) {
         if let Ok(Some(status)) = p.child.try_wait() {
             p.exited = true;
-            println!("node {} exited ({status}); log: {}", p.name, p.log.display());
+            println!(
+                "node {} exited ({status}); log: {}",
+                p.name,
+                p.log.display()
+            );
         }
     }
 }
