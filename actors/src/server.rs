@@ -610,6 +610,12 @@ impl Invoker {
         Ok(Invoker::new(transport, orchestrator, None, None))
     }
 
+    /// The invoker's transport (e.g. to build a [`LedgerClient`] or start
+    /// a migration with the same endpoint).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// Closes the invoker's endpoint (for [`Invoker::connect`]).
     pub async fn close(&self) {
         self.transport.close().await;

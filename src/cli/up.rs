@@ -66,7 +66,24 @@ pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        // A node dies with `up` (SIGTERM: it flushes and closes), whatever
+        // ends `up` — ctrl-c before the federation is ready, or SIGKILL.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: prctl(2) only, which is async-signal-safe, between
+            // fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("node")
             .arg("--config")
             .arg(&cfg)
@@ -236,7 +253,13 @@ fn wait_ready(
     system.block_on(async {
         let clients = Clients::connect(fed).await?;
         let result = async {
-            if fed.consortium().is_some() {
+            // A consortium that already has blocks (an earlier `up`) is
+            // live: nothing to record.
+            let consortium_empty = match fed.consortium() {
+                Some(c) => clients.heights().await.get(c.id()).copied().unwrap_or(0) == 0,
+                None => false,
+            };
+            if consortium_empty {
                 for (cloud, client, id) in &clients.by_cloud {
                     let join = Record::MemberJoin {
                         node: *id,
