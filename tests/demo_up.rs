@@ -94,6 +94,17 @@ fn demo_runs_every_phase_and_passes_every_check() {
     assert_eq!(verify_all(&keep), 16);
 }
 
+#[test]
+fn demo_with_one_process_per_node_passes_every_check() {
+    let out = run(&["demo", "--processes", "--image-mib", "2"], &[]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("as separate processes"), "{all}");
+    assert!(stdout.contains("demo passed"), "{all}");
+    assert!(!stdout.contains("FAIL"), "{all}");
+}
+
 /// Kills the `up` process group's children on drop, so a failing test
 /// leaves no node processes behind.
 struct Up {

@@ -1084,10 +1084,24 @@ pub async fn migrate_image(
     destination: Site,
     timeout: Duration,
 ) -> Result<MigrationReport, MigrationError> {
+    request_migration(transport, source, image, destination, false, timeout).await
+}
+
+/// [`migrate_image`] with the test hook `tamper`: the source flips one
+/// byte of the image in transit, so the destination must reject it (the
+/// demo and fault tests show the rejection on the ledger).
+pub async fn request_migration(
+    transport: &Transport,
+    source: NodeId,
+    image: &str,
+    destination: Site,
+    tamper: bool,
+    timeout: Duration,
+) -> Result<MigrationReport, MigrationError> {
     let body = wire::encode(&MigrationRequest::MigrateImage {
         image: image.to_string(),
         destination,
-        tamper: false,
+        tamper,
     });
     let reply = transport
         .request(source, MIGRATION_ACTOR, body, timeout)
@@ -1101,6 +1115,31 @@ pub async fn migrate_image(
         Ok(MigrationResponse::Unknown) => Err(MigrationError::Request {
             detail: "unexpected answer".into(),
         }),
+        Err(e) => Err(MigrationError::Request {
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// How migration `migration_id` ended on `server` (source or
+/// destination), if it ended there recently; `None` while it runs.
+pub async fn migration_outcome(
+    transport: &Transport,
+    server: NodeId,
+    migration_id: Hash,
+    timeout: Duration,
+) -> Result<Option<MigrationReport>, MigrationError> {
+    let body = wire::encode(&MigrationRequest::Outcome { migration_id });
+    let reply = transport
+        .request(server, MIGRATION_ACTOR, body, timeout)
+        .await
+        .map_err(|e| MigrationError::Request {
+            detail: e.to_string(),
+        })?;
+    match wire::decode::<MigrationResponse>(&reply) {
+        Ok(MigrationResponse::Done(r)) => Ok(Some(r)),
+        Ok(MigrationResponse::Unknown) => Ok(None),
+        Ok(MigrationResponse::Failed(reason)) => Err(MigrationError::Refused { reason }),
         Err(e) => Err(MigrationError::Request {
             detail: e.to_string(),
         }),

@@ -721,20 +721,29 @@ impl Invoker {
         name: &str,
         payload: impl Into<Bytes>,
     ) -> Result<Bytes, FunctionError> {
-        check_names(name, "task")?;
         if self.local_server.is_none() {
             return Err(FunctionError::Transport {
                 detail: "tasks run on a server node".into(),
             });
         }
+        self.task_at(self.transport.id(), name, payload).await
+    }
+
+    /// Hands a stateless task of function `name` to server `server` (an
+    /// edge device's request reaching its server): the server runs it, or
+    /// offloads it through its orchestrator when saturated.
+    pub async fn task_at(
+        &self,
+        server: NodeId,
+        name: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<Bytes, FunctionError> {
+        check_names(name, "task")?;
         let req = ServerRequest::Task {
             name: name.to_string(),
             payload: payload.into().to_vec(),
         };
-        match self
-            .call_server(self.transport.id(), req, self.timeout)
-            .await?
-        {
+        match self.call_server(server, req, self.timeout).await? {
             ServerResponse::Output(out) => Ok(Bytes::from(out)),
             ServerResponse::Failed(e) => Err(e),
             other => Err(FunctionError::Transport {

@@ -20,15 +20,20 @@ use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use federact::actors::migration::{MigrationOutcome, StartMigration};
-use federact::actors::orchestrator::OrchestratorStatus;
-use federact::actors::validator::Counters;
+use federact::actors::migration::{migration_outcome, request_migration};
+use federact::actors::wire::{self, MigrationReport};
 use federact::actors::{EmbeddedFederation, Invoker, NodeOptions, ServerLimits};
-use federact::config::{write_local_federation, Federation, Role, Topology};
+use federact::config::{write_local_federation, Federation, NodeConfig, NodeSpec, Role, Topology};
 use federact::ledger::hash::Hash;
 use federact::ledger::record::{Record, Scope, Site};
 use federact::ledger::store::ChainStore;
 use federact::ledger::verify::verify_open_store;
+
+use super::up::{wait_committed, Procs};
+
+/// Calls a server runs at once in the demo: small, so bursts of tasks
+/// saturate servers and offload.
+const INFLIGHT_MAX: u32 = 4;
 
 /// Arguments of `federact demo`.
 #[derive(Debug, Args)]
@@ -43,6 +48,10 @@ pub struct DemoArgs {
     /// Size of the migrated VM image, in MiB.
     #[arg(long, default_value_t = 8)]
     image_mib: u64,
+    /// Run each node as its own OS process (`federact node`) instead of
+    /// all in this process; the scenario is the same.
+    #[arg(long)]
+    processes: bool,
 }
 
 /// The demo federation's shape.
@@ -94,15 +103,23 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         .filter(|n| n.roles().runs_actors())
         .count();
     println!(
-        "federact demo: {} clouds, {} nodes in this process over loopback QUIC, {} chains on sled in {}\n",
+        "federact demo: {} clouds, {} nodes {} over loopback QUIC, {} chains on sled in {}\n",
         federation.clouds().len(),
         running,
+        if args.processes {
+            "as separate processes"
+        } else {
+            "in this process"
+        },
         federation.chains().len(),
         dir.display()
     );
     let mut report = Report::default();
-    let system = actix::System::new();
-    let scenario = system.block_on(scenario(&dir, &federation, args, &mut report));
+    let scenario = if args.processes {
+        in_processes(&dir, &federation, args, &mut report)
+    } else {
+        actix::System::new().block_on(in_process(&dir, &federation, args, &mut report))
+    };
     if let Err(e) = &scenario {
         report.check("scenario ran to the end", false, format!("{e:#}"));
     }
@@ -277,20 +294,7 @@ fn first_server(federation: &Federation, cloud: &str, k: usize) -> anyhow::Resul
         .with_context(|| format!("cloud {cloud} has no server #{}", k + 1))
 }
 
-fn invoker(fed: &EmbeddedFederation, node: &str) -> anyhow::Result<Invoker> {
-    Ok(fed
-        .node(node)
-        .and_then(|n| n.invoker())
-        .with_context(|| format!("{node} is not a running server"))?
-        .with_timeout(Duration::from_secs(20)))
-}
-
-async fn scenario(
-    dir: &Path,
-    federation: &Federation,
-    args: &DemoArgs,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+fn cloud_names(federation: &Federation) -> anyhow::Result<Vec<String>> {
     let clouds: Vec<String> = federation
         .clouds()
         .iter()
@@ -299,28 +303,234 @@ async fn scenario(
     if clouds.len() < 2 {
         bail!("the demo needs at least two clouds");
     }
-    // Small in-flight limits so a burst of tasks saturates servers and offloads.
+    Ok(clouds)
+}
+
+/// Every node in this process (one actix system), driven over QUIC.
+async fn in_process(
+    dir: &Path,
+    federation: &Federation,
+    args: &DemoArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let clouds = cloud_names(federation)?;
     let options = federact::builtin::register(NodeOptions::default()).server_limits(ServerLimits {
-        inflight_max: 4,
+        inflight_max: INFLIGHT_MAX,
         ..ServerLimits::default()
     });
-    let mut fed = aphase("start the nodes", async {
+    let fed = aphase("start the nodes", async {
         EmbeddedFederation::start_with(dir, options)
             .await
             .context("starting the federation")
     })
     .await?;
-    let result = phases(&mut fed, federation, &clouds, dir, args, report).await;
+    let mut nodes = Nodes::InProcess(Box::new(fed));
+    let result = drive(&mut nodes, federation, &clouds, dir, args, report).await;
     aphase("stop the nodes (stores flush)", async {
-        fed.shutdown().await;
+        nodes.shutdown().await;
         Ok(())
     })
     .await?;
     result
 }
 
+/// Every node as its own `federact node` process, driven over QUIC.
+fn in_processes(
+    dir: &Path,
+    federation: &Federation,
+    args: &DemoArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let clouds = cloud_names(federation)?;
+    let procs = phase("start the node processes", || {
+        let mut p = Procs::new(
+            dir,
+            "warn",
+            vec!["--inflight-max".into(), INFLIGHT_MAX.to_string()],
+        )?;
+        p.spawn_all(federation, false)?;
+        p.wait_listening(Duration::from_secs(90))?;
+        Ok(p)
+    })?;
+    let mut nodes = Nodes::Processes(procs);
+    phase("every chain commits a block", || {
+        wait_committed(federation, Duration::from_secs(90))
+    })?;
+    let result = actix::System::new()
+        .block_on(async { drive(&mut nodes, federation, &clouds, dir, args, report).await });
+    phase("stop the node processes (stores flush)", || {
+        if let Nodes::Processes(mut p) = nodes {
+            p.stop_all();
+        }
+        Ok(())
+    })?;
+    result
+}
+
+async fn drive(
+    nodes: &mut Nodes,
+    federation: &Federation,
+    clouds: &[String],
+    dir: &Path,
+    args: &DemoArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let driver = Driver::connect(dir, federation).await?;
+    let result = phases(&driver, nodes, federation, clouds, dir, args, report).await;
+    driver.close().await;
+    result
+}
+
+/// Where the nodes run: in this process, or one OS process each.
+enum Nodes {
+    InProcess(Box<EmbeddedFederation>),
+    Processes(Procs),
+}
+
+impl Nodes {
+    /// Takes node `name` down: a stop in this process, `kill -9` of its
+    /// process otherwise.
+    async fn take_down(&mut self, name: &str) {
+        match self {
+            Nodes::InProcess(fed) => fed.stop_node(name).await,
+            Nodes::Processes(p) => p.kill(name),
+        }
+    }
+
+    /// Starts node `name` again from its stores.
+    async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        match self {
+            Nodes::InProcess(fed) => fed.start_node(name).await.context("restarting"),
+            Nodes::Processes(p) => {
+                p.spawn(name)?;
+                p.wait_listening(Duration::from_secs(30))
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Nodes::InProcess(fed) => fed.shutdown().await,
+            Nodes::Processes(mut p) => p.stop_all(),
+        }
+    }
+}
+
+/// Drives the federation over QUIC as each cloud's client identity (the
+/// same requests in both modes).
+struct Driver {
+    federation: Federation,
+    invokers: BTreeMap<String, Invoker>,
+}
+
+impl Driver {
+    async fn connect(dir: &Path, federation: &Federation) -> anyhow::Result<Driver> {
+        let mut invokers = BTreeMap::new();
+        for cloud in federation.clouds() {
+            let me = federation
+                .nodes_with_role(cloud.name(), Role::Client)
+                .next()
+                .with_context(|| format!("cloud {} has no client identity", cloud.name()))?;
+            let cfg = NodeConfig::load(&dir.join("nodes").join(format!("{}.toml", me.name())))?;
+            let key = cfg.load_key()?;
+            let inv = Invoker::connect(&cfg, key)
+                .await
+                .with_context(|| format!("connecting as {}", me.name()))?
+                .with_timeout(Duration::from_secs(20));
+            invokers.insert(cloud.name().to_string(), inv);
+        }
+        Ok(Driver {
+            federation: federation.clone(),
+            invokers,
+        })
+    }
+
+    fn inv(&self, cloud: &str) -> anyhow::Result<&Invoker> {
+        self.invokers
+            .get(cloud)
+            .with_context(|| format!("no client for cloud {cloud}"))
+    }
+
+    fn node(&self, name: &str) -> anyhow::Result<&NodeSpec> {
+        self.federation
+            .node(name)
+            .with_context(|| format!("no node {name}"))
+    }
+
+    /// The invoker of `node`'s cloud.
+    fn inv_of(&self, node: &str) -> anyhow::Result<&Invoker> {
+        self.inv(self.node(node)?.cloud())
+    }
+
+    /// The tip height validator `node` has committed on `chain`.
+    async fn tip(&self, node: &str, chain: &str) -> anyhow::Result<u64> {
+        let reply = self
+            .inv_of(node)?
+            .transport()
+            .request(
+                self.node(node)?.id(),
+                &wire::validator_actor(chain),
+                wire::encode(&wire::ValidatorRequest::Tip),
+                Duration::from_secs(5),
+            )
+            .await
+            .with_context(|| format!("asking {node} for its tip"))?;
+        match wire::decode::<wire::ValidatorResponse>(&reply)? {
+            wire::ValidatorResponse::Tip(h) => Ok(h),
+            other => bail!("{node} answered {other:?} to a tip request"),
+        }
+    }
+
+    async fn migrate(
+        &self,
+        from: &str,
+        image: &Path,
+        to: Site,
+        tamper: bool,
+    ) -> anyhow::Result<MigrationReport> {
+        let image = image.to_str().context("image path is not UTF-8")?;
+        Ok(request_migration(
+            self.inv_of(from)?.transport(),
+            self.node(from)?.id(),
+            image,
+            to,
+            tamper,
+            Duration::from_secs(120),
+        )
+        .await?)
+    }
+
+    /// Waits (bounded) until `node`'s side of `migration_id` ended (the
+    /// destination's Arrival may commit after the source's Leave).
+    async fn outcome(&self, node: &str, migration_id: Hash) -> anyhow::Result<MigrationReport> {
+        let (t, id) = (self.inv_of(node)?.transport(), self.node(node)?.id());
+        let start = Instant::now();
+        loop {
+            if let Some(rep) =
+                migration_outcome(t, id, migration_id, Duration::from_secs(5)).await?
+            {
+                return Ok(rep);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "{node} did not finish migration {} in 30 s",
+                    migration_id.short()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn close(&self) {
+        for inv in self.invokers.values() {
+            inv.close().await;
+        }
+    }
+}
+
 async fn phases(
-    fed: &mut EmbeddedFederation,
+    driver: &Driver,
+    nodes: &mut Nodes,
     federation: &Federation,
     clouds: &[String],
     dir: &Path,
@@ -342,9 +552,9 @@ async fn phases(
         let mut first = Vec::new();
         let mut warm = Vec::new();
         let mut instances = 0;
-        for server in [&c1s1, &c2s1] {
-            let inv = invoker(fed, server)?;
-            let keys: Vec<String> = (1..=4).map(|i| format!("{server}-account-{i}")).collect();
+        for cloud in [c1, c2] {
+            let inv = driver.inv(cloud)?;
+            let keys: Vec<String> = (1..=4).map(|i| format!("{cloud}-account-{i}")).collect();
             for round in 1..=5i64 {
                 for key in &keys {
                     let t = Instant::now();
@@ -395,26 +605,23 @@ async fn phases(
         ),
     );
 
-    // 2. Offloading: a burst on one server (neighbour takes it), then a
-    // burst on every server of cloud 1 (other clouds take it).
-    // Servers run 4 calls at once. 8 tasks on one server: its neighbour
-    // takes the overflow. `hashchain` tasks are CPU work: 10 on each server
-    // of cloud 1 keep the whole cloud at its limit, so its orchestrator
-    // finds executors abroad (which have 16 free slots).
+    // 2. Offloading. Servers run 4 calls at once. 8 tasks on one server:
+    // its neighbour takes the overflow. `hashchain` tasks are CPU work: 10
+    // on each server of cloud 1 keep the whole cloud at its limit, so its
+    // orchestrator finds executors abroad (which have 16 free slots).
     const ROUNDS: u64 = 20_000;
     let chain_answer = federact::builtin::hash_chain(ROUNDS);
     let square = |i: u64| (i.to_string(), (i * i).to_string());
     let hashchain = |_: u64| (ROUNDS.to_string(), chain_answer.clone());
-    let offloads_before = offloads(fed, federation).await;
     let local = aphase(
         "offload tasks inside a cloud",
-        burst(fed, std::slice::from_ref(&c1s1), 8, "square", square),
+        burst(driver, std::slice::from_ref(&c1s1), 8, "square", square),
     )
     .await?;
     let abroad = aphase(
         "offload tasks across clouds",
         burst(
-            fed,
+            driver,
             &[c1s1.clone(), c1s2.clone()],
             10,
             "hashchain",
@@ -422,7 +629,6 @@ async fn phases(
         ),
     )
     .await?;
-    let offloads_after = offloads(fed, federation).await;
     report.line(
         "task, burst on one server",
         format!(
@@ -441,10 +647,6 @@ async fn phases(
             ms(percentile(&abroad, 1.0))
         ),
     );
-    report.line(
-        "offloads brokered by orchestrators",
-        format!("{}", offloads_after.saturating_sub(offloads_before)),
-    );
 
     // 3. Migrations of one VM image: inside cloud 1, then to cloud 2 (and 3).
     let images = dir.join("images");
@@ -458,7 +660,7 @@ async fn phases(
     }
     let mut at = image.clone();
     for (k, (from, cloud, to)) in hops.iter().enumerate() {
-        let scope = if from.starts_with(&format!("{}-", short_cloud(cloud))) {
+        let scope = if driver.node(from)?.cloud() == cloud.as_str() {
             "inside"
         } else {
             "across clouds"
@@ -466,11 +668,18 @@ async fn phases(
         let name = format!("migrate vm {} {from} → {to} ({scope})", vm.short());
         let rep = aphase(
             &name,
-            migrate(fed, from, &at, Site::new(cloud.clone(), to.clone()), false),
+            driver.migrate(from, &at, Site::new(cloud.clone(), to.clone()), false),
         )
         .await?;
         if !rep.completed {
             bail!("migration {k} aborted: {}", rep.reason.unwrap_or_default());
+        }
+        let dest = driver.outcome(to, rep.migration_id).await?;
+        if !dest.completed {
+            bail!(
+                "{to} aborted migration {k}: {}",
+                dest.reason.unwrap_or_default()
+            );
         }
         report.line(
             &format!("migration {from} → {to}"),
@@ -480,16 +689,8 @@ async fn phases(
                 rep.elapsed_ms
             ),
         );
-        // The destination keeps the image under its vm id once its side
-        // ends (its Arrival may commit after the source's Leave): the next
-        // hop starts from there.
-        let dest = destination_outcome(fed, to, rep.migration_id).await?;
-        if !dest.completed {
-            bail!(
-                "{to} aborted migration {k}: {}",
-                dest.reason.unwrap_or_default()
-            );
-        }
+        // The destination keeps the image under its vm id: the next hop
+        // starts from there.
         at = dir
             .join("data")
             .join(to)
@@ -506,7 +707,7 @@ async fn phases(
     let (bad, bad_vm) = write_image(&images.join("tampered.img"), 2 << 20, 9)?;
     let rep = aphase(
         &format!("migrate a tampered image {c1s1} → {c2s2}"),
-        migrate(fed, &c1s1, &bad, Site::new(c2.clone(), c2s2.clone()), true),
+        driver.migrate(&c1s1, &bad, Site::new(c2.clone(), c2s2.clone()), true),
     )
     .await?;
     report.check(
@@ -540,15 +741,15 @@ async fn phases(
     let before = aphase(
         &format!("kill {victim}; {chain2} keeps committing"),
         async {
-            let before = height(fed, &witness).await?;
-            fed.stop_node(&victim).await;
-            let inv = invoker(fed, &c2s2)?;
+            let before = driver.tip(&witness, &chain2).await?;
+            nodes.take_down(&victim).await;
+            let inv = driver.inv(c2)?;
             for i in 1..=4 {
                 inv.invoke("counter", &format!("after-kill-{i}"), "1")
                     .await
                     .context("invoking while a validator is down")?;
             }
-            let after = height(fed, &witness).await?;
+            let after = driver.tip(&witness, &chain2).await?;
             if after <= before {
                 bail!("{chain2} did not advance while {victim} was down ({before} → {after})");
             }
@@ -563,10 +764,10 @@ async fn phases(
     );
     let caught = aphase(&format!("restart {victim}; it catches up"), async {
         let t = Instant::now();
-        fed.start_node(&victim).await.context("restarting")?;
-        let target = height(fed, &witness).await?;
+        nodes.restart(&victim).await?;
+        let target = driver.tip(&witness, &chain2).await?;
         loop {
-            let h = height(fed, &victim).await?;
+            let h = driver.tip(&victim, &chain2).await.unwrap_or(0);
             if h >= target {
                 return Ok((h, t.elapsed()));
             }
@@ -591,12 +792,12 @@ fn validator_names(federation: &Federation, ids: &[federact::config::NodeId]) ->
         .collect()
 }
 
-/// Runs `per` concurrent tasks of `function` on each of `servers` (each
+/// Hands `per` concurrent tasks of `function` to each of `servers` (each
 /// server runs what it has room for and offloads the rest); `task(i)`
 /// gives the i-th payload and its expected answer. Returns the sorted
 /// latencies.
 async fn burst(
-    fed: &EmbeddedFederation,
+    driver: &Driver,
     servers: &[String],
     per: u64,
     function: &str,
@@ -604,13 +805,13 @@ async fn burst(
 ) -> anyhow::Result<Vec<Duration>> {
     let mut calls = Vec::new();
     for s in servers {
-        let inv = invoker(fed, s)?;
+        let inv = driver.inv_of(s)?;
+        let server = driver.node(s)?.id();
         for i in 1..=per {
-            let inv = inv.clone();
             let (payload, expected) = task(i);
             calls.push(async move {
                 let t = Instant::now();
-                let r = inv.task(function, payload).await;
+                let r = inv.task_at(server, function, payload).await;
                 (i, r, expected, t.elapsed())
             });
         }
@@ -628,85 +829,6 @@ async fn burst(
     }
     lat.sort();
     Ok(lat)
-}
-
-/// "c2" for "cloud-2" (node names written by `federact init`).
-fn short_cloud(cloud: &str) -> String {
-    format!("c{}", cloud.trim_start_matches("cloud-"))
-}
-
-async fn migrate(
-    fed: &EmbeddedFederation,
-    from: &str,
-    image: &Path,
-    to: Site,
-    tamper: bool,
-) -> anyhow::Result<federact::actors::wire::MigrationReport> {
-    let actor = fed
-        .node(from)
-        .and_then(|n| n.migration().cloned())
-        .with_context(|| format!("{from} runs no migration actor"))?;
-    let rep = actor
-        .send(StartMigration {
-            image: image.to_path_buf(),
-            destination: to,
-            tamper,
-        })
-        .await
-        .context("the migration actor stopped")??;
-    Ok(rep)
-}
-
-/// Waits (bounded) until the destination's side of `migration_id` ended.
-async fn destination_outcome(
-    fed: &EmbeddedFederation,
-    node: &str,
-    migration_id: Hash,
-) -> anyhow::Result<federact::actors::wire::MigrationReport> {
-    let actor = fed
-        .node(node)
-        .and_then(|n| n.migration().cloned())
-        .with_context(|| format!("{node} runs no migration actor"))?;
-    let t = Instant::now();
-    loop {
-        if let Some(rep) = actor.send(MigrationOutcome(migration_id)).await? {
-            return Ok(rep);
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "{node} did not finish migration {} in 30 s",
-                migration_id.short()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The chain height a validator node has committed (its first chain).
-async fn height(fed: &EmbeddedFederation, node: &str) -> anyhow::Result<u64> {
-    let v = fed
-        .node(node)
-        .and_then(|n| n.validators().first().map(|(_, a)| a.clone()))
-        .with_context(|| format!("{node} runs no validator"))?;
-    let (h, _) = v.send(Counters).await.context("validator stopped")?;
-    Ok(h)
-}
-
-/// Offloads brokered so far by every orchestrator.
-async fn offloads(fed: &EmbeddedFederation, federation: &Federation) -> u64 {
-    let mut n = 0;
-    for c in federation.clouds() {
-        if let Some(o) = federation
-            .orchestrator(c.name())
-            .and_then(|o| fed.node(o.name()))
-            .and_then(|n| n.orchestrator().cloned())
-        {
-            if let Ok(c) = o.send(OrchestratorStatus).await {
-                n += c.offloads;
-            }
-        }
-    }
-    n
 }
 
 /// Writes a `len`-byte pseudo-random image; returns its path and sha256.

@@ -56,6 +56,9 @@ enum Command {
         /// The node's configuration file (e.g. DIR/nodes/c1-gateway.toml).
         #[arg(long)]
         config: PathBuf,
+        /// A server's limit of calls in flight (beyond it, tasks offload).
+        #[arg(long)]
+        inflight_max: Option<u32>,
     },
 }
 
@@ -126,7 +129,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Up(args) => up::run_up(&args),
         Command::Status(args) => up::run_status(&args),
-        Command::Node { config } => node::run(&config),
+        Command::Node {
+            config,
+            inflight_max,
+        } => node::run(&config, inflight_max),
         Command::Ledger(cmd) => ledger::run(cmd),
         Command::Migrate(args) => migrate::run(&args),
         Command::Invoke(args) => invoke::run(&args),

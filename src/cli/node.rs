@@ -4,12 +4,12 @@
 use std::path::Path;
 
 use anyhow::Context;
-use federact::actors::{Node, NodeOptions};
+use federact::actors::{Node, NodeOptions, ServerLimits};
 use federact::config::NodeConfig;
 
 /// Runs the node until ctrl-c or SIGTERM, then shuts it down cleanly
 /// (actors stop, stores flush, connections close).
-pub fn run(config: &Path) -> anyhow::Result<()> {
+pub fn run(config: &Path, inflight_max: Option<u32>) -> anyhow::Result<()> {
     let cfg = NodeConfig::load(config)?;
     if !cfg.spec().roles().runs_actors() {
         anyhow::bail!(
@@ -24,7 +24,13 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         init(&TelemetryConfig::from_node_config(&cfg)?).context("starting telemetry")?;
     let system = actix::System::new();
     system.block_on(async move {
-        let options = federact::builtin::register(NodeOptions::default());
+        let mut options = federact::builtin::register(NodeOptions::default());
+        if let Some(max) = inflight_max {
+            options = options.server_limits(ServerLimits {
+                inflight_max: max,
+                ..ServerLimits::default()
+            });
+        }
         let node = Node::start_with(&cfg, key, options)
             .await
             .context("starting the node")?;

@@ -40,35 +40,62 @@ pub struct StatusArgs {
 }
 
 /// A started node process.
-struct Proc {
+pub(crate) struct Proc {
     name: String,
     child: Child,
     log: PathBuf,
+    /// The log's length when this process started (restarts append).
+    log_from: usize,
     exited: bool,
 }
 
-/// Starts every node, waits until the federation is live, then waits for
-/// ctrl-c / SIGTERM and stops every node with SIGTERM (SIGKILL after 10 s).
-pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
-    let dir = &args.dir;
-    let fed = Federation::load(&dir.join("federation.toml"))?;
-    let exe = std::env::current_exe().context("locating the federact binary")?;
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let mut procs: Vec<Proc> = Vec::new();
-    println!(
-        "{:<20} {:>7}  {:<22} {:<24} LOG",
-        "NODE", "PID", "LISTEN", "ROLES"
-    );
-    for n in fed.nodes().iter().filter(|n| n.roles().runs_actors()) {
-        let cfg = dir.join("nodes").join(format!("{}.toml", n.name()));
-        let log = logs.join(format!("{}.log", n.name()));
-        let out =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+/// The node processes of one federation directory.
+pub(crate) struct Procs {
+    exe: PathBuf,
+    dir: PathBuf,
+    log_filter: String,
+    /// Extra arguments for every `federact node`.
+    node_args: Vec<String>,
+    procs: Vec<Proc>,
+}
+
+impl Procs {
+    /// No process yet; `node_args` go to every `federact node`.
+    pub(crate) fn new(
+        dir: &Path,
+        log_filter: &str,
+        node_args: Vec<String>,
+    ) -> anyhow::Result<Procs> {
+        let exe = std::env::current_exe().context("locating the federact binary")?;
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        Ok(Procs {
+            exe,
+            dir: dir.to_path_buf(),
+            log_filter: log_filter.to_string(),
+            node_args,
+            procs: Vec::new(),
+        })
+    }
+
+    /// Starts node `name` (appending to its log); returns its pid.
+    pub(crate) fn spawn(&mut self, name: &str) -> anyhow::Result<u32> {
+        let cfg = self.dir.join("nodes").join(format!("{name}.toml"));
+        let log = self.dir.join("logs").join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let log_from = out
+            .metadata()
+            .map(|m| usize::try_from(m.len()).unwrap_or(usize::MAX))
+            .unwrap_or(0);
         let err = out.try_clone()?;
-        let mut command = Command::new(&exe);
-        // A node dies with `up` (SIGTERM: it flushes and closes), whatever
-        // ends `up` — ctrl-c before the federation is ready, or SIGKILL.
+        let mut command = Command::new(&self.exe);
+        // A node dies with its parent (SIGTERM: it flushes and closes),
+        // whatever ends the parent — ctrl-c before the federation is
+        // ready, or SIGKILL.
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::process::CommandExt as _;
@@ -87,34 +114,172 @@ pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
             .arg("node")
             .arg("--config")
             .arg(&cfg)
-            .env("RUST_LOG", &args.log)
+            .args(&self.node_args)
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .spawn();
-        let child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                stop_all(&mut procs);
-                return Err(e).with_context(|| format!("starting {}", n.name()));
-            }
-        };
-        println!(
-            "{:<20} {:>7}  {:<22} {:<24} {}",
-            n.name(),
-            child.id(),
-            n.listen().to_string(),
-            n.roles().to_string(),
-            log.display()
-        );
-        procs.push(Proc {
-            name: n.name().to_string(),
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let pid = child.id();
+        self.procs.retain(|p| p.name != name);
+        self.procs.push(Proc {
+            name: name.to_string(),
             child,
             log,
+            log_from,
             exited: false,
         });
+        Ok(pid)
     }
-    let ready = wait_ready(&fed, &mut procs, Duration::from_secs(args.ready_timeout_s));
+
+    /// Starts every node of `fed` that runs actors, printing a table.
+    pub(crate) fn spawn_all(&mut self, fed: &Federation, print: bool) -> anyhow::Result<()> {
+        if print {
+            println!(
+                "{:<20} {:>7}  {:<22} {:<24} LOG",
+                "NODE", "PID", "LISTEN", "ROLES"
+            );
+        }
+        for n in fed.nodes().iter().filter(|n| n.roles().runs_actors()) {
+            let pid = match self.spawn(n.name()) {
+                Ok(pid) => pid,
+                Err(e) => {
+                    self.stop_all();
+                    return Err(e);
+                }
+            };
+            if print {
+                println!(
+                    "{:<20} {:>7}  {:<22} {:<24} {}",
+                    n.name(),
+                    pid,
+                    n.listen().to_string(),
+                    n.roles().to_string(),
+                    self.dir
+                        .join("logs")
+                        .join(format!("{}.log", n.name()))
+                        .display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of node processes started.
+    pub(crate) fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// SIGKILL to node `name` (a crash: nothing flushes), then reaps it.
+    pub(crate) fn kill(&mut self, name: &str) {
+        if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+            p.exited = true;
+        }
+    }
+
+    /// Waits (bounded) until every running node logs that it listens;
+    /// fails with the log's tail of a node that exits meanwhile.
+    pub(crate) fn wait_listening(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut listening = vec![false; self.procs.len()];
+        while listening.iter().any(|l| !l) {
+            for (i, p) in self.procs.iter_mut().enumerate() {
+                if listening[i] || p.exited {
+                    listening[i] = true;
+                    continue;
+                }
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    p.exited = true;
+                    bail!(
+                        "node {} exited ({status}) while starting:\n{}",
+                        p.name,
+                        tail(&p.log, 10)
+                    );
+                }
+                let log = std::fs::read(&p.log).unwrap_or_default();
+                let since = String::from_utf8_lossy(log.get(p.log_from..).unwrap_or_default());
+                listening[i] = since.contains(" listening on ");
+            }
+            if Instant::now() > deadline {
+                let late: Vec<&str> = self
+                    .procs
+                    .iter()
+                    .zip(&listening)
+                    .filter(|(_, l)| !**l)
+                    .map(|(p, _)| p.name.as_str())
+                    .collect();
+                bail!("not listening after {timeout:?}: {}", late.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Prints nodes that exited on their own since the last look.
+    fn report_exits(&mut self) {
+        for p in self.procs.iter_mut().filter(|p| !p.exited) {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                p.exited = true;
+                println!(
+                    "node {} exited ({status}); log: {}",
+                    p.name,
+                    p.log.display()
+                );
+            }
+        }
+    }
+
+    /// SIGTERM to every running node, then waits; SIGKILL after 10 s.
+    pub(crate) fn stop_all(&mut self) {
+        for p in self.procs.iter_mut() {
+            if let Ok(None) = p.child.try_wait() {
+                if let Ok(pid) = i32::try_from(p.child.id()) {
+                    // SAFETY: kill(2) with a pid we spawned and have not reaped.
+                    unsafe {
+                        libc::kill(pid, libc::SIGTERM);
+                    }
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for p in self.procs.iter_mut() {
+            loop {
+                match p.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        eprintln!("{} did not stop in 10 s: killing it", p.name);
+                        let _ = p.child.kill();
+                        let _ = p.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Starts every node, waits until the federation is live, then waits for
+/// ctrl-c / SIGTERM and stops every node with SIGTERM (SIGKILL after 10 s).
+pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
+    let dir = &args.dir;
+    let fed = Federation::load(&dir.join("federation.toml"))?;
+    let mut procs = Procs::new(dir, &args.log, Vec::new())?;
+    procs.spawn_all(&fed, true)?;
+    let timeout = Duration::from_secs(args.ready_timeout_s);
+    let ready = procs.wait_listening(timeout).and_then(|()| {
+        println!("\nevery node listens; waiting for every chain to commit ...");
+        wait_committed(&fed, timeout)
+    });
     match ready {
         Ok(heights) => {
             let shown: Vec<String> = heights.iter().map(|(c, h)| format!("{c} at {h}")).collect();
@@ -126,7 +291,7 @@ pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
             );
         }
         Err(e) => {
-            stop_all(&mut procs);
+            procs.stop_all();
             return Err(e.context("the federation did not come up"));
         }
     }
@@ -140,57 +305,14 @@ pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = &mut signal => break,
-                _ = tick.tick() => report_exits(&mut procs),
+                _ = tick.tick() => procs.report_exits(),
             }
         }
     });
     println!("stopping {} nodes ...", procs.len());
-    stop_all(&mut procs);
+    procs.stop_all();
     println!("stopped; stores are in {}", dir.join("data").display());
     Ok(())
-}
-
-/// Prints nodes that exited on their own since the last look.
-fn report_exits(procs: &mut [Proc]) {
-    for p in procs.iter_mut().filter(|p| !p.exited) {
-        if let Ok(Some(status)) = p.child.try_wait() {
-            p.exited = true;
-            println!(
-                "node {} exited ({status}); log: {}",
-                p.name,
-                p.log.display()
-            );
-        }
-    }
-}
-
-/// SIGTERM to every running node, then waits; SIGKILL after 10 s.
-fn stop_all(procs: &mut [Proc]) {
-    for p in procs.iter_mut() {
-        if let Ok(None) = p.child.try_wait() {
-            if let Ok(pid) = i32::try_from(p.child.id()) {
-                // SAFETY: kill(2) with a pid we spawned and have not reaped.
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
-            }
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for p in procs.iter_mut() {
-        loop {
-            match p.child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() >= deadline => {
-                    eprintln!("{} did not stop in 10 s: killing it", p.name);
-                    let _ = p.child.kill();
-                    let _ = p.child.wait();
-                    break;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
 }
 
 async fn wait_for_signal() {
@@ -208,47 +330,14 @@ async fn wait_for_signal() {
     }
 }
 
-/// Waits until every node process listens and every chain has committed
-/// a block: local chains commit their servers' joins; the consortium
-/// commits the membership of each cloud's client identity, which `up`
-/// submits. Returns the chain heights.
-fn wait_ready(
+/// Waits until every chain has committed a block: local chains commit
+/// their servers' joins; the consortium commits the membership of each
+/// cloud's client identity, which is submitted here. Returns the heights.
+pub(crate) fn wait_committed(
     fed: &Federation,
-    procs: &mut [Proc],
     timeout: Duration,
 ) -> anyhow::Result<BTreeMap<String, u64>> {
     let deadline = Instant::now() + timeout;
-    // 1. Every process says it listens (or dies, with its log's tail).
-    let mut listening = vec![false; procs.len()];
-    while listening.iter().any(|l| !l) {
-        for (i, p) in procs.iter_mut().enumerate() {
-            if listening[i] {
-                continue;
-            }
-            if let Ok(Some(status)) = p.child.try_wait() {
-                p.exited = true;
-                bail!(
-                    "node {} exited ({status}) while starting:\n{}",
-                    p.name,
-                    tail(&p.log, 10)
-                );
-            }
-            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-            listening[i] = log.contains(" listening on ");
-        }
-        if Instant::now() > deadline {
-            let late: Vec<&str> = procs
-                .iter()
-                .zip(&listening)
-                .filter(|(_, l)| !**l)
-                .map(|(p, _)| p.name.as_str())
-                .collect();
-            bail!("not listening after {timeout:?}: {}", late.join(", "));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    println!("\nevery node listens; waiting for every chain to commit ...");
-    // 2. Every chain commits.
     let system = actix::System::new();
     system.block_on(async {
         let clients = Clients::connect(fed).await?;
