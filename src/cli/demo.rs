@@ -282,6 +282,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// "N calls, p50 … p99 … max …" of sorted latencies.
+fn latencies(sorted: &[Duration]) -> String {
+    format!(
+        "{} calls, p50 {} p99 {} max {}",
+        sorted.len(),
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.99)),
+        ms(percentile(sorted, 1.0))
+    )
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
@@ -588,22 +599,8 @@ async fn phases(
         true,
         format!("{instances} instances × 5 calls, totals exact"),
     );
-    report.line(
-        "invoke, first call (placed+recorded)",
-        format!(
-            "p50 {} max {}",
-            ms(percentile(&first, 0.5)),
-            ms(percentile(&first, 1.0))
-        ),
-    );
-    report.line(
-        "invoke, warm call",
-        format!(
-            "p50 {} p99 {}",
-            ms(percentile(&warm, 0.5)),
-            ms(percentile(&warm, 0.99))
-        ),
-    );
+    report.line("invoke, first call (placed+recorded)", latencies(&first));
+    report.line("invoke, warm call", latencies(&warm));
 
     // 2. Offloading. Servers run 4 calls at once. 8 tasks on one server:
     // its neighbour takes the overflow. `hashchain` tasks are CPU work: 10
@@ -629,24 +626,8 @@ async fn phases(
         ),
     )
     .await?;
-    report.line(
-        "task, burst on one server",
-        format!(
-            "{} tasks, p50 {} max {}",
-            local.len(),
-            ms(percentile(&local, 0.5)),
-            ms(percentile(&local, 1.0))
-        ),
-    );
-    report.line(
-        "task, burst on a whole cloud",
-        format!(
-            "{} tasks, p50 {} max {}",
-            abroad.len(),
-            ms(percentile(&abroad, 0.5)),
-            ms(percentile(&abroad, 1.0))
-        ),
-    );
+    report.line("task, burst on one server", latencies(&local));
+    report.line("task, burst on a whole cloud", latencies(&abroad));
 
     // 3. Migrations of one VM image: inside cloud 1, then to cloud 2 (and 3).
     let images = dir.join("images");

@@ -300,7 +300,7 @@ pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let signal = wait_for_signal();
+        let signal = super::node::wait_for_signal();
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -313,21 +313,6 @@ pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
     procs.stop_all();
     println!("stopped; stores are in {}", dir.join("data").display());
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Waits until every chain has committed a block: local chains commit
