@@ -43,8 +43,10 @@ const AHEAD_MAX: usize = 1024;
 const BATCH_MAX: usize = 1024;
 /// How long a batch may wait for more transactions.
 const BATCH_WINDOW: Duration = Duration::from_millis(1);
-/// A waiting submitter's deadline before the gateway asks why.
-const COMMIT_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a submitted transaction may stay uncommitted before the
+/// gateway asks the validators why (and again after as long, until it
+/// commits or is refused).
+const COMMIT_DEADLINE: Duration = Duration::from_secs(3);
 /// Validator request timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often followed chains are checked for gaps and lost subscriptions.
@@ -618,29 +620,58 @@ impl GatewayActor {
             .take(256)
             .collect();
         for (id, chain_id) in overdue {
+            if let Some((_, _, since)) = self.waiting.get_mut(&id) {
+                *since = now;
+            }
             self.ask_status(id, chain_id, ctx);
         }
     }
 
+    /// Asks every validator of the chain about an overdue transaction: a
+    /// transaction the rules refuse is dropped by the proposer that tried
+    /// to include it (only it knows why), so one refusal settles it; it is
+    /// lost only if every validator that answers has never seen it.
     fn ask_status(&mut self, id: TxId, chain_id: String, ctx: &mut Context<Self>) {
         let Some(chain) = self.chain_mut(&chain_id) else {
             return;
         };
-        let Some(&peer) = chain.validators.first() else {
-            return;
-        };
+        let peers = chain.validators.clone();
         let actor = chain.actor.clone();
         let transport = self.transport.clone();
         let body = wire::encode(&ValidatorRequest::TxStatus { id });
-        let fut = async move { transport.request(peer, &actor, body, REQUEST_TIMEOUT).await };
-        ctx.spawn(fut.into_actor(self).map(move |r, act, _| {
-            let status = r.ok().and_then(|b| wire::decode::<ValidatorResponse>(&b).ok());
-            let why = match status {
-                Some(ValidatorResponse::TxStatus(TxStatus::Refused(why))) => why,
-                Some(ValidatorResponse::TxStatus(TxStatus::Unknown)) => {
+        let fut = async move {
+            futures::future::join_all(peers.into_iter().map(|peer| {
+                let (transport, actor, body) = (transport.clone(), actor.clone(), body.clone());
+                async move {
+                    let reply = transport.request(peer, &actor, body, REQUEST_TIMEOUT).await;
+                    reply
+                        .ok()
+                        .and_then(|b| wire::decode::<ValidatorResponse>(&b).ok())
+                }
+            }))
+            .await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |answers, act, _| {
+            let statuses: Vec<TxStatus> = answers
+                .into_iter()
+                .flatten()
+                .filter_map(|r| match r {
+                    ValidatorResponse::TxStatus(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            let refused = statuses.iter().find_map(|s| match s {
+                TxStatus::Refused(why) => Some(why.clone()),
+                _ => None,
+            });
+            let why = match refused {
+                Some(why) => why,
+                None if !statuses.is_empty()
+                    && statuses.iter().all(|s| *s == TxStatus::Unknown) =>
+                {
                     "the transaction was lost by the validators (not pending, not committed); submit it again".into()
                 }
-                _ => return, // pending or committed: the block will answer
+                None => return, // pending or committed: the block will answer
             };
             if let Some((_, waiters, _)) = act.waiting.remove(&id) {
                 act.counters.refused += 1;
