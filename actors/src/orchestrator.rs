@@ -1426,3 +1426,67 @@ impl Handler<crate::node::Shutdown> for OrchestratorActor {
         ctx.stop();
     }
 }
+
+/// Asks `orchestrator` (over QUIC, as `transport`'s node, which must be of
+/// the orchestrator's cloud) to drain its server `server`: every instance
+/// migrates to another server and nothing more is placed there. Returns
+/// the instances moved and `name/key: reason` of those that stayed.
+pub async fn drain_server(
+    transport: &Transport,
+    orchestrator: NodeId,
+    server: &str,
+    timeout: Duration,
+) -> Result<(u32, Vec<String>), FunctionError> {
+    let req = OrchestratorRequest::Drain {
+        server: server.to_string(),
+    };
+    let reply = transport
+        .request(orchestrator, ORCHESTRATOR_ACTOR, wire::encode(&req), timeout)
+        .await
+        .map_err(|e| FunctionError::Transport {
+            detail: e.to_string(),
+        })?;
+    match wire::decode::<OrchestratorResponse>(&reply) {
+        Ok(OrchestratorResponse::Drained { moved, failed }) => Ok((moved, failed)),
+        Ok(OrchestratorResponse::Failed(e)) => Err(e),
+        Ok(other) => Err(FunctionError::Transport {
+            detail: format!("unexpected answer {other:?}"),
+        }),
+        Err(e) => Err(FunctionError::Transport {
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Asks `orchestrator` (over QUIC, from a node of its cloud) to migrate
+/// instance (`name`, `key`) live to `destination`; see [`MigrateInstance`].
+pub async fn migrate_instance(
+    transport: &Transport,
+    orchestrator: NodeId,
+    name: &str,
+    key: &str,
+    destination: Site,
+    timeout: Duration,
+) -> Result<MigrationReport, FunctionError> {
+    let req = OrchestratorRequest::Migrate {
+        name: name.to_string(),
+        key: key.to_string(),
+        destination,
+    };
+    let reply = transport
+        .request(orchestrator, ORCHESTRATOR_ACTOR, wire::encode(&req), timeout)
+        .await
+        .map_err(|e| FunctionError::Transport {
+            detail: e.to_string(),
+        })?;
+    match wire::decode::<OrchestratorResponse>(&reply) {
+        Ok(OrchestratorResponse::Migrated(report)) => Ok(report),
+        Ok(OrchestratorResponse::Failed(e)) => Err(e),
+        Ok(other) => Err(FunctionError::Transport {
+            detail: format!("unexpected answer {other:?}"),
+        }),
+        Err(e) => Err(FunctionError::Transport {
+            detail: e.to_string(),
+        }),
+    }
+}

@@ -480,3 +480,155 @@ async fn source_killed_mid_transfer_leaves_consistent_ledgers_and_one_instance()
         .any(|r| matches!(r, Record::ProvIdDelete { kind: EntityKind::Container, entity } if entity == "counter/k")));
     verify(dir.path(), "c1-validator-1", "cloud-1.local");
 }
+
+async fn where_is(fed: &EmbeddedFederation, key: &str) -> Option<String> {
+    let orch = fed
+        .node("c1-orchestrator")
+        .unwrap()
+        .orchestrator()
+        .unwrap()
+        .clone();
+    let at = orch
+        .send(Whereabouts("counter".into(), key.into()))
+        .await
+        .unwrap();
+    at.map(|id| name_of(fed, id))
+}
+
+#[actix_rt::test]
+async fn drain_migrates_every_instance_away_and_places_nothing_more_there() {
+    let (_dir, fed) = start(MigrationLimits::default()).await;
+    let inv = invoker(&fed, 1);
+    let keys = ["a", "b", "c", "d"];
+    for (i, k) in keys.iter().enumerate() {
+        // Instance i has counted i + 1 calls.
+        for _ in 0..=i {
+            inv.invoke("counter", k, Bytes::new()).await.unwrap();
+        }
+    }
+    let drained = where_is(&fed, "a").await.unwrap();
+    let before = hosted(&fed, 1).await;
+    let on_drained = before.iter().find(|(s, _)| *s == drained).unwrap().1;
+    assert!(on_drained >= 1, "{before:?}");
+    // Over QUIC, as a node of the cloud (what `federact drain` does).
+    let gateway = fed.node("c1-gateway").unwrap();
+    let orch_id = fed.federation().orchestrator("cloud-1").unwrap().id();
+    let (moved, failed) = federact_actors::orchestrator::drain_server(
+        gateway.transport(),
+        orch_id,
+        &drained,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!((moved, failed.len()), (on_drained, 0), "{failed:?}");
+    let hosts = hosted(&fed, 1).await;
+    assert!(hosts.contains(&(drained.clone(), 0)), "{hosts:?}");
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(where_is(&fed, k).await.as_deref(), Some(other(&drained)));
+        let out = inv.invoke("counter", k, Bytes::new()).await.unwrap();
+        assert_eq!(out, Bytes::from((i + 2).to_string()), "state of {k}");
+    }
+    // New instances avoid the drained server.
+    inv.invoke("counter", "e", Bytes::new()).await.unwrap();
+    assert_eq!(where_is(&fed, "e").await.as_deref(), Some(other(&drained)));
+    // A drain from another cloud is refused.
+    let foreign = fed.node("c2-gateway").unwrap();
+    let refused = federact_actors::orchestrator::drain_server(
+        foreign.transport(),
+        orch_id,
+        other(&drained),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(FunctionError::Placement { .. })),
+        "{refused:?}"
+    );
+    fed.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn rebalance_policy_migrates_a_hot_instance_off_a_hot_server() {
+    let (_dir, fed) = start(MigrationLimits::default()).await;
+    let inv = invoker(&fed, 1);
+    let keys = ["a", "b", "c"];
+    for k in keys {
+        inv.invoke("counter", k, Bytes::new()).await.unwrap();
+    }
+    // Two servers, three instances: one server hosts two; make both hot.
+    let mut at = Vec::new();
+    for k in keys {
+        at.push((k, where_is(&fed, k).await.unwrap()));
+    }
+    let hot_server = if at.iter().filter(|(_, s)| *s == at[0].1).count() >= 2 {
+        at[0].1.clone()
+    } else {
+        at[1].1.clone()
+    };
+    let hot: Vec<&str> = at
+        .iter()
+        .filter(|(_, s)| *s == hot_server)
+        .map(|(k, _)| *k)
+        .collect();
+    assert!(hot.len() >= 2, "{at:?}");
+    let stop = Rc::new(RefCell::new(false));
+    let tasks: Vec<_> = hot
+        .iter()
+        .map(|k| {
+            let (inv, stop, k) = (inv.clone(), stop.clone(), k.to_string());
+            actix::spawn(async move {
+                let mut n = 1u64;
+                while !*stop.borrow() {
+                    let out = inv.invoke("counter", &k, Bytes::new()).await?;
+                    n += 1;
+                    assert_eq!(out, Bytes::from(n.to_string()), "state of {k}");
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Ok::<u64, FunctionError>(n)
+            })
+        })
+        .collect();
+    let orch = fed
+        .node("c1-orchestrator")
+        .unwrap()
+        .orchestrator()
+        .unwrap()
+        .clone();
+    orch.send(federact_actors::orchestrator::SetRebalance(Some(
+        federact_actors::placement::Rebalance::default(),
+    )))
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let mut moved = None;
+    while start.elapsed() < Duration::from_secs(30) && moved.is_none() {
+        for k in &hot {
+            if where_is(&fed, k).await.as_deref() == Some(other(&hot_server)) {
+                moved = Some(k.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    orch.send(federact_actors::orchestrator::SetRebalance(None))
+        .await
+        .unwrap();
+    *stop.borrow_mut() = true;
+    for t in tasks {
+        let n = t.await.unwrap().expect("a call failed during rebalancing");
+        assert!(n > 1);
+    }
+    assert!(moved.is_some(), "no hot instance left {hot_server}");
+    // One hot instance moved, the other stayed: the heat is split.
+    let still: usize = {
+        let mut c = 0;
+        for k in &hot {
+            if where_is(&fed, k).await.as_deref() == Some(hot_server.as_str()) {
+                c += 1;
+            }
+        }
+        c
+    };
+    assert_eq!(still, hot.len() - 1);
+    fed.shutdown().await;
+}
