@@ -1274,7 +1274,11 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(
             instance_image::parse(&bytes).unwrap(),
-            ("counter".to_string(), "user-1".to_string(), b"state".as_slice())
+            (
+                "counter".to_string(),
+                "user-1".to_string(),
+                b"state".as_slice()
+            )
         );
         assert!(instance_image::parse(b"qcow2...").is_err());
         let truncated = &bytes[..22];

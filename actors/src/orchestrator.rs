@@ -68,11 +68,11 @@ use crate::placement::{
     FUNCTIONS_MAX, HEAT_MAX,
 };
 use crate::wire::MigrationReport;
-use federact_ledger::record::Site;
 use crate::wire::{
     self, OrchestratorOneWay, OrchestratorRequest, OrchestratorResponse, ServerRequest,
     ServerResponse, ORCHESTRATOR_ACTOR, SERVER_ACTOR,
 };
+use federact_ledger::record::Site;
 
 /// A server that has not reported for this long leaves.
 pub const SERVER_SILENT: Duration = Duration::from_secs(5);
@@ -135,7 +135,9 @@ impl Waiter {
     fn answer(self, r: OrchestratorResponse) {
         match self {
             Waiter::Migration(w, report) => w.answer(match (r, report) {
-                (OrchestratorResponse::Located(_), Some(rep)) => OrchestratorResponse::Migrated(rep),
+                (OrchestratorResponse::Located(_), Some(rep)) => {
+                    OrchestratorResponse::Migrated(rep)
+                }
                 (OrchestratorResponse::Located(s), None) => {
                     OrchestratorResponse::Failed(FunctionError::Placement {
                         reason: format!(
@@ -345,14 +347,21 @@ impl OrchestratorActor {
                 };
                 actix::spawn(async move {
                     let r = match t
-                        .request(peer, ORCHESTRATOR_ACTOR, wire::encode(&req), Duration::from_secs(30))
+                        .request(
+                            peer,
+                            ORCHESTRATOR_ACTOR,
+                            wire::encode(&req),
+                            Duration::from_secs(30),
+                        )
                         .await
                     {
-                        Ok(body) => wire::decode::<OrchestratorResponse>(&body).unwrap_or_else(|e| {
-                            OrchestratorResponse::Failed(FunctionError::Transport {
-                                detail: e.to_string(),
+                        Ok(body) => {
+                            wire::decode::<OrchestratorResponse>(&body).unwrap_or_else(|e| {
+                                OrchestratorResponse::Failed(FunctionError::Transport {
+                                    detail: e.to_string(),
+                                })
                             })
-                        }),
+                        }
                         Err(e) => OrchestratorResponse::Failed(FunctionError::Transport {
                             detail: e.to_string(),
                         }),
@@ -974,7 +983,10 @@ impl OrchestratorActor {
                     .await;
             }
         };
-        ctx.spawn(work.into_actor(self).map(|(), act, _| act.rebalancing = false));
+        ctx.spawn(
+            work.into_actor(self)
+                .map(|(), act, _| act.rebalancing = false),
+        );
     }
 
     /// The instance stays on `source` (an aborted migration).
@@ -1000,8 +1012,7 @@ impl OrchestratorActor {
         ctx: &mut Context<Self>,
     ) {
         // Locators wait as during the migration.
-        self.directory
-            .insert(id.clone(), Entry::Migrating(waiters));
+        self.directory.insert(id.clone(), Entry::Migrating(waiters));
         let req = OrchestratorRequest::Adopt {
             name: id.0.clone(),
             key: id.1.clone(),
@@ -1441,7 +1452,12 @@ pub async fn drain_server(
         server: server.to_string(),
     };
     let reply = transport
-        .request(orchestrator, ORCHESTRATOR_ACTOR, wire::encode(&req), timeout)
+        .request(
+            orchestrator,
+            ORCHESTRATOR_ACTOR,
+            wire::encode(&req),
+            timeout,
+        )
         .await
         .map_err(|e| FunctionError::Transport {
             detail: e.to_string(),
@@ -1474,7 +1490,12 @@ pub async fn migrate_instance(
         destination,
     };
     let reply = transport
-        .request(orchestrator, ORCHESTRATOR_ACTOR, wire::encode(&req), timeout)
+        .request(
+            orchestrator,
+            ORCHESTRATOR_ACTOR,
+            wire::encode(&req),
+            timeout,
+        )
         .await
         .map_err(|e| FunctionError::Transport {
             detail: e.to_string(),

@@ -200,7 +200,7 @@ impl Rebalance {
                 .enumerate()
                 .filter(|(_, i)| {
                     let c = u64::from(i.calls);
-                    c > 0 && cool + c < hot && s[lo].functions.iter().any(|f| *f == i.name)
+                    c > 0 && cool + c < hot && s[lo].functions.contains(&i.name)
                 })
                 .max_by(|(_, a), (_, b)| {
                     a.calls
@@ -380,7 +380,10 @@ mod tests {
                     ..one
                 },
                 servers: vec![
-                    (load(4, 0, "f"), heat(&[("a", 40), ("b", 40), ("c", 40), ("d", 40)])),
+                    (
+                        load(4, 0, "f"),
+                        heat(&[("a", 40), ("b", 40), ("c", 40), ("d", 40)]),
+                    ),
                     (load(0, 0, "f"), heat(&[])),
                     (load(0, 0, "f"), heat(&[])),
                 ],

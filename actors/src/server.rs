@@ -192,7 +192,7 @@ impl ServerActor {
                 calls: std::mem::take(&mut i.calls),
             })
             .collect();
-        heat.sort_by(|a, b| b.calls.cmp(&a.calls));
+        heat.sort_by_key(|h| std::cmp::Reverse(h.calls));
         heat.truncate(HEAT_MAX);
         let heat = wire::encode(&OrchestratorOneWay::Heat(heat));
         let t = self.transport.clone();
@@ -458,9 +458,11 @@ impl ServerActor {
         tamper: bool,
     ) -> ResponseActFuture<Self, ServerResponse> {
         let failed = |reason: &str| {
-            Box::pin(fut::ready(ServerResponse::Failed(FunctionError::Placement {
-                reason: reason.to_string(),
-            }))) as ResponseActFuture<Self, ServerResponse>
+            Box::pin(fut::ready(ServerResponse::Failed(
+                FunctionError::Placement {
+                    reason: reason.to_string(),
+                },
+            ))) as ResponseActFuture<Self, ServerResponse>
         };
         let Some((migration, dir)) = self.migration.clone() else {
             return failed("this server runs no migration actor");
@@ -479,7 +481,9 @@ impl ServerActor {
         let (name, key) = id.clone();
         let image = path.clone();
         let work = async move {
-            let state = snapshot.await.map_err(|_| "the instance stopped".to_string())?;
+            let state = snapshot
+                .await
+                .map_err(|_| "the instance stopped".to_string())?;
             let file = image.clone();
             tokio::task::spawn_blocking(move || {
                 crate::migration::instance_image::write(&file, &name, &key, &state)
@@ -556,9 +560,9 @@ impl ServerActor {
         migration_id: Hash,
     ) -> ResponseActFuture<Self, ServerResponse> {
         let failed = |reason: String| {
-            Box::pin(fut::ready(ServerResponse::Failed(FunctionError::Placement {
-                reason,
-            }))) as ResponseActFuture<Self, ServerResponse>
+            Box::pin(fut::ready(ServerResponse::Failed(
+                FunctionError::Placement { reason },
+            ))) as ResponseActFuture<Self, ServerResponse>
         };
         if let Err(e) = check_names(&name, &key) {
             return Box::pin(fut::ready(ServerResponse::Failed(e)));
@@ -613,7 +617,9 @@ impl ServerActor {
             if (in_name.as_str(), in_key.as_str()) != (n.as_str(), k.as_str()) {
                 return Err(format!("the image holds {in_name}/{in_key}, not {n}/{k}"));
             }
-            let function = registry.activate(&n, Some(state)).map_err(|e| e.to_string())?;
+            let function = registry
+                .activate(&n, Some(state))
+                .map_err(|e| e.to_string())?;
             if let Err(e) = tokio::fs::remove_file(&path).await {
                 warn!(error = %e, "adopted image not removed");
             }
@@ -954,9 +960,7 @@ impl Invoker {
                     self.remember(id.clone(), None);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                ServerResponse::Hosted
-                | ServerResponse::Accepted
-                | ServerResponse::Migrated(_) => {
+                ServerResponse::Hosted | ServerResponse::Accepted | ServerResponse::Migrated(_) => {
                     return Err(FunctionError::Transport {
                         detail: "unexpected answer".into(),
                     })

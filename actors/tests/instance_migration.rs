@@ -54,11 +54,12 @@ impl Function for Counter {
         s
     }
     fn restore(bytes: &[u8]) -> Result<Self, FunctionError> {
-        let (count, ballast) = bytes
-            .split_first_chunk::<8>()
-            .ok_or_else(|| FunctionError::Restore {
-                detail: format!("{} bytes", bytes.len()),
-            })?;
+        let (count, ballast) =
+            bytes
+                .split_first_chunk::<8>()
+                .ok_or_else(|| FunctionError::Restore {
+                    detail: format!("{} bytes", bytes.len()),
+                })?;
         Ok(Counter {
             count: u64::from_be_bytes(*count),
             ballast: ballast.to_vec(),
@@ -151,7 +152,11 @@ impl Callers {
         *self.stop.borrow_mut() = true;
         let mut all = Vec::new();
         for t in self.tasks {
-            all.extend(t.await.unwrap().expect("a call made during the move failed"));
+            all.extend(
+                t.await
+                    .unwrap()
+                    .expect("a call made during the move failed"),
+            );
         }
         all.sort_unstable();
         all
@@ -314,9 +319,13 @@ async fn inter_cloud_instance_migration_hands_the_instance_to_the_other_cloud() 
     fed.shutdown().await;
 
     let c1 = records(dir.path(), "c1-validator-1", "cloud-1.local");
-    assert!(c1.iter().any(|r| matches!(r, Record::Leave { migration_id, .. } if *migration_id == report.migration_id)));
+    assert!(c1.iter().any(
+        |r| matches!(r, Record::Leave { migration_id, .. } if *migration_id == report.migration_id)
+    ));
     assert!(c1.iter().any(|r| matches!(r, Record::ProvIdDelete { kind: EntityKind::Container, entity } if entity == "counter/k")));
-    assert!(c1.iter().any(|r| matches!(r, Record::ProvOrch { location, .. } if *location == source)));
+    assert!(c1
+        .iter()
+        .any(|r| matches!(r, Record::ProvOrch { location, .. } if *location == source)));
     let c2 = records(dir.path(), "c2-validator-1", "cloud-2.local");
     assert!(c2.iter().any(|r| matches!(r, Record::Arrival { migration_id, .. } if *migration_id == report.migration_id)));
     assert!(c2.iter().any(|r| matches!(r, Record::ProvIdCreate { kind: EntityKind::Container, entity, .. } if entity == "counter/k")));
@@ -351,7 +360,10 @@ async fn tampered_instance_image_is_rejected_and_the_instance_keeps_running_at_t
     assert_eq!(next, Bytes::from((outputs.len() as u64 + 2).to_string()));
     let hosts = hosted(&fed, 1).await;
     assert!(hosts.contains(&(source.clone(), 1)), "{hosts:?}");
-    assert!(hosts.contains(&(other(&source).to_string(), 0)), "{hosts:?}");
+    assert!(
+        hosts.contains(&(other(&source).to_string(), 0)),
+        "{hosts:?}"
+    );
     fed.shutdown().await;
     let recs = records(dir.path(), "c1-validator-1", "cloud-1.local");
     assert!(recs.iter().any(|r| matches!(r, Record::Confirmation { migration_id, accepted: false, .. } if *migration_id == report.migration_id)));

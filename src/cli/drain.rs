@@ -54,13 +54,14 @@ pub fn run(args: &DrainArgs) -> anyhow::Result<()> {
         .orchestrator(cloud)
         .with_context(|| format!("cloud {cloud} has no orchestrator"))?
         .id();
+    let listen = std::net::SocketAddr::new(cfg.spec().listen().ip(), 0);
     let system = actix::System::new();
     system.block_on(async move {
         let transport = Transport::bind(
             &key,
             Membership::from_federation(fed),
             TransportOptions::from(*fed.transport()),
-            std::net::SocketAddr::new(cfg.spec().listen().ip(), 0),
+            listen,
         )
         .await
         .context("binding the tool's endpoint")?;
