@@ -203,6 +203,10 @@ pub struct MigrationActor {
     finished: VecDeque<MigrationReport>,
     inbox: Option<federact_federation::Inbox>,
     counter: u64,
+    /// This cloud's gateway (it forwards committed indications, step 4).
+    gateway: Option<NodeId>,
+    /// Fault injection ([`SilenceIndicationNotices`]).
+    silence_indication_notices: bool,
 }
 
 impl MigrationActor {
@@ -219,6 +223,7 @@ impl MigrationActor {
         {
             sets.insert(chain.id().to_string(), ValidatorSet::from_spec(chain));
         }
+        let gateway = setup.federation.gateway(&setup.site.cloud).map(|g| g.id());
         Ok(MigrationActor {
             federation: setup.federation,
             site: setup.site,
@@ -231,6 +236,8 @@ impl MigrationActor {
             finished: VecDeque::new(),
             inbox: Some(inbox),
             counter: 0,
+            gateway,
+            silence_indication_notices: false,
         })
     }
 
@@ -399,6 +406,11 @@ impl MigrationActor {
                         });
                     }));
                 }
+                Effect::Notify(Notice::IndicationCommitted { .. })
+                    if self.silence_indication_notices =>
+                {
+                    warn!(migration = %id.short(), "indication notice withheld (fault injection)");
+                }
                 Effect::Notify(notice) => {
                     let body = wire::encode(&MigrationOneWay::Notice {
                         migration_id: id,
@@ -527,9 +539,11 @@ impl MigrationActor {
         source: Site,
         destination: Site,
         from: NodeId,
+        via_gateway: bool,
     ) -> Result<(), String> {
+        let from_gateway = via_gateway && Some(from) == self.gateway;
         if let Some(r) = self.running.get(&id) {
-            return if r.core.side() == Side::Destination && r.peer == from {
+            return if r.core.side() == Side::Destination && (r.peer == from || from_gateway) {
                 Ok(())
             } else {
                 Err("migration id already in use".into())
@@ -544,7 +558,10 @@ impl MigrationActor {
                 destination.cloud, destination.server
             ));
         }
-        if self.server_id(&source) != Some(from) {
+        let Some(peer) = self.server_id(&source) else {
+            return Err("the source is not a server of the federation".into());
+        };
+        if peer != from && !from_gateway {
             return Err("the sender is not the source server".into());
         }
         if let Some(e) = self.full() {
@@ -558,7 +575,7 @@ impl MigrationActor {
             id,
             Running {
                 core,
-                peer: from,
+                peer,
                 image,
                 tamper: false,
                 bytes: 0,
@@ -595,7 +612,13 @@ impl MigrationActor {
         }
         let id = header.migration_id;
         if let Err(reason) =
-            self.destination(id, header.source.clone(), header.destination.clone(), from)
+            self.destination(
+                id,
+                header.source.clone(),
+                header.destination.clone(),
+                from,
+                false,
+            )
         {
             warn!(migration = %id.short(), reason, "transfer rejected");
             return receiver.reject();
@@ -653,12 +676,24 @@ impl MigrationActor {
                     warn!(migration = %id.short(), "indication notice does not match its proof");
                     return;
                 }
-                if let Err(reason) = self.destination(id, source, destination, from) {
+                // Our gateway forwards committed indications too (step 4);
+                // one too old to finish in time is ignored.
+                let age_ms = now_ms().saturating_sub(proof.header.timestamp_ms);
+                let timeout_ms =
+                    u64::try_from(self.limits.protocol_timeout.as_millis()).unwrap_or(u64::MAX);
+                if Some(from) == self.gateway && age_ms > timeout_ms {
+                    return;
+                }
+                if let Err(reason) = self.destination(id, source, destination, from, true) {
                     warn!(migration = %id.short(), reason, "indication notice ignored");
                     return;
                 }
                 let chain = proof.header.chain_id.clone();
                 if let Some(r) = self.running.get_mut(&id) {
+                    // Both the source and the gateway tell: record it once.
+                    if r.records.iter().any(|(k, _, _)| k == "Indication") {
+                        return;
+                    }
                     r.records.push(("Indication".into(), chain, height));
                     r.core.handle_indication_committed(height, vm_id, proof);
                 }
@@ -974,6 +1009,21 @@ impl Handler<MigrationProgress> for MigrationActor {
             .find(|r| r.migration_id == msg.0)
             .cloned()
             .map(Some)
+    }
+}
+
+/// Fault injection for tests and drills: when set, this server (as a
+/// source) does not send the destination the committed indication's
+/// notice, as if it died right after the indication committed; the
+/// destination must learn of it from its gateway following the chain.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SilenceIndicationNotices(pub bool);
+
+impl Handler<SilenceIndicationNotices> for MigrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: SilenceIndicationNotices, _: &mut Context<Self>) {
+        self.silence_indication_notices = msg.0;
     }
 }
 

@@ -392,6 +392,22 @@ async fn wait_streaming(dir: &Path, server: &str) {
     panic!("no transfer to {server} started");
 }
 
+/// Restarts a stopped node; its old endpoint's UDP port is free once the
+/// last task holding it ended, so retry (bounded) while it is in use.
+async fn restart(fed: &mut EmbeddedFederation, node: &str) {
+    let start = Instant::now();
+    loop {
+        match fed.start_node(node).await {
+            Ok(()) => return,
+            Err(e) if start.elapsed() < Duration::from_secs(20) => {
+                eprintln!("restarting {node}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{node} did not restart: {e}"),
+        }
+    }
+}
+
 fn kill_limits() -> MigrationLimits {
     MigrationLimits {
         protocol_timeout: Duration::from_secs(5),
@@ -439,7 +455,7 @@ async fn destination_killed_mid_transfer_leaves_the_instance_running_at_the_sour
     let next = inv.invoke("counter", "k", Bytes::new()).await.unwrap();
     assert_eq!(next, Bytes::from("3"));
     assert_eq!(whereabouts(&fed, 1).await.as_deref(), Some(source.as_str()));
-    fed.start_node(dest).await.unwrap();
+    restart(&mut fed, dest).await;
     let hosts = hosted(&fed, 1).await;
     let total: u32 = hosts.iter().map(|(_, n)| n).sum();
     assert_eq!(total, 1, "exactly one running instance: {hosts:?}");
@@ -478,7 +494,7 @@ async fn source_killed_mid_transfer_leaves_consistent_ledgers_and_one_instance()
     // The source died with the instance mid-transfer: the destination did
     // not complete, so the instance left (its in-memory state is lost).
     assert!(answer.is_err(), "{answer:?}");
-    fed.start_node(&source).await.unwrap();
+    restart(&mut fed, &source).await;
     // The next call places it again; exactly one server runs it.
     let out = inv.invoke("counter", "k", Bytes::new()).await.unwrap();
     assert_eq!(out, Bytes::from("1"));
