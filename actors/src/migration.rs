@@ -611,15 +611,13 @@ impl MigrationActor {
             return receiver.reject();
         }
         let id = header.migration_id;
-        if let Err(reason) =
-            self.destination(
-                id,
-                header.source.clone(),
-                header.destination.clone(),
-                from,
-                false,
-            )
-        {
+        if let Err(reason) = self.destination(
+            id,
+            header.source.clone(),
+            header.destination.clone(),
+            from,
+            false,
+        ) {
             warn!(migration = %id.short(), reason, "transfer rejected");
             return receiver.reject();
         }

@@ -429,7 +429,12 @@ async fn destination_learns_the_indication_from_its_gateway_when_the_source_stay
         (Site::new("cloud-1", "c1-server-2"), "local"),
         (Site::new("cloud-2", "c2-server-1"), "inter"),
     ] {
-        let source = fed.node("c1-server-1").unwrap().migration().unwrap().clone();
+        let source = fed
+            .node("c1-server-1")
+            .unwrap()
+            .migration()
+            .unwrap()
+            .clone();
         source
             .send(federact_actors::migration::SilenceIndicationNotices(true))
             .await
