@@ -162,6 +162,8 @@ pub struct GatewayActor {
     nonce: u64,
     inbox: Option<Inbox>,
     counters: GatewayCounters,
+    /// This cloud's servers by name (migration destinations, issue 8).
+    servers: HashMap<String, NodeId>,
 }
 
 const RELAY_CURSOR: &str = "relay.consortium.delivered";
@@ -201,7 +203,12 @@ impl GatewayActor {
             .transport
             .register(wire::GATEWAY_ACTOR, INBOX_CAPACITY)?;
         info!(cloud = %setup.cloud, relay_delivered = delivered, "gateway starting");
+        let servers = fed
+            .nodes_with_role(&setup.cloud, federact_config::Role::Server)
+            .map(|n| (n.name().to_string(), n.id()))
+            .collect();
         Ok(GatewayActor {
+            servers,
             key: setup.key,
             cloud: setup.cloud,
             transport: setup.transport,
@@ -426,6 +433,7 @@ impl GatewayActor {
             .consortium
             .as_ref()
             .is_some_and(|c| c.chain_id == chain_id);
+        self.notify_indications(&b);
         let ids = b.block.tx_ids();
         let answered: Vec<usize> = (0..ids.len())
             .filter(|i| self.waiting.contains_key(&ids[*i]))
@@ -477,6 +485,57 @@ impl GatewayActor {
         }
         self.relay_pending.insert(height, pending);
         self.settle_relays(&[]);
+    }
+
+    /// BASICS step 4: a committed `Indication` whose destination is a
+    /// server of this cloud is pushed to that server's migration actor with
+    /// its inclusion proof, so the destination learns of it even if the
+    /// source never tells it (the server verifies the proof; the gateway is
+    /// not trusted).
+    fn notify_indications(&self, b: &CertifiedBlock) {
+        let targets: Vec<(usize, NodeId)> = b
+            .block
+            .txs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, tx)| match tx.record() {
+                Record::Indication { destination, .. } if destination.cloud == self.cloud => {
+                    self.servers.get(&destination.server).map(|s| (i, *s))
+                }
+                _ => None,
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let indices: Vec<usize> = targets.iter().map(|(i, _)| *i).collect();
+        for (i, proof) in CrossChainProof::build_many(&b.block, &b.certificate, &indices) {
+            let Some(&(_, server)) = targets.iter().find(|(j, _)| *j == i) else {
+                continue;
+            };
+            let Some(Record::Indication {
+                migration_id,
+                vm_id,
+                ..
+            }) = b.block.txs.get(i).map(|tx| tx.record())
+            else {
+                continue;
+            };
+            let body = wire::encode(&wire::MigrationOneWay::Notice {
+                migration_id: *migration_id,
+                notice: federact_ledger::migration::Notice::IndicationCommitted {
+                    height: b.block.header.height,
+                    vm_id: *vm_id,
+                    proof: Box::new(proof),
+                },
+            });
+            let t = self.transport.clone();
+            actix::spawn(async move {
+                if let Err(e) = t.send(server, wire::MIGRATION_ACTOR, body).await {
+                    debug!(error = %e, "indication notice to the destination not sent");
+                }
+            });
+        }
     }
 
     /// Advances the persisted relay cursor over consortium heights whose

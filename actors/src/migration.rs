@@ -13,9 +13,12 @@
 //! peer is not trusted); and arms timers.
 //!
 //! External VM image files use it directly ([`StartMigration`], or
-//! [`migrate_image`] from any member over QUIC). Function instances will
-//! use the same path once the runtime can snapshot them: see
-//! [`SnapshotProvider`], the seam it implements.
+//! [`migrate_image`] from any member over QUIC). Running function
+//! instances use the same path: the hosting server freezes the instance
+//! (buffering its calls), writes its snapshot to a file and asks for
+//! [`MigrateSnapshot`]; the file is the image. The server resumes or
+//! releases the instance on the outcome, and the destination server
+//! restores it from the received image (`crate::server`, [`instance_image`]).
 //!
 //! Limits ([`MigrationLimits`]): concurrent migrations per server, image
 //! size, transfer time, protocol time; each exceeded limit is a
@@ -55,22 +58,6 @@ const FINISHED_MAX: usize = 256;
 const SUBMIT_ATTEMPTS: u32 = 5;
 /// The transport inbox capacity of a migration actor.
 pub const INBOX_CAPACITY: usize = 256;
-
-/// The seam for migrating running instances (issue 7's function runtime):
-/// stop accepting calls for an instance, buffer them, and write its state
-/// to a file; later resume it from such a file. The migration actor treats
-/// the file exactly like an external VM image.
-pub trait SnapshotProvider: Send + Sync {
-    /// Stops `instance` (buffering its calls) and writes its snapshot under
-    /// `dir`; returns the file.
-    fn snapshot(&self, instance: &str, dir: &Path) -> Result<PathBuf, String>;
-    /// The migration completed: drop the instance, forward buffered calls.
-    fn release(&self, instance: &str);
-    /// The migration aborted: resume the instance with its buffered calls.
-    fn resume(&self, instance: &str);
-    /// Starts an instance here from a received snapshot file.
-    fn restore(&self, snapshot: &Path) -> Result<String, String>;
-}
 
 /// Bounds on what a server's migration actor takes on.
 #[derive(Debug, Clone, Copy)]
@@ -216,6 +203,10 @@ pub struct MigrationActor {
     finished: VecDeque<MigrationReport>,
     inbox: Option<federact_federation::Inbox>,
     counter: u64,
+    /// This cloud's gateway (it forwards committed indications, step 4).
+    gateway: Option<NodeId>,
+    /// Fault injection ([`SilenceIndicationNotices`]).
+    silence_indication_notices: bool,
 }
 
 impl MigrationActor {
@@ -232,6 +223,7 @@ impl MigrationActor {
         {
             sets.insert(chain.id().to_string(), ValidatorSet::from_spec(chain));
         }
+        let gateway = setup.federation.gateway(&setup.site.cloud).map(|g| g.id());
         Ok(MigrationActor {
             federation: setup.federation,
             site: setup.site,
@@ -244,6 +236,8 @@ impl MigrationActor {
             finished: VecDeque::new(),
             inbox: Some(inbox),
             counter: 0,
+            gateway,
+            silence_indication_notices: false,
         })
     }
 
@@ -271,6 +265,7 @@ impl MigrationActor {
         destination: Site,
         tamper: bool,
         waiter: Waiter,
+        chosen_id: Option<Hash>,
         ctx: &mut Context<Self>,
     ) {
         if let Some(e) = self.full() {
@@ -289,12 +284,21 @@ impl MigrationActor {
             return waiter.answer(Err(bad("not a server of the federation")));
         };
         self.counter += 1;
-        let migration_id = Hash::of_parts(&[
-            self.site.cloud.as_bytes(),
-            self.site.server.as_bytes(),
-            &now_micros().to_be_bytes(),
-            &self.counter.to_be_bytes(),
-        ]);
+        let migration_id = chosen_id.unwrap_or_else(|| {
+            Hash::of_parts(&[
+                self.site.cloud.as_bytes(),
+                self.site.server.as_bytes(),
+                &now_micros().to_be_bytes(),
+                &self.counter.to_be_bytes(),
+            ])
+        });
+        if self.running.contains_key(&migration_id)
+            || self.finished.iter().any(|r| r.migration_id == migration_id)
+        {
+            return waiter.answer(Err(MigrationError::Refused {
+                reason: format!("migration id {} already used", migration_id.short()),
+            }));
+        }
         let timeout_ms =
             u64::try_from(self.limits.protocol_timeout.as_millis()).unwrap_or(u64::MAX);
         let core = Migration::source(migration_id, self.site.clone(), destination, timeout_ms);
@@ -401,6 +405,11 @@ impl MigrationActor {
                             result,
                         });
                     }));
+                }
+                Effect::Notify(Notice::IndicationCommitted { .. })
+                    if self.silence_indication_notices =>
+                {
+                    warn!(migration = %id.short(), "indication notice withheld (fault injection)");
                 }
                 Effect::Notify(notice) => {
                     let body = wire::encode(&MigrationOneWay::Notice {
@@ -530,9 +539,11 @@ impl MigrationActor {
         source: Site,
         destination: Site,
         from: NodeId,
+        via_gateway: bool,
     ) -> Result<(), String> {
+        let from_gateway = via_gateway && Some(from) == self.gateway;
         if let Some(r) = self.running.get(&id) {
-            return if r.core.side() == Side::Destination && r.peer == from {
+            return if r.core.side() == Side::Destination && (r.peer == from || from_gateway) {
                 Ok(())
             } else {
                 Err("migration id already in use".into())
@@ -547,7 +558,10 @@ impl MigrationActor {
                 destination.cloud, destination.server
             ));
         }
-        if self.server_id(&source) != Some(from) {
+        let Some(peer) = self.server_id(&source) else {
+            return Err("the source is not a server of the federation".into());
+        };
+        if peer != from && !from_gateway {
             return Err("the sender is not the source server".into());
         }
         if let Some(e) = self.full() {
@@ -561,7 +575,7 @@ impl MigrationActor {
             id,
             Running {
                 core,
-                peer: from,
+                peer,
                 image,
                 tamper: false,
                 bytes: 0,
@@ -597,9 +611,13 @@ impl MigrationActor {
             return receiver.reject();
         }
         let id = header.migration_id;
-        if let Err(reason) =
-            self.destination(id, header.source.clone(), header.destination.clone(), from)
-        {
+        if let Err(reason) = self.destination(
+            id,
+            header.source.clone(),
+            header.destination.clone(),
+            from,
+            false,
+        ) {
             warn!(migration = %id.short(), reason, "transfer rejected");
             return receiver.reject();
         }
@@ -656,12 +674,24 @@ impl MigrationActor {
                     warn!(migration = %id.short(), "indication notice does not match its proof");
                     return;
                 }
-                if let Err(reason) = self.destination(id, source, destination, from) {
+                // Our gateway forwards committed indications too (step 4);
+                // one too old to finish in time is ignored.
+                let age_ms = now_ms().saturating_sub(proof.header.timestamp_ms);
+                let timeout_ms =
+                    u64::try_from(self.limits.protocol_timeout.as_millis()).unwrap_or(u64::MAX);
+                if Some(from) == self.gateway && age_ms > timeout_ms {
+                    return;
+                }
+                if let Err(reason) = self.destination(id, source, destination, from, true) {
                     warn!(migration = %id.short(), reason, "indication notice ignored");
                     return;
                 }
                 let chain = proof.header.chain_id.clone();
                 if let Some(r) = self.running.get_mut(&id) {
+                    // Both the source and the gateway tell: record it once.
+                    if r.records.iter().any(|(k, _, _)| k == "Indication") {
+                        return;
+                    }
                     r.records.push(("Indication".into(), chain, height));
                     r.core.handle_indication_committed(height, vm_id, proof);
                 }
@@ -826,6 +856,7 @@ impl StreamHandler<Incoming> for MigrationActor {
                     destination,
                     tamper,
                     Waiter::Remote(responder),
+                    None,
                     ctx,
                 ),
                 Ok(MigrationRequest::Outcome { migration_id }) => {
@@ -893,6 +924,7 @@ impl Handler<StartMigration> for MigrationActor {
             msg.destination,
             msg.tamper,
             Waiter::Local(tx),
+            None,
             ctx,
         );
         Box::pin(async move {
@@ -916,6 +948,154 @@ impl Handler<MigrationOutcome> for MigrationActor {
             .rev()
             .find(|r| r.migration_id == msg.0)
             .cloned()
+    }
+}
+
+/// Starts migrating a function instance's snapshot file (written by its
+/// server, [`instance_image`]) under a migration id chosen by the
+/// orchestrator, so the orchestrator can ask the destination about the
+/// migration even if this server dies meanwhile. Answers like
+/// [`StartMigration`].
+#[derive(Message)]
+#[rtype(result = "Result<MigrationReport, MigrationError>")]
+pub struct MigrateSnapshot {
+    /// The migration id (refused if already used on this server).
+    pub migration_id: Hash,
+    /// The snapshot file.
+    pub image: PathBuf,
+    /// The destination server.
+    pub destination: Site,
+    /// Test hook: flip one byte of the image in transit.
+    pub tamper: bool,
+}
+
+impl Handler<MigrateSnapshot> for MigrationActor {
+    type Result = ResponseFuture<Result<MigrationReport, MigrationError>>;
+    fn handle(&mut self, msg: MigrateSnapshot, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.start(
+            msg.image,
+            msg.destination,
+            msg.tamper,
+            Waiter::Local(tx),
+            Some(msg.migration_id),
+            ctx,
+        );
+        Box::pin(async move {
+            rx.await.unwrap_or(Err(MigrationError::Request {
+                detail: "migration actor stopped".into(),
+            }))
+        })
+    }
+}
+
+/// Whether migration `0` is running on this server (`Some(None)`), ended
+/// (`Some(Some(report))`) or unknown here (`None`).
+#[derive(Message)]
+#[rtype(result = "Option<Option<MigrationReport>>")]
+pub struct MigrationProgress(pub Hash);
+
+impl Handler<MigrationProgress> for MigrationActor {
+    type Result = Option<Option<MigrationReport>>;
+    fn handle(&mut self, msg: MigrationProgress, _: &mut Context<Self>) -> Self::Result {
+        if self.running.contains_key(&msg.0) {
+            return Some(None);
+        }
+        self.finished
+            .iter()
+            .rev()
+            .find(|r| r.migration_id == msg.0)
+            .cloned()
+            .map(Some)
+    }
+}
+
+/// Fault injection for tests and drills: when set, this server (as a
+/// source) does not send the destination the committed indication's
+/// notice, as if it died right after the indication committed; the
+/// destination must learn of it from its gateway following the chain.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SilenceIndicationNotices(pub bool);
+
+impl Handler<SilenceIndicationNotices> for MigrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: SilenceIndicationNotices, _: &mut Context<Self>) {
+        self.silence_indication_notices = msg.0;
+    }
+}
+
+/// Where a completed incoming migration's image is kept on this server.
+#[derive(Message)]
+#[rtype(result = "PathBuf")]
+pub struct ImagePath(pub Hash);
+
+impl Handler<ImagePath> for MigrationActor {
+    type Result = MessageResult<ImagePath>;
+    fn handle(&mut self, msg: ImagePath, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.dir.join("images").join(msg.0.to_string()))
+    }
+}
+
+impl Handler<crate::node::Shutdown> for MigrationActor {
+    type Result = ();
+    fn handle(&mut self, _: crate::node::Shutdown, ctx: &mut Context<Self>) {
+        for run in self.running.values_mut() {
+            if let Some(t) = run.transfer.take() {
+                t.abort();
+            }
+        }
+        ctx.stop();
+    }
+}
+
+/// The file format of a function instance's image: a magic line, the
+/// function name and instance key (length-prefixed), then the state bytes
+/// [`crate::Function::snapshot`] returned. The migration protocol hashes
+/// and verifies the whole file; the destination checks the names before it
+/// restores.
+pub mod instance_image {
+    use std::path::Path;
+
+    const MAGIC: &[u8; 20] = b"federact-instance/1\n";
+
+    /// Writes the image of instance (`name`, `key`) with `state` to `path`
+    /// (fsynced).
+    pub fn write(path: &Path, name: &str, key: &str, state: &[u8]) -> std::io::Result<()> {
+        let mut bytes = Vec::with_capacity(MAGIC.len() + 8 + name.len() + key.len() + state.len());
+        bytes.extend_from_slice(MAGIC);
+        for part in [name.as_bytes(), key.as_bytes()] {
+            let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend_from_slice(part);
+        }
+        bytes.extend_from_slice(state);
+        crate::function::write_atomic(path, &bytes)
+    }
+
+    /// Splits an image into (name, key, state); `Err` says what is wrong.
+    pub fn parse(bytes: &[u8]) -> Result<(String, String, &[u8]), String> {
+        let rest = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or("not an instance image")?;
+        let mut rest = rest;
+        let mut parts = Vec::with_capacity(2);
+        for field in ["name", "key"] {
+            let (len, tail) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| format!("truncated before the {field}"))?;
+            let len = u32::from_be_bytes(*len) as usize;
+            if len > tail.len() || len > 1024 {
+                return Err(format!("bad {field} length {len}"));
+            }
+            let (part, tail) = tail.split_at(len);
+            let part = std::str::from_utf8(part).map_err(|_| format!("{field} is not UTF-8"))?;
+            parts.push(part.to_string());
+            rest = tail;
+        }
+        let key = parts.pop().unwrap_or_default();
+        let name = parts.pop().unwrap_or_default();
+        Ok((name, key, rest))
     }
 }
 
@@ -1171,6 +1351,28 @@ mod tests {
             matches!(missing, Err(MigrationError::Image { .. })),
             "{missing:?}"
         );
+    }
+
+    #[test]
+    fn instance_image_round_trips_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        instance_image::write(&path, "counter", "user-1", b"state").unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            instance_image::parse(&bytes).unwrap(),
+            (
+                "counter".to_string(),
+                "user-1".to_string(),
+                b"state".as_slice()
+            )
+        );
+        assert!(instance_image::parse(b"qcow2...").is_err());
+        let truncated = &bytes[..22];
+        assert!(instance_image::parse(truncated).is_err());
+        let mut long = bytes[..20].to_vec();
+        long.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(instance_image::parse(&long).is_err());
     }
 
     #[test]

@@ -147,19 +147,6 @@ impl Node {
             }
             _ => None,
         };
-        let server = if spec.roles().contains(Role::Server) {
-            let ledger = gateway_id.map(|g| LedgerClient::new(transport.clone(), key.clone(), g));
-            let actor = ServerActor::new(
-                transport.clone(),
-                orchestrator_id,
-                node_options.functions,
-                node_options.server,
-            )?
-            .with_ledger(ledger);
-            Some(actor.start())
-        } else {
-            None
-        };
         // ---- Migration (issue 8): every server runs a migration actor. ----
         let migration = match (spec.roles().contains(Role::Server), gateway_id) {
             (true, Some(g)) => {
@@ -177,6 +164,20 @@ impl Node {
             _ => None,
         };
         // ---- end migration ----
+        let server = if spec.roles().contains(Role::Server) {
+            let ledger = gateway_id.map(|g| LedgerClient::new(transport.clone(), key.clone(), g));
+            let actor = ServerActor::new(
+                transport.clone(),
+                orchestrator_id,
+                node_options.functions,
+                node_options.server,
+            )?
+            .with_ledger(ledger)
+            .with_migration(migration.clone(), data.join("migration"));
+            Some(actor.start())
+        } else {
+            None
+        };
         info!(node = %spec.name(), id = %spec.id().short(), listen = %spec.listen(), roles = %spec.roles(), "node started");
         Ok(Node {
             name: spec.name().to_string(),
@@ -250,6 +251,9 @@ impl Node {
     pub async fn shutdown(self) {
         if let Some(s) = &self.server {
             let _ = s.send(Shutdown).await;
+        }
+        if let Some(m) = &self.migration {
+            let _ = m.send(Shutdown).await;
         }
         if let Some(o) = &self.orchestrator {
             let _ = o.send(Shutdown).await;

@@ -24,6 +24,29 @@
 //! Snapshots of deactivated instances are kept as files under the
 //! orchestrator's data dir (written atomically), so reactivation on any
 //! server of the cloud continues from the last state.
+//!
+//! # Live migration (issue 8)
+//! [`MigrateInstance`] (or `OrchestratorRequest::Migrate` over QUIC) moves
+//! an active instance to another server of this or another cloud with the
+//! BASICS protocol, run by the source server's migration actor under a
+//! migration id chosen here. Meanwhile the directory entry is
+//! `Migrating`: locators wait, the source server buffers calls. Then:
+//! - aborted (rejected image, timeout): the instance stays at the source;
+//! - completed, local: `ProvOrch{deployed, location: destination}`, the
+//!   destination server adopts the instance from the received image;
+//! - completed, inter: the destination cloud's orchestrator records
+//!   `ProvIdCreate` + `ProvOrch` on its chain and has its server adopt it;
+//!   this cloud records `ProvIdDelete{Container}` and forwards later
+//!   locates to that orchestrator (`Abroad`).
+//!
+//! If the source server cannot be reached (it died mid-migration), the
+//! destination is still asked to adopt (its side may have completed);
+//! failing that, the instance leaves: its state since its last
+//! deactivation is lost with its server.
+//!
+//! `Drain` migrates every instance of a server away and excludes it from
+//! placement; a [`Rebalance`] policy, when set ([`SetRebalance`]), moves
+//! hot instances using the servers' heat reports.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -40,11 +63,16 @@ use federact_ledger::record::{EntityKind, IdProof, Record, Requirements, Scope};
 use crate::client::LedgerClient;
 use crate::error::ActorError;
 use crate::function::{check_names, entity_name, write_atomic, FunctionError, SNAPSHOT_BYTES_MAX};
-use crate::placement::{shortlist, Candidate, PlacementPolicy, ServerLoad, FUNCTIONS_MAX};
+use crate::placement::{
+    shortlist, Candidate, InstanceHeat, PlacementPolicy, Rebalance, ServerHeat, ServerLoad,
+    FUNCTIONS_MAX, HEAT_MAX,
+};
+use crate::wire::MigrationReport;
 use crate::wire::{
     self, OrchestratorOneWay, OrchestratorRequest, OrchestratorResponse, ServerRequest,
     ServerResponse, ORCHESTRATOR_ACTOR, SERVER_ACTOR,
 };
+use federact_ledger::record::Site;
 
 /// A server that has not reported for this long leaves.
 pub const SERVER_SILENT: Duration = Duration::from_secs(5);
@@ -55,6 +83,11 @@ pub const WAITERS_MAX: usize = 1024;
 const INBOX_CAPACITY: usize = 4096;
 /// Most servers asked in turn for one offloaded task.
 pub const OFFLOAD_CANDIDATES_MAX: usize = 8;
+/// How long the source server may take to run a migration (its protocol
+/// and transfer timeouts are below this by default).
+pub const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How often the load-balance policy runs, when set.
+pub const REBALANCE_EVERY: Duration = Duration::from_secs(2);
 
 /// What the orchestrator needs to start.
 pub struct OrchestratorSetup {
@@ -84,16 +117,37 @@ struct Server {
     load: Option<ServerLoad>,
     joined: Joined,
     last_report: Instant,
+    /// Drained: no new placements, its instances migrated away.
+    draining: bool,
+    /// Its last heat report.
+    heat: Vec<InstanceHeat>,
 }
 
 enum Waiter {
     Remote(Responder),
     Local(tokio::sync::oneshot::Sender<OrchestratorResponse>),
+    /// A migration's requester, answered when the destination hosts the
+    /// instance: `Located` becomes `Migrated(report)`.
+    Migration(Box<Waiter>, Option<MigrationReport>),
 }
 
 impl Waiter {
     fn answer(self, r: OrchestratorResponse) {
         match self {
+            Waiter::Migration(w, report) => w.answer(match (r, report) {
+                (OrchestratorResponse::Located(_), Some(rep)) => {
+                    OrchestratorResponse::Migrated(rep)
+                }
+                (OrchestratorResponse::Located(s), None) => {
+                    OrchestratorResponse::Failed(FunctionError::Placement {
+                        reason: format!(
+                            "the source server was lost mid-migration; {} adopted the instance",
+                            s.short()
+                        ),
+                    })
+                }
+                (other, _) => other,
+            }),
             Waiter::Remote(resp) => {
                 actix::spawn(async move {
                     let _ = resp.respond(wire::encode(&r)).await;
@@ -110,6 +164,20 @@ enum Entry {
     Placing(Vec<Waiter>),
     Placed(NodeId),
     Leaving(Vec<Waiter>),
+    /// Migrating away from this server; locators wait.
+    Migrating(Vec<Waiter>),
+    /// Migrated to another cloud: its orchestrator answers locates.
+    Abroad(NodeId),
+}
+
+/// How a placement gets its instance onto the server.
+#[derive(Debug, Clone, Copy)]
+enum Hosting {
+    /// A new activation (from the kept snapshot, if any).
+    Fresh,
+    /// The instance a completed migration brought; `join` when it enters
+    /// this cloud (inter-cloud move) and must be recorded as joining.
+    Adopt { migration_id: Hash, join: bool },
 }
 
 /// Counters of an orchestrator, for tests and status.
@@ -125,6 +193,10 @@ pub struct OrchestratorCounters {
     pub malformed: u64,
     /// Offload requests handled.
     pub offloads: u64,
+    /// Instance migrations that completed (the instance moved).
+    pub migrated: u64,
+    /// Instance migrations that aborted or failed (it stayed, or was lost).
+    pub migrations_failed: u64,
 }
 
 /// Places and tracks the function instances of one cloud.
@@ -141,6 +213,17 @@ pub struct OrchestratorActor {
     directory: HashMap<(String, String), Entry>,
     counters: OrchestratorCounters,
     inbox: Option<Inbox>,
+    federation: federact_config::Federation,
+    migration_seq: u64,
+    rebalance: Option<Rebalance>,
+    rebalancing: bool,
+}
+
+/// A `Failed(Placement)` answer with `reason`.
+fn refused(reason: &str) -> OrchestratorResponse {
+    OrchestratorResponse::Failed(FunctionError::Placement {
+        reason: reason.to_string(),
+    })
 }
 
 fn refused_as_already(e: &ActorError, what: &str) -> bool {
@@ -165,6 +248,8 @@ impl OrchestratorActor {
                         load: None,
                         joined: Joined::No,
                         last_report: now,
+                        draining: false,
+                        heat: Vec::new(),
                     },
                 )
             })
@@ -178,6 +263,10 @@ impl OrchestratorActor {
             .map(|n| n.id())
             .collect();
         Ok(OrchestratorActor {
+            federation: setup.federation.clone(),
+            migration_seq: 0,
+            rebalance: None,
+            rebalancing: false,
             peers,
             id: setup.transport.id(),
             cloud: setup.cloud,
@@ -250,7 +339,38 @@ impl OrchestratorActor {
         let id = (name, key);
         match self.directory.get_mut(&id) {
             Some(Entry::Placed(s)) => return waiter.answer(OrchestratorResponse::Located(*s)),
-            Some(Entry::Placing(w)) | Some(Entry::Leaving(w)) => {
+            Some(Entry::Abroad(peer)) => {
+                let (peer, t) = (*peer, self.transport.clone());
+                let req = OrchestratorRequest::Locate {
+                    name: id.0.clone(),
+                    key: id.1.clone(),
+                };
+                actix::spawn(async move {
+                    let r = match t
+                        .request(
+                            peer,
+                            ORCHESTRATOR_ACTOR,
+                            wire::encode(&req),
+                            Duration::from_secs(30),
+                        )
+                        .await
+                    {
+                        Ok(body) => {
+                            wire::decode::<OrchestratorResponse>(&body).unwrap_or_else(|e| {
+                                OrchestratorResponse::Failed(FunctionError::Transport {
+                                    detail: e.to_string(),
+                                })
+                            })
+                        }
+                        Err(e) => OrchestratorResponse::Failed(FunctionError::Transport {
+                            detail: e.to_string(),
+                        }),
+                    };
+                    waiter.answer(r);
+                });
+                return;
+            }
+            Some(Entry::Placing(w)) | Some(Entry::Leaving(w)) | Some(Entry::Migrating(w)) => {
                 if w.len() >= WAITERS_MAX {
                     return waiter.answer(OrchestratorResponse::Failed(FunctionError::Busy));
                 }
@@ -267,7 +387,7 @@ impl OrchestratorActor {
         let candidates: Vec<Candidate<'_>> = self
             .servers
             .iter()
-            .filter(|(_, s)| s.joined == Joined::Yes)
+            .filter(|(_, s)| s.joined == Joined::Yes && !s.draining)
             .filter_map(|(id, s)| s.load.as_ref().map(|load| Candidate { id: *id, load }))
             .collect();
         if !candidates.is_empty() && !candidates.iter().any(|c| c.load.functions.contains(&id.0)) {
@@ -288,7 +408,7 @@ impl OrchestratorActor {
         let location = s.name.clone();
         self.directory
             .insert(id.clone(), Entry::Placing(vec![waiter]));
-        self.place(id, server, location, ctx);
+        self.place(id, server, location, Hosting::Fresh, ctx);
     }
 
     fn place(
@@ -296,6 +416,7 @@ impl OrchestratorActor {
         id: (String, String),
         server: NodeId,
         location: String,
+        hosting: Hosting,
         ctx: &mut Context<Self>,
     ) {
         let entity = entity_name(&id.0, &id.1);
@@ -316,27 +437,40 @@ impl OrchestratorActor {
         let transport = self.transport.clone();
         let (name, key) = id.clone();
         let work = async move {
-            match ledger.submit(join).await {
-                Ok(_) => {}
-                Err(e) if refused_as_already(&e, "already joined") => {}
-                Err(e) => return Err((false, format!("join not recorded: {e}"))),
+            let join_needed = match hosting {
+                Hosting::Fresh => true,
+                Hosting::Adopt { join, .. } => join,
+            };
+            if join_needed {
+                match ledger.submit(join).await {
+                    Ok(_) => {}
+                    Err(e) if refused_as_already(&e, "already joined") => {}
+                    Err(e) => return Err((false, format!("join not recorded: {e}"))),
+                }
             }
             if let Err(e) = ledger.submit(orch).await {
                 return Err((true, format!("placement not recorded: {e}")));
             }
-            let snapshot = std::fs::read(&path).ok().filter(|s| !s.is_empty());
-            let req = ServerRequest::Host {
-                name,
-                key,
-                snapshot,
+            let (req, timeout) = match hosting {
+                Hosting::Fresh => (
+                    ServerRequest::Host {
+                        name,
+                        key,
+                        snapshot: std::fs::read(&path).ok().filter(|s| !s.is_empty()),
+                    },
+                    Duration::from_secs(10),
+                ),
+                Hosting::Adopt { migration_id, .. } => (
+                    ServerRequest::Adopt {
+                        name,
+                        key,
+                        migration_id,
+                    },
+                    crate::server::ADOPT_WAIT + Duration::from_secs(10),
+                ),
             };
             let reply = transport
-                .request(
-                    server,
-                    SERVER_ACTOR,
-                    wire::encode(&req),
-                    Duration::from_secs(10),
-                )
+                .request(server, SERVER_ACTOR, wire::encode(&req), timeout)
                 .await
                 .map_err(|e| (true, format!("server unreachable: {e}")))?;
             match wire::decode::<ServerResponse>(&reply) {
@@ -500,7 +634,444 @@ impl OrchestratorActor {
             OrchestratorRequest::OffloadAbroad { task_id, name } => {
                 self.offload_abroad(from, task_id, name, waiter, ctx)
             }
+            OrchestratorRequest::Migrate {
+                name,
+                key,
+                destination,
+            } => {
+                if !self.of_this_cloud(from) {
+                    self.counters.malformed += 1;
+                    return waiter.answer(refused("migrate from outside the cloud"));
+                }
+                self.migrate(name, key, Some(destination), false, waiter, ctx)
+            }
+            OrchestratorRequest::Drain { server } => {
+                if !self.of_this_cloud(from) {
+                    self.counters.malformed += 1;
+                    return waiter.answer(refused("drain from outside the cloud"));
+                }
+                self.drain(server, waiter, ctx)
+            }
+            OrchestratorRequest::Adopt {
+                name,
+                key,
+                server,
+                migration_id,
+            } => self.adopt(from, name, key, server, migration_id, waiter, ctx),
         }
+    }
+
+    /// Whether `node` belongs to this cloud (itself included).
+    fn of_this_cloud(&self, node: NodeId) -> bool {
+        node == self.id
+            || self
+                .federation
+                .node_by_id(&node)
+                .is_some_and(|n| n.cloud() == self.cloud)
+    }
+
+    /// A server of this cloud by name.
+    fn server_named(&self, name: &str) -> Option<NodeId> {
+        self.servers
+            .iter()
+            .find(|(_, s)| s.name == name)
+            .map(|(id, _)| *id)
+    }
+
+    /// A placement-policy choice of another server of this cloud for an
+    /// instance of `function` now on `source`.
+    fn choose_destination(&self, function: &str, source: NodeId) -> Option<Site> {
+        let candidates: Vec<Candidate<'_>> = self
+            .servers
+            .iter()
+            .filter(|(id, s)| **id != source && s.joined == Joined::Yes && !s.draining)
+            .filter_map(|(id, s)| s.load.as_ref().map(|load| Candidate { id: *id, load }))
+            .collect();
+        let chosen = self.policy.place(function, &candidates)?;
+        let s = self.servers.get(&chosen)?;
+        Some(Site::new(&self.cloud, &s.name))
+    }
+
+    /// Starts a live migration of instance (`name`, `key`) to `destination`
+    /// (`None`: a server of this cloud chosen by the placement policy). See
+    /// the module doc for the steps; `waiter` gets `Migrated(report)` or
+    /// `Failed`.
+    fn migrate(
+        &mut self,
+        name: String,
+        key: String,
+        destination: Option<Site>,
+        tamper: bool,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
+        let id = (name, key);
+        let source = match self.directory.get(&id) {
+            Some(Entry::Placed(s)) if self.servers.contains_key(s) => *s,
+            Some(Entry::Placed(_)) | None => {
+                return waiter.answer(refused(&format!(
+                    "{}/{} is not active in {}",
+                    id.0, id.1, self.cloud
+                )))
+            }
+            Some(_) => {
+                return waiter.answer(refused(&format!(
+                    "{}/{} is being placed, migrated or deactivated",
+                    id.0, id.1
+                )))
+            }
+        };
+        let Some(destination) = destination.or_else(|| self.choose_destination(&id.0, source))
+        else {
+            return waiter.answer(OrchestratorResponse::Failed(FunctionError::NoCapacity {
+                name: id.0,
+            }));
+        };
+        let Some(dest) = self
+            .federation
+            .node(&destination.server)
+            .filter(|n| n.cloud() == destination.cloud && n.roles().contains(Role::Server))
+            .map(|n| n.id())
+        else {
+            return waiter.answer(refused(&format!(
+                "{}/{} is not a server of the federation",
+                destination.cloud, destination.server
+            )));
+        };
+        if dest == source {
+            return waiter.answer(refused("the destination hosts the instance already"));
+        }
+        let inter = destination.cloud != self.cloud;
+        let peer = if inter {
+            match self.federation.orchestrator(&destination.cloud) {
+                Some(o) => Some(o.id()),
+                None => {
+                    return waiter.answer(refused(&format!(
+                        "cloud {} has no orchestrator",
+                        destination.cloud
+                    )))
+                }
+            }
+        } else {
+            None
+        };
+        self.migration_seq += 1;
+        let migration_id = Hash::of_parts(&[
+            b"instance-migration",
+            self.id.as_bytes(),
+            &crate::clock::now_micros().to_be_bytes(),
+            &self.migration_seq.to_be_bytes(),
+        ]);
+        info!(function = %id.0, key = %id.1, to = %format!("{}/{}", destination.cloud, destination.server), migration = %migration_id.short(), "instance migration requested");
+        self.directory
+            .insert(id.clone(), Entry::Migrating(Vec::new()));
+        let req = ServerRequest::Migrate {
+            name: id.0.clone(),
+            key: id.1.clone(),
+            destination: destination.clone(),
+            migration_id,
+            tamper,
+        };
+        let transport = self.transport.clone();
+        let work = async move {
+            match transport
+                .request(source, SERVER_ACTOR, wire::encode(&req), MIGRATE_TIMEOUT)
+                .await
+            {
+                Ok(body) => match wire::decode::<ServerResponse>(&body) {
+                    Ok(ServerResponse::Migrated(report)) => Ok(report),
+                    Ok(ServerResponse::Failed(e)) => Err((false, e.to_string())),
+                    Ok(ServerResponse::NotHere) => Err((false, "not on its server".to_string())),
+                    Ok(other) => Err((false, format!("unexpected answer {other:?}"))),
+                    Err(e) => Err((false, e.to_string())),
+                },
+                // The source may be gone with the instance; ask the destination.
+                Err(e) => Err((true, format!("source server unreachable: {e}"))),
+            }
+        };
+        ctx.spawn(work.into_actor(self).map(move |r, act, ctx| {
+            let waiters = match act.directory.remove(&id) {
+                Some(Entry::Migrating(w)) => w,
+                Some(other) => {
+                    act.directory.insert(id.clone(), other);
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            let report = match r {
+                Ok(report) if report.completed => Some(report),
+                Ok(report) => {
+                    // Aborted: the instance runs on at the source.
+                    act.counters.migrations_failed += 1;
+                    act.stay(id, source, waiters);
+                    return waiter.answer(OrchestratorResponse::Migrated(report));
+                }
+                Err((false, reason)) => {
+                    act.counters.migrations_failed += 1;
+                    warn!(function = %id.0, key = %id.1, %reason, "instance migration did not start");
+                    act.stay(id, source, waiters);
+                    return waiter.answer(refused(&reason));
+                }
+                Err((true, reason)) => {
+                    warn!(function = %id.0, key = %id.1, %reason, "asking the destination whether it completed");
+                    None
+                }
+            };
+            if let Some(l) = act.servers.get_mut(&source).and_then(|s| s.load.as_mut()) {
+                l.instances = l.instances.saturating_sub(1);
+            }
+            let waiter = Waiter::Migration(Box::new(waiter), report);
+            match peer {
+                None => {
+                    // Local: record the new placement, the destination adopts.
+                    if let Some(l) = act.servers.get_mut(&dest).and_then(|s| s.load.as_mut()) {
+                        l.instances = l.instances.saturating_add(1);
+                    }
+                    let mut all = waiters;
+                    all.push(waiter);
+                    act.directory.insert(id.clone(), Entry::Placing(all));
+                    let hosting = Hosting::Adopt {
+                        migration_id,
+                        join: false,
+                    };
+                    act.counters.migrated += 1;
+                    act.place(id, dest, destination.server, hosting, ctx);
+                }
+                Some(peer) => act.hand_over(id, peer, dest, migration_id, waiters, waiter, ctx),
+            }
+        }));
+    }
+
+    /// Another cloud's orchestrator moved an instance to this cloud's
+    /// `server`: place it there as a joining container adopted from the
+    /// migration's image (the server checks the image against the
+    /// migration its own side completed).
+    #[allow(clippy::too_many_arguments)]
+    fn adopt(
+        &mut self,
+        from: NodeId,
+        name: String,
+        key: String,
+        server: NodeId,
+        migration_id: Hash,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.peers.contains(&from) {
+            self.counters.malformed += 1;
+            return waiter.answer(refused("adopt from a non-orchestrator"));
+        }
+        if let Err(e) = check_names(&name, &key) {
+            return waiter.answer(OrchestratorResponse::Failed(e));
+        }
+        let Some(location) = self.servers.get(&server).map(|s| s.name.clone()) else {
+            return waiter.answer(refused("not a server of this cloud"));
+        };
+        let id = (name, key);
+        if self.directory.contains_key(&id) {
+            return waiter.answer(refused(&format!(
+                "{}/{} is already active in {}",
+                id.0, id.1, self.cloud
+            )));
+        }
+        if let Some(l) = self.servers.get_mut(&server).and_then(|s| s.load.as_mut()) {
+            l.instances = l.instances.saturating_add(1);
+        }
+        self.directory
+            .insert(id.clone(), Entry::Placing(vec![waiter]));
+        let hosting = Hosting::Adopt {
+            migration_id,
+            join: true,
+        };
+        self.place(id, server, location, hosting, ctx);
+    }
+
+    /// Migrates every instance of server `name` to others of this cloud,
+    /// one at a time, and places nothing more there.
+    fn drain(&mut self, name: String, waiter: Waiter, ctx: &mut Context<Self>) {
+        let Some(sid) = self.server_named(&name) else {
+            return waiter.answer(refused(&format!(
+                "{name} is not a server of {}",
+                self.cloud
+            )));
+        };
+        if let Some(s) = self.servers.get_mut(&sid) {
+            s.draining = true;
+        }
+        let mut ids: Vec<(String, String)> = self
+            .directory
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Placed(s) if *s == sid))
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.sort();
+        info!(server = %name, instances = ids.len(), "draining");
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let (mut moved, mut failed) = (0u32, Vec::new());
+            for (n, k) in ids {
+                let r = addr
+                    .send(MigrateInstance {
+                        name: n.clone(),
+                        key: k.clone(),
+                        destination: None,
+                        tamper: false,
+                    })
+                    .await;
+                match r {
+                    Ok(Ok(rep)) if rep.completed => moved += 1,
+                    Ok(Ok(rep)) => failed.push(format!(
+                        "{n}/{k}: {}",
+                        rep.reason.unwrap_or_else(|| "aborted".into())
+                    )),
+                    Ok(Err(e)) => failed.push(format!("{n}/{k}: {e}")),
+                    Err(_) => failed.push(format!("{n}/{k}: orchestrator stopped")),
+                }
+            }
+            waiter.answer(OrchestratorResponse::Drained { moved, failed });
+        });
+    }
+
+    /// One load-balance round: the policy's moves, one at a time.
+    fn rebalance_round(&mut self, ctx: &mut Context<Self>) {
+        let Some(policy) = self.rebalance else {
+            return;
+        };
+        if self.rebalancing {
+            return;
+        }
+        let views: Vec<ServerHeat<'_>> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.joined == Joined::Yes && !s.draining)
+            .filter_map(|(id, s)| {
+                s.load.as_ref().map(|load| ServerHeat {
+                    id: *id,
+                    load,
+                    instances: &s.heat,
+                })
+            })
+            .collect();
+        let moves = policy.plan(&views);
+        let moves: Vec<(String, String, Site)> = moves
+            .into_iter()
+            .filter(|m| matches!(self.directory.get(&(m.name.clone(), m.key.clone())), Some(Entry::Placed(s)) if *s == m.from))
+            .filter_map(|m| {
+                let to = self.servers.get(&m.to)?;
+                Some((m.name, m.key, Site::new(&self.cloud, &to.name)))
+            })
+            .collect();
+        if moves.is_empty() {
+            return;
+        }
+        // Heat reports are stale once instances move: wait for fresh ones.
+        for s in self.servers.values_mut() {
+            s.heat.clear();
+        }
+        self.rebalancing = true;
+        let addr = ctx.address();
+        let work = async move {
+            for (name, key, to) in moves {
+                info!(function = %name, key = %key, to = %to.server, "rebalancing a hot instance");
+                let _ = addr
+                    .send(MigrateInstance {
+                        name,
+                        key,
+                        destination: Some(to),
+                        tamper: false,
+                    })
+                    .await;
+            }
+        };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(|(), act, _| act.rebalancing = false),
+        );
+    }
+
+    /// The instance stays on `source` (an aborted migration).
+    fn stay(&mut self, id: (String, String), source: NodeId, waiters: Vec<Waiter>) {
+        self.directory.insert(id, Entry::Placed(source));
+        for w in waiters {
+            w.answer(OrchestratorResponse::Located(source));
+        }
+    }
+
+    /// Inter-cloud: the destination cloud's orchestrator adopts the
+    /// instance; then it leaves this cloud (`ProvIdDelete`) and later
+    /// locates are forwarded there.
+    #[allow(clippy::too_many_arguments)]
+    fn hand_over(
+        &mut self,
+        id: (String, String),
+        peer: NodeId,
+        dest: NodeId,
+        migration_id: Hash,
+        waiters: Vec<Waiter>,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
+        // Locators wait as during the migration.
+        self.directory.insert(id.clone(), Entry::Migrating(waiters));
+        let req = OrchestratorRequest::Adopt {
+            name: id.0.clone(),
+            key: id.1.clone(),
+            server: dest,
+            migration_id,
+        };
+        let (transport, ledger) = (self.transport.clone(), self.ledger.clone());
+        let leave = Record::ProvIdDelete {
+            kind: EntityKind::Container,
+            entity: entity_name(&id.0, &id.1),
+        };
+        let timeout = crate::server::ADOPT_WAIT + Duration::from_secs(30);
+        let work = async move {
+            let adopted = match transport
+                .request(peer, ORCHESTRATOR_ACTOR, wire::encode(&req), timeout)
+                .await
+            {
+                Ok(body) => match wire::decode::<OrchestratorResponse>(&body) {
+                    Ok(OrchestratorResponse::Located(s)) if s == dest => Ok(()),
+                    Ok(OrchestratorResponse::Failed(e)) => Err(e.to_string()),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            // Adopted or not, the instance has left this cloud.
+            if let Err(e) = ledger.submit(leave).await {
+                warn!(error = %e, "instance leave not recorded");
+            }
+            adopted
+        };
+        ctx.spawn(work.into_actor(self).map(move |r, act, ctx| {
+            let waiters = match act.directory.remove(&id) {
+                Some(Entry::Migrating(w)) => w,
+                _ => Vec::new(),
+            };
+            match r {
+                Ok(()) => {
+                    act.counters.migrated += 1;
+                    act.directory.insert(id, Entry::Abroad(peer));
+                    for w in waiters {
+                        w.answer(OrchestratorResponse::Located(dest));
+                    }
+                    waiter.answer(OrchestratorResponse::Located(dest));
+                }
+                Err(reason) => {
+                    // Lost: callers are placed afresh here.
+                    act.counters.migrations_failed += 1;
+                    warn!(function = %id.0, key = %id.1, %reason, "the destination cloud did not adopt the instance");
+                    let fail = FunctionError::Placement {
+                        reason: format!("not adopted abroad: {reason}"),
+                    };
+                    waiter.answer(OrchestratorResponse::Failed(fail));
+                    for w in waiters {
+                        act.locate(id.0.clone(), id.1.clone(), w, ctx);
+                    }
+                }
+            }
+        }));
     }
 
     /// MEC task sharing, this cloud first: commit `OffloadRequested`, ask
@@ -708,6 +1279,7 @@ impl Actor for OrchestratorActor {
             ctx.add_stream(crate::inbox_stream(inbox));
         }
         ctx.run_interval(SERVER_SILENT / 5, |act, ctx| act.check_servers(ctx));
+        ctx.run_interval(REBALANCE_EVERY, |act, ctx| act.rebalance_round(ctx));
         info!(cloud = %self.cloud, servers = self.servers.len(), "orchestrator started");
     }
 }
@@ -718,6 +1290,13 @@ impl StreamHandler<Incoming> for OrchestratorActor {
             Incoming::OneWay { from, body, .. } => {
                 match wire::decode::<OrchestratorOneWay>(&body) {
                     Ok(OrchestratorOneWay::Load(load)) => self.handle_load(from, load, ctx),
+                    Ok(OrchestratorOneWay::Heat(mut heat)) => match self.servers.get_mut(&from) {
+                        Some(s) => {
+                            heat.truncate(HEAT_MAX);
+                            s.heat = heat;
+                        }
+                        None => self.counters.malformed += 1,
+                    },
                     Err(_) => self.counters.malformed += 1,
                 }
             }
@@ -765,6 +1344,81 @@ impl Handler<LocalOrchestratorRequest> for OrchestratorActor {
     }
 }
 
+/// Migrates active instance (`name`, `key`) of this orchestrator's cloud
+/// to `destination` (a server of this or another cloud; `None`: one of
+/// this cloud chosen by the placement policy), live: calls made meanwhile
+/// are buffered and served at the destination (or at the source if the
+/// migration aborts). Answers with the source's report when the
+/// destination hosts the instance (completed) or the source resumed it
+/// (aborted, `completed == false`).
+#[derive(Message)]
+#[rtype(result = "Result<MigrationReport, FunctionError>")]
+pub struct MigrateInstance {
+    /// The function.
+    pub name: String,
+    /// The instance key.
+    pub key: String,
+    /// The destination server.
+    pub destination: Option<Site>,
+    /// Test hook: flip one byte of the image in transit.
+    pub tamper: bool,
+}
+
+impl Handler<MigrateInstance> for OrchestratorActor {
+    type Result = ResponseFuture<Result<MigrationReport, FunctionError>>;
+    fn handle(&mut self, msg: MigrateInstance, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.migrate(
+            msg.name,
+            msg.key,
+            msg.destination,
+            msg.tamper,
+            Waiter::Local(tx),
+            ctx,
+        );
+        Box::pin(async move {
+            match rx.await {
+                Ok(OrchestratorResponse::Migrated(report)) => Ok(report),
+                Ok(OrchestratorResponse::Failed(e)) => Err(e),
+                Ok(other) => Err(FunctionError::Transport {
+                    detail: format!("unexpected answer {other:?}"),
+                }),
+                Err(_) => Err(FunctionError::Transport {
+                    detail: "orchestrator dropped the migration".into(),
+                }),
+            }
+        })
+    }
+}
+
+/// Sets (or clears) the load-balance policy run every [`REBALANCE_EVERY`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRebalance(pub Option<Rebalance>);
+
+impl Handler<SetRebalance> for OrchestratorActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetRebalance, _: &mut Context<Self>) {
+        self.rebalance = msg.0;
+    }
+}
+
+/// Where the directory says instance (`0`, `1`) lives, if placed here or
+/// (for an instance moved abroad) which orchestrator answers for it.
+#[derive(Message)]
+#[rtype(result = "Option<NodeId>")]
+pub struct Whereabouts(pub String, pub String);
+
+impl Handler<Whereabouts> for OrchestratorActor {
+    type Result = Option<NodeId>;
+    fn handle(&mut self, msg: Whereabouts, _: &mut Context<Self>) -> Self::Result {
+        match self.directory.get(&(msg.0, msg.1))? {
+            Entry::Placed(s) | Entry::Abroad(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
 /// The orchestrator's counters.
 #[derive(Message)]
 #[rtype(result = "OrchestratorCounters")]
@@ -781,5 +1435,79 @@ impl Handler<crate::node::Shutdown> for OrchestratorActor {
     type Result = ();
     fn handle(&mut self, _: crate::node::Shutdown, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+/// Asks `orchestrator` (over QUIC, as `transport`'s node, which must be of
+/// the orchestrator's cloud) to drain its server `server`: every instance
+/// migrates to another server and nothing more is placed there. Returns
+/// the instances moved and `name/key: reason` of those that stayed.
+pub async fn drain_server(
+    transport: &Transport,
+    orchestrator: NodeId,
+    server: &str,
+    timeout: Duration,
+) -> Result<(u32, Vec<String>), FunctionError> {
+    let req = OrchestratorRequest::Drain {
+        server: server.to_string(),
+    };
+    let reply = transport
+        .request(
+            orchestrator,
+            ORCHESTRATOR_ACTOR,
+            wire::encode(&req),
+            timeout,
+        )
+        .await
+        .map_err(|e| FunctionError::Transport {
+            detail: e.to_string(),
+        })?;
+    match wire::decode::<OrchestratorResponse>(&reply) {
+        Ok(OrchestratorResponse::Drained { moved, failed }) => Ok((moved, failed)),
+        Ok(OrchestratorResponse::Failed(e)) => Err(e),
+        Ok(other) => Err(FunctionError::Transport {
+            detail: format!("unexpected answer {other:?}"),
+        }),
+        Err(e) => Err(FunctionError::Transport {
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Asks `orchestrator` (over QUIC, from a node of its cloud) to migrate
+/// instance (`name`, `key`) live to `destination`; see [`MigrateInstance`].
+pub async fn migrate_instance(
+    transport: &Transport,
+    orchestrator: NodeId,
+    name: &str,
+    key: &str,
+    destination: Site,
+    timeout: Duration,
+) -> Result<MigrationReport, FunctionError> {
+    let req = OrchestratorRequest::Migrate {
+        name: name.to_string(),
+        key: key.to_string(),
+        destination,
+    };
+    let reply = transport
+        .request(
+            orchestrator,
+            ORCHESTRATOR_ACTOR,
+            wire::encode(&req),
+            timeout,
+        )
+        .await
+        .map_err(|e| FunctionError::Transport {
+            detail: e.to_string(),
+        })?;
+    match wire::decode::<OrchestratorResponse>(&reply) {
+        Ok(OrchestratorResponse::Migrated(report)) => Ok(report),
+        Ok(OrchestratorResponse::Failed(e)) => Err(e),
+        Ok(other) => Err(FunctionError::Transport {
+            detail: format!("unexpected answer {other:?}"),
+        }),
+        Err(e) => Err(FunctionError::Transport {
+            detail: e.to_string(),
+        }),
     }
 }

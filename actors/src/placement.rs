@@ -91,6 +91,141 @@ pub fn shortlist(function: &str, candidates: &[Candidate<'_>], limit: usize) -> 
     c.into_iter().take(limit).map(|c| c.id).collect()
 }
 
+/// Most instances a heat report lists.
+pub const HEAT_MAX: usize = 64;
+
+/// How many calls one instance took since its server's previous report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceHeat {
+    /// The function.
+    pub name: String,
+    /// The instance key.
+    pub key: String,
+    /// Calls since the previous report.
+    pub calls: u32,
+}
+
+/// A server as the load-balance policy sees it.
+#[derive(Debug, Clone)]
+pub struct ServerHeat<'a> {
+    /// Its id.
+    pub id: NodeId,
+    /// Its last load report.
+    pub load: &'a ServerLoad,
+    /// Its hosted instances' heat (last report).
+    pub instances: &'a [InstanceHeat],
+}
+
+/// One instance to migrate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// The function.
+    pub name: String,
+    /// The instance key.
+    pub key: String,
+    /// Where it is.
+    pub from: NodeId,
+    /// Where it goes.
+    pub to: NodeId,
+}
+
+/// Load balancing by migration: while the hottest server takes more than
+/// `ratio_permille`/1000 times the calls of the coolest one with room (and
+/// at least `calls_min`), move the hottest of its instances whose move
+/// narrows the gap (the coolest server must host the function). Pure:
+/// driven by the servers' heat reports, tested with tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebalance {
+    /// Imbalance that triggers a move: hottest > coolest × this / 1000.
+    pub ratio_permille: u32,
+    /// A server below this many calls per report is never "hot".
+    pub calls_min: u32,
+    /// Most moves per round.
+    pub moves_max: usize,
+}
+
+impl Default for Rebalance {
+    fn default() -> Self {
+        Rebalance {
+            ratio_permille: 2000,
+            calls_min: 20,
+            moves_max: 1,
+        }
+    }
+}
+
+impl Rebalance {
+    /// The moves of one round (at most `moves_max`), given the servers'
+    /// reports. Deterministic: ties go to the lowest id, then name and key.
+    pub fn plan(&self, servers: &[ServerHeat<'_>]) -> Vec<Move> {
+        struct S<'a> {
+            id: NodeId,
+            total: u64,
+            room: u32,
+            functions: &'a [String],
+            instances: Vec<&'a InstanceHeat>,
+        }
+        let mut s: Vec<S<'_>> = servers
+            .iter()
+            .map(|h| S {
+                id: h.id,
+                total: h.instances.iter().map(|i| u64::from(i.calls)).sum(),
+                room: h.load.instances_max.saturating_sub(h.load.instances),
+                functions: &h.load.functions,
+                instances: h.instances.iter().collect(),
+            })
+            .collect();
+        let mut moves = Vec::new();
+        while moves.len() < self.moves_max {
+            let Some(hi) = (0..s.len()).max_by_key(|&i| (s[i].total, std::cmp::Reverse(s[i].id)))
+            else {
+                break;
+            };
+            let Some(lo) = (0..s.len())
+                .filter(|&i| i != hi && s[i].room > 0)
+                .min_by_key(|&i| (s[i].total, s[i].id))
+            else {
+                break;
+            };
+            let (hot, cool) = (s[hi].total, s[lo].total);
+            if hot < u64::from(self.calls_min)
+                || hot * 1000 <= cool * u64::from(self.ratio_permille)
+            {
+                break;
+            }
+            // The hottest instance whose move narrows the gap.
+            let pick = s[hi]
+                .instances
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| {
+                    let c = u64::from(i.calls);
+                    c > 0 && cool + c < hot && s[lo].functions.contains(&i.name)
+                })
+                .max_by(|(_, a), (_, b)| {
+                    a.calls
+                        .cmp(&b.calls)
+                        .then_with(|| b.name.cmp(&a.name))
+                        .then_with(|| b.key.cmp(&a.key))
+                })
+                .map(|(n, _)| n);
+            let Some(n) = pick else { break };
+            let inst = s[hi].instances.remove(n);
+            let c = u64::from(inst.calls);
+            s[hi].total -= c;
+            s[lo].total += c;
+            s[lo].room -= 1;
+            moves.push(Move {
+                name: inst.name.clone(),
+                key: inst.key.clone(),
+                from: s[hi].id,
+                to: s[lo].id,
+            });
+        }
+        moves
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +298,122 @@ mod tests {
                 "{}",
                 c.desc
             );
+        }
+    }
+
+    fn heat(list: &[(&str, u32)]) -> Vec<InstanceHeat> {
+        list.iter()
+            .map(|(k, c)| InstanceHeat {
+                name: "f".into(),
+                key: k.to_string(),
+                calls: *c,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rebalance_table() {
+        struct Case {
+            desc: &'static str,
+            policy: Rebalance,
+            servers: Vec<(ServerLoad, Vec<InstanceHeat>)>,
+            /// (key, from index, to index)
+            expected: Vec<(&'static str, usize, usize)>,
+        }
+        let one = Rebalance {
+            ratio_permille: 2000,
+            calls_min: 10,
+            moves_max: 1,
+        };
+        let cases = [
+            Case {
+                desc: "balanced: nothing moves",
+                policy: one,
+                servers: vec![
+                    (load(2, 0, "f"), heat(&[("a", 30), ("b", 20)])),
+                    (load(2, 0, "f"), heat(&[("c", 40)])),
+                ],
+                expected: vec![],
+            },
+            Case {
+                desc: "hot server gives its hottest instance that narrows the gap",
+                policy: one,
+                servers: vec![
+                    (load(3, 0, "f"), heat(&[("a", 100), ("b", 40), ("c", 5)])),
+                    (load(1, 0, "f"), heat(&[("d", 10)])),
+                ],
+                // gap 135: a (100) narrows it to 65.
+                expected: vec![("a", 0, 1)],
+            },
+            Case {
+                desc: "an instance hotter than the gap stays (it would only swap roles)",
+                policy: one,
+                servers: vec![
+                    (load(2, 0, "f"), heat(&[("a", 100), ("b", 10)])),
+                    (load(1, 0, "f"), heat(&[("d", 15)])),
+                ],
+                expected: vec![("b", 0, 1)],
+            },
+            Case {
+                desc: "below calls_min nothing is hot",
+                policy: one,
+                servers: vec![
+                    (load(2, 0, "f"), heat(&[("a", 6), ("b", 3)])),
+                    (load(0, 0, "f"), heat(&[])),
+                ],
+                expected: vec![],
+            },
+            Case {
+                desc: "a full or foreign server is no target",
+                policy: one,
+                servers: vec![
+                    (load(2, 0, "f"), heat(&[("a", 60), ("b", 50)])),
+                    (load(4, 0, "f"), heat(&[])),
+                    (load(0, 0, "g"), heat(&[])),
+                ],
+                expected: vec![],
+            },
+            Case {
+                desc: "several moves spread the heat",
+                policy: Rebalance {
+                    moves_max: 4,
+                    ..one
+                },
+                servers: vec![
+                    (
+                        load(4, 0, "f"),
+                        heat(&[("a", 40), ("b", 40), ("c", 40), ("d", 40)]),
+                    ),
+                    (load(0, 0, "f"), heat(&[])),
+                    (load(0, 0, "f"), heat(&[])),
+                ],
+                expected: vec![("a", 0, 1), ("b", 0, 2)],
+            },
+        ];
+        for c in cases {
+            let ids: Vec<NodeId> = (0..c.servers.len()).map(|i| id(i as u8 + 1)).collect();
+            let views: Vec<ServerHeat<'_>> = c
+                .servers
+                .iter()
+                .zip(&ids)
+                .map(|((l, h), i)| ServerHeat {
+                    id: *i,
+                    load: l,
+                    instances: h,
+                })
+                .collect();
+            let got: Vec<(String, NodeId, NodeId)> = c
+                .policy
+                .plan(&views)
+                .into_iter()
+                .map(|m| (m.key, m.from, m.to))
+                .collect();
+            let want: Vec<(String, NodeId, NodeId)> = c
+                .expected
+                .iter()
+                .map(|(k, f, t)| (k.to_string(), ids[*f], ids[*t]))
+                .collect();
+            assert_eq!(got, want, "{}", c.desc);
         }
     }
 

@@ -5,8 +5,21 @@
 //!
 //! Also [`Invoker`], the caller's side: locate an instance through the
 //! cloud's orchestrator (cached), call it on its server.
+//!
+//! # Live migration (issue 8)
+//! On the orchestrator's `Migrate`, the server freezes the instance: calls
+//! already queued to it run, later ones are buffered (counted in flight);
+//! the instance's snapshot (taken after every queued call) is written to a
+//! file and handed to the node's migration actor, which runs BASICS with
+//! it as the image. Completed → the instance is dropped and the buffered
+//! calls answered `NotHere`, so callers re-locate (the orchestrator holds
+//! them until the destination hosts it); aborted → the buffered calls run
+//! here in arrival order. On `Adopt`, a destination server waits for its
+//! side of the migration to complete, checks the kept image against the
+//! vm id and the names, and restores the instance from it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +38,7 @@ use crate::function::{
     check_names, Call, Deactivate, FunctionError, FunctionRegistry, InstanceActor, Snapshot,
     SNAPSHOT_BYTES_MAX,
 };
-use crate::placement::{ServerLoad, FUNCTIONS_MAX};
+use crate::placement::{InstanceHeat, ServerLoad, FUNCTIONS_MAX, HEAT_MAX};
 use crate::wire::{
     self, OrchestratorOneWay, OrchestratorRequest, OrchestratorResponse, ServerRequest,
     ServerResponse, ORCHESTRATOR_ACTOR, SERVER_ACTOR,
@@ -63,11 +76,37 @@ const INSTANCE_BYTES_ESTIMATE: u64 = 16 << 10;
 /// Capacity of the server's transport inbox.
 const INBOX_CAPACITY: usize = 4096;
 
+/// A call that arrived while its instance was frozen for a migration.
+type Buffered = (Bytes, tokio::sync::oneshot::Sender<ServerResponse>);
+
 struct Instance {
     addr: Addr<InstanceActor>,
     inflight: u32,
     last_used: Instant,
+    /// Calls since the last heat report.
+    calls: u32,
+    /// `Some` while the instance migrates: the calls buffered meanwhile.
+    frozen: Option<Vec<Buffered>>,
 }
+
+impl Instance {
+    fn new(addr: Addr<InstanceActor>) -> Self {
+        Instance {
+            addr,
+            inflight: 0,
+            last_used: Instant::now(),
+            calls: 0,
+            frozen: None,
+        }
+    }
+}
+
+/// How long a destination server waits for its side of a migration it is
+/// asked to adopt to end (the orchestrator asks once the source's side
+/// completed, so this covers the destination's own commits).
+pub const ADOPT_WAIT: Duration = Duration::from_secs(120);
+/// How long an adopt waits for a migration this server never heard of.
+const ADOPT_UNKNOWN_WAIT: Duration = Duration::from_secs(3);
 
 /// Hosts function instances on one server node.
 pub struct ServerActor {
@@ -85,6 +124,8 @@ pub struct ServerActor {
     /// room for.
     reserved: HashMap<Hash, Instant>,
     inbox: Option<Inbox>,
+    /// The node's migration actor and its directory (issue 8).
+    migration: Option<(Addr<crate::migration::MigrationActor>, PathBuf)>,
 }
 
 impl ServerActor {
@@ -108,7 +149,19 @@ impl ServerActor {
             inflight: 0,
             reserved: HashMap::new(),
             inbox: Some(inbox),
+            migration: None,
         })
+    }
+
+    /// Migrates instances through `actor` (the node's migration actor),
+    /// writing outgoing snapshots under `dir` (`DATA_DIR/migration`).
+    pub fn with_migration(
+        mut self,
+        actor: Option<Addr<crate::migration::MigrationActor>>,
+        dir: PathBuf,
+    ) -> Self {
+        self.migration = actor.map(|a| (a, dir));
+        self
     }
 
     /// Records offload completions through `ledger`.
@@ -130,16 +183,30 @@ impl ServerActor {
         }
     }
 
-    fn report(&self) {
+    fn report(&mut self) {
         let Some(orch) = self.orchestrator else {
             return;
         };
         let body = wire::encode(&OrchestratorOneWay::Load(self.load()));
+        let mut heat: Vec<InstanceHeat> = self
+            .instances
+            .iter_mut()
+            .filter(|(_, i)| i.calls > 0)
+            .map(|((name, key), i)| InstanceHeat {
+                name: name.clone(),
+                key: key.clone(),
+                calls: std::mem::take(&mut i.calls),
+            })
+            .collect();
+        heat.sort_by_key(|h| std::cmp::Reverse(h.calls));
+        heat.truncate(HEAT_MAX);
+        let heat = wire::encode(&OrchestratorOneWay::Heat(heat));
         let t = self.transport.clone();
         actix::spawn(async move {
             if let Err(e) = t.send(orch, ORCHESTRATOR_ACTOR, body).await {
                 debug!(error = %e, "load report not sent");
             }
+            let _ = t.send(orch, ORCHESTRATOR_ACTOR, heat).await;
         });
     }
 
@@ -187,6 +254,18 @@ impl ServerActor {
                 payload,
                 scope,
             } => self.run_task(task_id, name, Bytes::from(payload), scope),
+            ServerRequest::Migrate {
+                name,
+                key,
+                destination,
+                migration_id,
+                tamper,
+            } => self.migrate(name, key, destination, migration_id, tamper),
+            ServerRequest::Adopt {
+                name,
+                key,
+                migration_id,
+            } => self.adopt(name, key, migration_id),
         }
     }
 
@@ -345,20 +424,25 @@ impl ServerActor {
             return Box::pin(fut::ready(ServerResponse::Failed(FunctionError::Busy)));
         }
         inst.inflight += 1;
+        inst.calls = inst.calls.saturating_add(1);
         inst.last_used = Instant::now();
         self.inflight += 1;
-        let addr = inst.addr.clone();
-        let timeout = self.limits.call_timeout;
-        let call = async move {
-            match tokio::time::timeout(timeout, addr.send(Call(payload))).await {
-                Ok(Ok(Ok(out))) => ServerResponse::Output(out.to_vec()),
-                Ok(Ok(Err(e))) => ServerResponse::Failed(e),
-                Ok(Err(_)) => ServerResponse::NotHere,
-                Err(_) => ServerResponse::Failed(FunctionError::Timeout {
-                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                }),
-            }
-        };
+        let call: std::pin::Pin<Box<dyn std::future::Future<Output = ServerResponse>>> =
+            match inst.frozen.as_mut() {
+                Some(buffer) => {
+                    // Migrating: answered when the migration ends (run here
+                    // if it aborts, `NotHere` if it completes).
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    buffer.push((payload, tx));
+                    Box::pin(async move { rx.await.unwrap_or(ServerResponse::NotHere) })
+                }
+                // Queued to the instance now, in the handler: a snapshot
+                // asked for later is taken after this call.
+                None => Box::pin(call_instance(
+                    inst.addr.send(Call(payload)),
+                    self.limits.call_timeout,
+                )),
+            };
         Box::pin(call.into_actor(self).map(move |r, act, _| {
             act.inflight = act.inflight.saturating_sub(1);
             if let Some(inst) = act.instances.get_mut(&id) {
@@ -386,15 +470,206 @@ impl ServerActor {
         };
         debug!(function = %id.0, key = %id.1, restored = snapshot.is_some(), "instance activated");
         let addr = InstanceActor::new(id.1.clone(), function).start();
-        self.instances.insert(
-            id,
-            Instance {
-                addr,
-                inflight: 0,
-                last_used: Instant::now(),
-            },
-        );
+        self.instances.insert(id, Instance::new(addr));
         ServerResponse::Hosted
+    }
+
+    /// Source side of a live migration (see the module doc).
+    fn migrate(
+        &mut self,
+        name: String,
+        key: String,
+        destination: federact_ledger::record::Site,
+        migration_id: Hash,
+        tamper: bool,
+    ) -> ResponseActFuture<Self, ServerResponse> {
+        let failed = |reason: &str| {
+            Box::pin(fut::ready(ServerResponse::Failed(
+                FunctionError::Placement {
+                    reason: reason.to_string(),
+                },
+            ))) as ResponseActFuture<Self, ServerResponse>
+        };
+        let Some((migration, dir)) = self.migration.clone() else {
+            return failed("this server runs no migration actor");
+        };
+        let id = (name, key);
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return Box::pin(fut::ready(ServerResponse::NotHere));
+        };
+        if inst.frozen.is_some() {
+            return failed("the instance is already migrating");
+        }
+        inst.frozen = Some(Vec::new());
+        // Asked now, so it follows every call already queued.
+        let snapshot = inst.addr.send(Snapshot);
+        let path = dir.join("outgoing").join(format!("{migration_id}.img"));
+        let (name, key) = id.clone();
+        let image = path.clone();
+        let work = async move {
+            let state = snapshot
+                .await
+                .map_err(|_| "the instance stopped".to_string())?;
+            let file = image.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::migration::instance_image::write(&file, &name, &key, &state)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("snapshot not written: {e}"))?;
+            migration
+                .send(crate::migration::MigrateSnapshot {
+                    migration_id,
+                    image,
+                    destination,
+                    tamper,
+                })
+                .await
+                .map_err(|_| "migration actor stopped".to_string())?
+                .map_err(|e| e.to_string())
+        };
+        Box::pin(work.into_actor(self).map(move |r, act, _| {
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(error = %e, path = %path.display(), "outgoing snapshot not removed");
+                }
+            }
+            match r {
+                Ok(report) if report.completed => {
+                    act.release(&id);
+                    ServerResponse::Migrated(report)
+                }
+                Ok(report) => {
+                    act.resume(&id);
+                    ServerResponse::Migrated(report)
+                }
+                Err(reason) => {
+                    act.resume(&id);
+                    ServerResponse::Failed(FunctionError::Placement { reason })
+                }
+            }
+        }))
+    }
+
+    /// The migration completed: drop the instance; buffered calls re-locate.
+    fn release(&mut self, id: &(String, String)) {
+        let Some(inst) = self.instances.remove(id) else {
+            return;
+        };
+        for (_, tx) in inst.frozen.unwrap_or_default() {
+            let _ = tx.send(ServerResponse::NotHere);
+        }
+        inst.addr.do_send(Deactivate);
+        debug!(function = %id.0, key = %id.1, "instance migrated away");
+    }
+
+    /// The migration aborted: run the buffered calls here, in order.
+    fn resume(&mut self, id: &(String, String)) {
+        let timeout = self.limits.call_timeout;
+        let Some(inst) = self.instances.get_mut(id) else {
+            return;
+        };
+        for (payload, tx) in inst.frozen.take().unwrap_or_default() {
+            let call = call_instance(inst.addr.send(Call(payload)), timeout);
+            actix::spawn(async move {
+                let _ = tx.send(call.await);
+            });
+        }
+        debug!(function = %id.0, key = %id.1, "instance resumed after an aborted migration");
+    }
+
+    /// Destination side: host the instance a completed migration brought.
+    fn adopt(
+        &mut self,
+        name: String,
+        key: String,
+        migration_id: Hash,
+    ) -> ResponseActFuture<Self, ServerResponse> {
+        let failed = |reason: String| {
+            Box::pin(fut::ready(ServerResponse::Failed(
+                FunctionError::Placement { reason },
+            ))) as ResponseActFuture<Self, ServerResponse>
+        };
+        if let Err(e) = check_names(&name, &key) {
+            return Box::pin(fut::ready(ServerResponse::Failed(e)));
+        }
+        let Some((migration, _)) = self.migration.clone() else {
+            return failed("this server runs no migration actor".into());
+        };
+        if self.instances.contains_key(&(name.clone(), key.clone())) {
+            return failed(format!("{name}/{key} is already hosted here"));
+        }
+        let registry = self.registry.clone();
+        let (n, k) = (name.clone(), key.clone());
+        let work = async move {
+            let started = Instant::now();
+            let report = loop {
+                use crate::migration::MigrationProgress;
+                let progress = migration
+                    .send(MigrationProgress(migration_id))
+                    .await
+                    .map_err(|_| "migration actor stopped".to_string())?;
+                let waited = started.elapsed();
+                match progress {
+                    Some(Some(report)) => break report,
+                    None if waited > ADOPT_UNKNOWN_WAIT => {
+                        return Err(format!("no migration {} here", migration_id.short()))
+                    }
+                    _ if waited > ADOPT_WAIT => {
+                        return Err(format!("migration {} still running", migration_id.short()))
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
+            if !report.completed {
+                return Err(format!(
+                    "migration {} did not complete: {}",
+                    migration_id.short(),
+                    report.reason.unwrap_or_default()
+                ));
+            }
+            let path = migration
+                .send(crate::migration::ImagePath(report.vm_id))
+                .await
+                .map_err(|_| "migration actor stopped".to_string())?;
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| format!("image {}: {e}", path.display()))?;
+            // The file is what the protocol verified, unless replaced since.
+            if Hash::of(&bytes) != report.vm_id {
+                return Err("the kept image does not match its vm id".into());
+            }
+            let (in_name, in_key, state) = crate::migration::instance_image::parse(&bytes)?;
+            if (in_name.as_str(), in_key.as_str()) != (n.as_str(), k.as_str()) {
+                return Err(format!("the image holds {in_name}/{in_key}, not {n}/{k}"));
+            }
+            let function = registry
+                .activate(&n, Some(state))
+                .map_err(|e| e.to_string())?;
+            if let Err(e) = tokio::fs::remove_file(&path).await {
+                warn!(error = %e, "adopted image not removed");
+            }
+            Ok(function)
+        };
+        Box::pin(work.into_actor(self).map(move |r, act, _| {
+            let id = (name, key);
+            match r {
+                Ok(_) if act.instances.contains_key(&id) => ServerResponse::Hosted,
+                Ok(_) if act.instances.len() >= act.limits.instances_max as usize => {
+                    ServerResponse::Failed(FunctionError::NoCapacity { name: id.0 })
+                }
+                Ok(function) => {
+                    debug!(function = %id.0, key = %id.1, migration = %migration_id.short(), "instance adopted");
+                    let addr = InstanceActor::new(id.1.clone(), function).start();
+                    act.instances.insert(id, Instance::new(addr));
+                    ServerResponse::Hosted
+                }
+                Err(reason) => {
+                    warn!(function = %id.0, key = %id.1, %reason, "adoption failed");
+                    ServerResponse::Failed(FunctionError::Placement { reason })
+                }
+            }
+        }))
     }
 
     /// Deactivates instances idle for longer than `limits.idle`: removed
@@ -406,7 +681,9 @@ impl ServerActor {
         let gone: Vec<(String, String)> = self
             .instances
             .iter()
-            .filter(|(_, i)| i.inflight == 0 && now.duration_since(i.last_used) >= idle)
+            .filter(|(_, i)| {
+                i.inflight == 0 && i.frozen.is_none() && now.duration_since(i.last_used) >= idle
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for id in gone {
@@ -474,7 +751,11 @@ impl StreamHandler<Incoming> for ServerActor {
                 // Only the cloud's orchestrator places instances here (the
                 // instance table is bounded by `instances_max`, and only
                 // placements recorded on the ledger may fill it).
-                Ok(ServerRequest::Host { .. }) if Some(from) != self.orchestrator => {
+                Ok(
+                    ServerRequest::Host { .. }
+                    | ServerRequest::Migrate { .. }
+                    | ServerRequest::Adopt { .. },
+                ) if Some(from) != self.orchestrator => {
                     let r = ServerResponse::Failed(FunctionError::Placement {
                         reason: "only the cloud's orchestrator places instances".into(),
                     });
@@ -535,6 +816,21 @@ impl Handler<crate::node::Shutdown> for ServerActor {
     type Result = ();
     fn handle(&mut self, _: crate::node::Shutdown, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+/// Awaits a call queued to an instance, bounded by `timeout`.
+async fn call_instance(
+    request: actix::dev::Request<InstanceActor, Call>,
+    timeout: Duration,
+) -> ServerResponse {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(Ok(out))) => ServerResponse::Output(out.to_vec()),
+        Ok(Ok(Err(e))) => ServerResponse::Failed(e),
+        Ok(Err(_)) => ServerResponse::NotHere,
+        Err(_) => ServerResponse::Failed(FunctionError::Timeout {
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        }),
     }
 }
 
@@ -699,7 +995,7 @@ impl Invoker {
                     self.remember(id.clone(), None);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                ServerResponse::Hosted | ServerResponse::Accepted => {
+                ServerResponse::Hosted | ServerResponse::Accepted | ServerResponse::Migrated(_) => {
                     return Err(FunctionError::Transport {
                         detail: "unexpected answer".into(),
                     })

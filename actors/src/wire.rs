@@ -213,6 +213,35 @@ pub enum ServerRequest {
         /// The scope of the offload contract.
         scope: federact_ledger::record::Scope,
     },
+    /// Migrate hosted instance `key` of `name` to `destination` under
+    /// `migration_id` (from the cloud's orchestrator): freeze it (calls
+    /// are buffered), snapshot it to a file and run the BASICS protocol;
+    /// answered `Migrated` when it ends. Completed → the instance is
+    /// dropped here and buffered calls get `NotHere` (they re-locate);
+    /// aborted → it resumes here with its buffered calls.
+    Migrate {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+        /// The destination server.
+        destination: federact_ledger::record::Site,
+        /// The migration id.
+        migration_id: federact_ledger::hash::Hash,
+        /// Test hook: flip one byte of the image in transit.
+        tamper: bool,
+    },
+    /// Host instance `key` of `name` from the image migration
+    /// `migration_id` brought here (from the cloud's orchestrator); the
+    /// server waits (bounded) for its side of the migration to complete.
+    Adopt {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+        /// The migration that brought it.
+        migration_id: federact_ledger::hash::Hash,
+    },
 }
 
 /// Answers of a server.
@@ -228,6 +257,8 @@ pub enum ServerResponse {
     Hosted,
     /// This server accepts the offloaded task.
     Accepted,
+    /// An instance migration ended (completed or aborted).
+    Migrated(MigrationReport),
 }
 
 /// Requests an orchestrator answers.
@@ -270,6 +301,37 @@ pub enum OrchestratorRequest {
         /// The function.
         name: String,
     },
+    /// Migrate active instance `key` of `name` (of this cloud) to server
+    /// `destination` (of this or another cloud); answered `Migrated`.
+    /// Only from nodes of the orchestrator's cloud.
+    Migrate {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+        /// The destination server.
+        destination: federact_ledger::record::Site,
+    },
+    /// Migrate every instance of server `server` (of this cloud) to other
+    /// servers and place nothing more there; answered `Drained`. Only from
+    /// nodes of the orchestrator's cloud.
+    Drain {
+        /// The server's name.
+        server: String,
+    },
+    /// Another cloud's orchestrator moved instance `key` of `name` to this
+    /// cloud's server `server` (migration `migration_id` completed): record
+    /// it here and have the server host it; answered `Located(server)`.
+    Adopt {
+        /// The function.
+        name: String,
+        /// The instance key.
+        key: String,
+        /// This cloud's server that received it.
+        server: federact_config::NodeId,
+        /// The migration.
+        migration_id: federact_ledger::hash::Hash,
+    },
 }
 
 /// Answers of an orchestrator.
@@ -289,6 +351,15 @@ pub enum OrchestratorResponse {
         /// The task id of the consortium contract.
         task_id: federact_ledger::hash::Hash,
     },
+    /// An instance migration ended (completed or aborted, see the report).
+    Migrated(MigrationReport),
+    /// A drain ended: instances moved, and those that did not, with why.
+    Drained {
+        /// Instances migrated away.
+        moved: u32,
+        /// `name/key: reason` of each instance that stayed.
+        failed: Vec<String>,
+    },
 }
 
 /// What servers send their orchestrator without waiting for an answer.
@@ -296,6 +367,9 @@ pub enum OrchestratorResponse {
 pub enum OrchestratorOneWay {
     /// A periodic load report.
     Load(crate::placement::ServerLoad),
+    /// Calls per hosted instance since the previous report (the hottest
+    /// first, at most [`crate::placement::HEAT_MAX`]), for load balancing.
+    Heat(Vec<crate::placement::InstanceHeat>),
 }
 
 // ---- Migration (issue 8) ----

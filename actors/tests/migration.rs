@@ -419,3 +419,37 @@ async fn concurrent_migrations_over_the_limit_are_refused_with_a_clear_error() {
     );
     fed.shutdown().await;
 }
+
+/// BASICS step 4: the destination learns the committed indication from its
+/// gateway following the chain, not only from the source's notice.
+#[actix_rt::test]
+async fn destination_learns_the_indication_from_its_gateway_when_the_source_stays_silent() {
+    let (dir, fed) = start().await;
+    for (to, tag) in [
+        (Site::new("cloud-1", "c1-server-2"), "local"),
+        (Site::new("cloud-2", "c2-server-1"), "inter"),
+    ] {
+        let source = fed
+            .node("c1-server-1")
+            .unwrap()
+            .migration()
+            .unwrap()
+            .clone();
+        source
+            .send(federact_actors::migration::SilenceIndicationNotices(true))
+            .await
+            .unwrap();
+        let (img, vm) = image(dir.path(), &format!("{tag}.img"), 1 << 20, 7);
+        let report = tokio::time::timeout(
+            Duration::from_secs(30),
+            migrate(&fed, "c1-server-1", &img, to.clone(), false),
+        )
+        .await
+        .expect("the destination learned the indication and confirmed");
+        assert!(report.completed, "{tag}: {report:?}");
+        assert_eq!(report.vm_id, vm);
+        let dst = destination_outcome(&fed, &to.server, report.migration_id).await;
+        assert!(dst.completed, "{tag}: {dst:?}");
+    }
+    fed.shutdown().await;
+}

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use federact::config::{write_local_federation, Federation, NodeKey, Topology};
 
 mod demo;
+mod drain;
 mod invoke;
 mod ledger;
 mod migrate;
@@ -51,6 +52,8 @@ enum Command {
     Up(up::UpArgs),
     /// Show a running federation's chain heights and which nodes answer.
     Status(up::StatusArgs),
+    /// Migrate every function instance of a server to other servers of its cloud (live, BASICS).
+    Drain(drain::DrainArgs),
     /// Run one node with the roles its configuration gives it, until ctrl-c or SIGTERM.
     Node {
         /// The node's configuration file (e.g. DIR/nodes/c1-gateway.toml).
@@ -136,6 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger(cmd) => ledger::run(cmd),
         Command::Migrate(args) => migrate::run(&args),
         Command::Invoke(args) => invoke::run(&args),
+        Command::Drain(args) => drain::run(&args),
         Command::Config(ConfigCmd::Check { file }) => {
             let fed = Federation::load(&file)?;
             print!("{}", fed.summary());
