@@ -73,6 +73,10 @@ impl Default for ServerLimits {
 
 /// Rough memory an instance holds beyond its state, for load reports.
 const INSTANCE_BYTES_ESTIMATE: u64 = 16 << 10;
+/// First wait before a task that found no free slot anywhere asks again.
+const TASK_RETRY_FIRST: Duration = Duration::from_millis(20);
+/// Longest wait between two such attempts.
+const TASK_RETRY_MAX: Duration = Duration::from_millis(500);
 /// Capacity of the server's transport inbox.
 const INBOX_CAPACITY: usize = 4096;
 
@@ -233,7 +237,10 @@ impl ServerActor {
                 let r = self.host(name, key, snapshot);
                 Box::pin(fut::ready(r))
             }
-            ServerRequest::Task { name, payload } => self.task(name, Bytes::from(payload)),
+            ServerRequest::Task { name, payload } => {
+                let deadline = Instant::now() + self.limits.call_timeout;
+                self.task_until(name, Bytes::from(payload), deadline, TASK_RETRY_FIRST)
+            }
             ServerRequest::Accept { task_id, name } => {
                 let ok = self.registry.contains(&name)
                     && self.inflight < self.limits.inflight_max
@@ -372,6 +379,41 @@ impl ServerActor {
                     r.unwrap_or_else(ServerResponse::Failed)
                 }),
         )
+    }
+
+    /// [`Self::task`], waiting for room while no server anywhere has a
+    /// free slot: it asks again after `backoff` (doubling up to
+    /// [`TASK_RETRY_MAX`]) until `deadline`. A momentarily full federation
+    /// is backpressure (latency), not an error; past the deadline the
+    /// caller gets `NoCapacity`.
+    fn task_until(
+        &mut self,
+        name: String,
+        payload: Bytes,
+        deadline: Instant,
+        backoff: Duration,
+    ) -> ResponseActFuture<Self, ServerResponse> {
+        let again = (name.clone(), payload.clone());
+        Box::pin(self.task(name, payload).then(
+            move |r, act, _| -> ResponseActFuture<Self, ServerResponse> {
+                match r {
+                    ServerResponse::Failed(FunctionError::NoCapacity { .. })
+                        if Instant::now() + backoff < deadline =>
+                    {
+                        let (name, payload) = again;
+                        let next = (backoff * 2).min(TASK_RETRY_MAX);
+                        Box::pin(
+                            tokio::time::sleep(backoff)
+                                .into_actor(act)
+                                .then(move |(), act, _| {
+                                    act.task_until(name, payload, deadline, next)
+                                }),
+                        )
+                    }
+                    other => Box::pin(fut::ready(other)),
+                }
+            },
+        ))
     }
 
     /// Executes an accepted offloaded task and commits `OffloadCompleted`

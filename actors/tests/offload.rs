@@ -1,6 +1,8 @@
 //! MEC task offloading over loopback QUIC with real chains: a saturated
 //! server offloads tasks through its orchestrator to another server of its
-//! cloud, and each offload's three records commit on the cloud's chain.
+//! cloud (or abroad), each accepted offload's three records commit on the
+//! right chain, and tasks that find no free slot anywhere wait for one
+//! instead of failing.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -100,9 +102,17 @@ async fn c1s2_saturated_server_offloads_to_its_neighbour_with_three_records() {
             _ => {}
         }
     }
-    assert!(!tasks.is_empty(), "some tasks were offloaded");
+    // A request no server had room for stays a bare OffloadRequested (the
+    // requester asks again later); every accepted contract completed.
     assert!(
-        tasks.values().all(|t| *t == (true, true, true)),
+        tasks.values().any(|t| t.1),
+        "some tasks were offloaded: {tasks:?}"
+    );
+    assert!(
+        tasks
+            .values()
+            .filter(|t| t.1 || t.2)
+            .all(|t| *t == (true, true, true)),
         "{tasks:?}"
     );
 }
@@ -169,9 +179,15 @@ async fn c2s1_saturated_cloud_offloads_abroad_on_the_consortium() {
             _ => {}
         }
     }
-    assert!(!tasks.is_empty(), "some tasks were offloaded abroad");
     assert!(
-        tasks.values().all(|t| *t == (true, true, true)),
+        tasks.values().any(|t| t.1),
+        "some tasks were offloaded abroad: {tasks:?}"
+    );
+    assert!(
+        tasks
+            .values()
+            .filter(|t| t.1 || t.2)
+            .all(|t| *t == (true, true, true)),
         "{tasks:?}"
     );
 }
