@@ -625,7 +625,9 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
             let body = wire::encode(&ValidatorOneWay::Consensus(Message::Vote(sv)));
             for h in &honest {
                 let id = c.fed.node(h).expect("node").id();
-                let _ = t.send(id, &wire::validator_actor(chain.id()), body.clone()).await;
+                let _ = t
+                    .send(id, &wire::validator_actor(chain.id()), body.clone())
+                    .await;
             }
         }
         sent += 2;
@@ -640,10 +642,28 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     t.close().await;
+    drop(t);
+    // The endpoint's socket closes asynchronously: wait (bounded) until the
+    // validator's address is free again before restarting it there.
+    let addr = c.nodes[&byzantine].bind;
+    let deadline = Instant::now() + harness::WAIT_MAX;
+    while std::net::UdpSocket::bind(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {addr} still in use"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     c.spawn(&byzantine);
     let start = Instant::now();
-    w.wait_acked(&[cloud.as_str()], start, 1, seed, "commits after an equivocation")
-        .await;
+    w.wait_acked(
+        &[cloud.as_str()],
+        start,
+        1,
+        seed,
+        "commits after an equivocation",
+    )
+    .await;
     rows.insert(
         "adversary: equivocating validator (evidence reported)",
         (sent as usize, 0, Recoveries::default(), 0),
