@@ -54,15 +54,17 @@ enum Fault {
     PartitionCloud,
     ConsortiumLosesF,
     RestartCloud,
+    DiskFull,
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 7] = [
     Fault::Kill9Validator,
     Fault::PauseValidator,
     Fault::Kill9Gateway,
     Fault::PartitionCloud,
     Fault::ConsortiumLosesF,
     Fault::RestartCloud,
+    Fault::DiskFull,
 ];
 
 impl Fault {
@@ -74,6 +76,7 @@ impl Fault {
             Fault::PartitionCloud => "partition of one cloud + heal",
             Fault::ConsortiumLosesF => "loss of f consortium validators",
             Fault::RestartCloud => "kill -9 + restart of every node of a cloud",
+            Fault::DiskFull => "disk full on a validator's data dir (tmpfs)",
         }
     }
 }
@@ -222,6 +225,71 @@ async fn inject(
             for v in killed {
                 c.spawn(&v);
             }
+        }
+        Fault::DiskFull => {
+            let Some(v) = c.small_disk.clone() else {
+                return recover(c, w, Instant::now()).await;
+            };
+            let vcloud = c.nodes[&v].cloud.clone();
+            let chain = c.fed.local_chain(&vcloud).expect("chain").id().to_string();
+            let filled = c.fill_small_disk().unwrap_or(0);
+            // The others commit without it (f = 1) ...
+            w.wait_acked(
+                &[vcloud.as_str()],
+                start,
+                during.max(3),
+                seed,
+                "local chain with a validator's disk full",
+            )
+            .await;
+            // ... and it stops with a clear error once its store refuses a
+            // write (bounded wait: sled flushes within a second).
+            let deadline = Instant::now() + harness::WAIT_MAX;
+            loop {
+                let log = c.log_text(&v);
+                if log.contains("No space left on device") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "seed {seed}: {v} with a full disk ({filled} bytes filler) logged no ENOSPC error"
+                );
+                // Keep the chain moving so the victim has blocks to write.
+                w.wait_acked(
+                    &[vcloud.as_str()],
+                    Instant::now(),
+                    1,
+                    seed,
+                    "commits while the disk is full",
+                )
+                .await;
+            }
+            c.free_small_disk();
+            // Space is back. A validator whose store failed stops for good
+            // in its process (sled refuses writes after an I/O error), so
+            // the node exits non-zero and a restart (the supervisor's job,
+            // ours here) resumes it; one that never hit the error resumes
+            // by itself. Neither may hang (regression: the actor stopped
+            // while the process kept running).
+            let healed = Instant::now();
+            let target = c.max_tips().await.get(&chain).copied().unwrap_or(0);
+            let resume_deadline = Instant::now() + harness::WAIT_MAX;
+            loop {
+                if !c.is_running(&v) {
+                    eprintln!("seed {seed}: {v} exited after ENOSPC; restarting it");
+                    c.spawn(&v);
+                    break;
+                }
+                if c.tip(&v, &chain).await.unwrap_or(0) >= target {
+                    break;
+                }
+                assert!(
+                    Instant::now() < resume_deadline,
+                    "seed {seed}: {v} neither resumed nor exited after space returned"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return recover(c, w, healed).await;
         }
         Fault::RestartCloud => {
             let names = c.cloud_nodes(&cloud);

@@ -207,6 +207,19 @@ impl Node {
         &self.validators
     }
 
+    /// Chains whose validator actor has stopped by itself: a storage failure
+    /// (disk full, I/O error) or a certified block the rules refuse; the
+    /// node's log says which. Such a validator does not come back in this
+    /// process (its store refuses writes after an I/O error), so the process
+    /// should exit and be restarted once the cause is fixed.
+    pub fn stopped_validators(&self) -> Vec<String> {
+        self.validators
+            .iter()
+            .filter(|(_, a)| !a.connected())
+            .map(|(chain, _)| chain.clone())
+            .collect()
+    }
+
     /// The gateway actor, if this node is its cloud's gateway.
     pub fn gateway(&self) -> Option<&Addr<GatewayActor>> {
         self.gateway.as_ref()

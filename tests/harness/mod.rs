@@ -94,6 +94,9 @@ pub struct Cluster {
     pub clients: Vec<Client>,
     /// The run's seed.
     pub seed: u64,
+    /// A validator whose data directory is a small tmpfs (for the disk-full
+    /// fault), when this process may mount one (root).
+    pub small_disk: Option<String>,
 }
 
 fn free_udp_port() -> SocketAddr {
@@ -176,7 +179,9 @@ impl Cluster {
             nodes,
             clients,
             seed,
+            small_disk: None,
         };
+        cluster.small_disk = cluster.mount_small_disk();
         let names: Vec<String> = cluster.nodes.keys().cloned().collect();
         for n in &names {
             cluster.spawn(n);
@@ -248,6 +253,75 @@ impl Cluster {
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Mounts a 64 MiB tmpfs as the data directory of the first cloud's
+    /// third local validator. Needs root; `None` (and a note) otherwise.
+    fn mount_small_disk(&self) -> Option<String> {
+        let cloud = self.clients.first()?.cloud.clone();
+        let name = self
+            .fed
+            .local_chain(&cloud)?
+            .validator_names()
+            .get(2)?
+            .clone();
+        let dir = self.dir.path().join("data").join(&name);
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("fault harness: cannot mount a tmpfs (not root?): disk-full fault skipped");
+            return None;
+        }
+        Some(name)
+    }
+
+    /// Fills the small disk until the file system refuses (ENOSPC).
+    pub fn fill_small_disk(&self) -> Option<u64> {
+        use std::io::Write;
+        let name = self.small_disk.as_ref()?;
+        let path = self.dir.path().join("data").join(name).join("filler");
+        let mut f = std::fs::File::create(&path).ok()?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        while let Ok(n) = f.write(&chunk) {
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+        }
+        Some(written)
+    }
+
+    /// Frees the small disk again.
+    pub fn free_small_disk(&self) {
+        if let Some(name) = &self.small_disk {
+            let _ = std::fs::remove_file(self.dir.path().join("data").join(name).join("filler"));
+        }
+    }
+
+    /// Whether node `name`'s process is running (not exited).
+    pub fn is_running(&mut self, name: &str) -> bool {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return false;
+        };
+        match node.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                node.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The log of node `name` so far.
+    pub fn log_text(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
     }
 
     /// Names of the node processes of `cloud`.
@@ -463,6 +537,11 @@ impl Drop for Cluster {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        if let Some(name) = &self.small_disk {
+            let _ = Command::new("umount")
+                .arg(self.dir.path().join("data").join(name))
+                .status();
         }
         if std::thread::panicking() {
             // Keep the logs of a failed run for diagnosis.
