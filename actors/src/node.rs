@@ -98,7 +98,7 @@ impl Node {
         let spec = config.spec();
         let membership = Membership::from_federation(fed);
         let options = TransportOptions::from(*fed.transport());
-        let transport = Transport::bind(&key, membership, options, spec.listen()).await?;
+        let transport = Transport::bind(&key, membership, options, config.bind_addr()).await?;
         let data = config.data_dir().to_path_buf();
         let mut validators = Vec::new();
         if spec.roles().contains(Role::Validator) {
@@ -178,7 +178,7 @@ impl Node {
         } else {
             None
         };
-        info!(node = %spec.name(), id = %spec.id().short(), listen = %spec.listen(), roles = %spec.roles(), "node started");
+        info!(node = %spec.name(), id = %spec.id().short(), listen = %spec.listen(), bind = %config.bind_addr(), roles = %spec.roles(), "node started");
         Ok(Node {
             name: spec.name().to_string(),
             key,
@@ -206,6 +206,19 @@ impl Node {
     /// The validator actors, by chain id.
     pub fn validators(&self) -> &[(String, Addr<ValidatorActor>)] {
         &self.validators
+    }
+
+    /// Chains whose validator actor has stopped by itself: a storage failure
+    /// (disk full, I/O error) or a certified block the rules refuse; the
+    /// node's log says which. Such a validator does not come back in this
+    /// process (its store refuses writes after an I/O error), so the process
+    /// should exit and be restarted once the cause is fixed.
+    pub fn stopped_validators(&self) -> Vec<String> {
+        self.validators
+            .iter()
+            .filter(|(_, a)| !a.connected())
+            .map(|(chain, _)| chain.clone())
+            .collect()
     }
 
     /// The gateway actor, if this node is its cloud's gateway.

@@ -131,3 +131,46 @@ fn node_key_that_does_not_match_the_federation_is_refused() {
     let e = node.load_key().unwrap_err();
     assert!(e.to_string().contains("but the federation declares"), "{e}");
 }
+
+#[test]
+fn node_file_bind_overrides_the_listen_address_and_defaults_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 1,
+        local_validators: 1,
+        inter_validators: 0,
+    };
+    let written = write_local_federation(dir.path(), &topo, false).unwrap();
+    let (_, file) = &written.node_files[0];
+    let node = NodeConfig::load(file).unwrap();
+    assert_eq!(node.bind_addr(), node.spec().listen());
+    let text = std::fs::read_to_string(file).unwrap();
+    std::fs::write(file, format!("{text}\nbind = \"127.0.0.1:1\"\n")).unwrap();
+    let node = NodeConfig::load(file).unwrap();
+    assert_eq!(node.bind_addr(), "127.0.0.1:1".parse().unwrap());
+    assert_ne!(node.bind_addr(), node.spec().listen());
+}
+
+#[test]
+fn node_file_bad_bind_address_is_refused_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 1,
+        local_validators: 1,
+        inter_validators: 0,
+    };
+    let written = write_local_federation(dir.path(), &topo, false).unwrap();
+    let (_, file) = &written.node_files[0];
+    let text = std::fs::read_to_string(file).unwrap();
+    let lines = text.lines().count();
+    std::fs::write(file, format!("{text}\nbind = \"nowhere:x\"\n")).unwrap();
+    let e = NodeConfig::load(file).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("`nowhere:x` is not a socket address"),
+        "{e}"
+    );
+    assert_eq!(e.location.unwrap().line, lines + 2, "{e}");
+}

@@ -41,9 +41,21 @@ pub fn run(config: &Path, inflight_max: Option<u32>) -> anyhow::Result<()> {
             cfg.spec().listen(),
             cfg.spec().roles()
         );
-        wait_for_signal().await;
+        let stopped = tokio::select! {
+            _ = wait_for_signal() => Vec::new(),
+            chains = watch_validators(&node) => chains,
+        };
         eprintln!("node {}: shutting down", cfg.spec().name());
         node.shutdown().await;
+        if !stopped.is_empty() {
+            // Exit non-zero so a supervisor restarts the node once the cause
+            // (e.g. a full disk) is fixed; the restarted validator catches up.
+            anyhow::bail!(
+                "node {}: the validator of {} stopped (see the log above, e.g. a storage error); exiting so the node can be restarted",
+                cfg.spec().name(),
+                stopped.join(", ")
+            );
+        }
         anyhow::Ok(())
     })?;
     // After the actix system: the exporter flushes on its own runtime. A
@@ -52,6 +64,18 @@ pub fn run(config: &Path, inflight_max: Option<u32>) -> anyhow::Result<()> {
         eprintln!("telemetry: {e}");
     }
     Ok(())
+}
+
+/// Returns the chains whose validator stopped by itself, checking twice a
+/// second (never returns while every validator runs).
+async fn watch_validators(node: &Node) -> Vec<String> {
+    loop {
+        let stopped = node.stopped_validators();
+        if !stopped.is_empty() {
+            return stopped;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -1,0 +1,739 @@
+//! The fault and adversary suite on real `federact node` processes over
+//! loopback QUIC (see `harness` for the federation, relays, workload and
+//! checkers).
+//!
+//! - `faults_quick`: each fault once on a small federation, then the
+//!   adversaries, then every invariant on every store. Runs in `cargo test`.
+//! - `faults_long` (`--ignored`): many seeds, each a fresh federation with
+//!   impaired links (delay, jitter, loss, duplication), the faults in a
+//!   seeded order with seeded victims and windows. `FEDERACT_FAULT_RUNS`
+//!   sets the number of seeds, `FEDERACT_FAULT_SEED` the first one; a failure
+//!   prints its seed.
+
+mod harness;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use federact::actors::ActorError;
+use federact::config::NodeKey;
+use federact::federation::netem::Faults;
+use federact::federation::{Membership, Transport};
+use federact::ledger::hash::Hash;
+use federact::ledger::record::Record;
+use federact::ledger::tx::Transaction;
+use harness::{
+    check_invariants, print_table, small_topology, Cluster, Outcome, Recoveries, Workload,
+};
+
+/// A deterministic generator for the long suite's choices (splitmix64).
+struct Choices(u64);
+
+impl Choices {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, v: &'a [String]) -> &'a str {
+        &v[self.below(v.len())]
+    }
+}
+
+/// Every fault of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Fault {
+    Kill9Validator,
+    PauseValidator,
+    Kill9Gateway,
+    PartitionCloud,
+    ConsortiumLosesF,
+    RestartCloud,
+    DiskFull,
+}
+
+const FAULTS: [Fault; 7] = [
+    Fault::Kill9Validator,
+    Fault::PauseValidator,
+    Fault::Kill9Gateway,
+    Fault::PartitionCloud,
+    Fault::ConsortiumLosesF,
+    Fault::RestartCloud,
+    Fault::DiskFull,
+];
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill9Validator => "kill -9 + restart of a validator",
+            Fault::PauseValidator => "SIGSTOP/SIGCONT of a validator",
+            Fault::Kill9Gateway => "kill -9 + restart of a gateway",
+            Fault::PartitionCloud => "partition of one cloud + heal",
+            Fault::ConsortiumLosesF => "loss of f consortium validators",
+            Fault::RestartCloud => "kill -9 + restart of every node of a cloud",
+            Fault::DiskFull => "disk full on a validator's data dir (tmpfs)",
+        }
+    }
+}
+
+fn all_clouds(c: &Cluster) -> Vec<String> {
+    c.clients.iter().map(|c| c.cloud.clone()).collect()
+}
+
+/// Waits (bounded) until the federation has recovered from a fault that
+/// ended at `healed`: every client has a new acknowledged submission and
+/// every validator of every chain reached the highest tip seen at `healed`.
+/// Returns the time it took.
+async fn recover(c: &Cluster, w: &Workload, healed: Instant) -> Duration {
+    let target = c.max_tips().await;
+    let clouds = all_clouds(c);
+    let clouds: Vec<&str> = clouds.iter().map(String::as_str).collect();
+    w.wait_acked(&clouds, healed, 1, c.seed, "recovery").await;
+    let deadline = Instant::now() + harness::WAIT_MAX;
+    loop {
+        let tips = c.tips().await;
+        let behind: Vec<_> = tips
+            .iter()
+            .filter(|((chain, _), t)| t.unwrap_or(0) < target.get(chain).copied().unwrap_or(0))
+            .collect();
+        if behind.is_empty() {
+            return healed.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {}: validators still behind {target:?} after {:?}: {behind:?}",
+            c.seed,
+            harness::WAIT_MAX
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Injects `fault`, checks the federation keeps committing what it can
+/// during it (`during` acknowledgements), ends it and measures recovery.
+async fn inject(
+    c: &mut Cluster,
+    w: &Workload,
+    fault: Fault,
+    ch: &mut Choices,
+    during: usize,
+) -> Duration {
+    let seed = c.seed;
+    let clouds = all_clouds(c);
+    let cloud = clouds[ch.below(clouds.len())].clone();
+    let others: Vec<&str> = clouds
+        .iter()
+        .filter(|x| **x != cloud)
+        .map(String::as_str)
+        .collect();
+    let local_validators: Vec<String> = c
+        .fed
+        .local_chain(&cloud)
+        .expect("local chain")
+        .validator_names()
+        .to_vec();
+    let start = Instant::now();
+    match fault {
+        Fault::Kill9Validator => {
+            let v = ch.pick(&local_validators).to_string();
+            c.kill9(&v);
+            // f = 1: the cloud's chain keeps committing without it.
+            w.wait_acked(
+                &[cloud.as_str()],
+                start,
+                during,
+                seed,
+                "local chain with a validator killed",
+            )
+            .await;
+            c.spawn(&v);
+        }
+        Fault::PauseValidator => {
+            let v = ch.pick(&local_validators).to_string();
+            c.pause(&v);
+            w.wait_acked(
+                &[cloud.as_str()],
+                start,
+                during,
+                seed,
+                "local chain with a validator paused",
+            )
+            .await;
+            c.resume(&v);
+        }
+        Fault::Kill9Gateway => {
+            let gw = c.fed.gateway(&cloud).expect("gateway").name().to_string();
+            c.kill9(&gw);
+            // The other clouds keep committing (their Indications naming
+            // this cloud queue on the consortium for its relay).
+            w.wait_acked(
+                &others,
+                start,
+                during,
+                seed,
+                "other clouds with a gateway killed",
+            )
+            .await;
+            c.spawn(&gw);
+        }
+        Fault::PartitionCloud => {
+            c.partition_cloud(&cloud, true);
+            // Inside and outside, local chains keep committing.
+            let all: Vec<&str> = clouds.iter().map(String::as_str).collect();
+            w.wait_acked(&all, start, during, seed, "local chains during a partition")
+                .await;
+            c.partition_cloud(&cloud, false);
+        }
+        Fault::ConsortiumLosesF => {
+            let consortium = c.fed.consortium().expect("consortium");
+            let f = consortium.fault_tolerance() as usize;
+            let mut names = consortium.validator_names().to_vec();
+            let mut killed = Vec::new();
+            for _ in 0..f {
+                let v = names.remove(ch.below(names.len()));
+                c.kill9(&v);
+                killed.push(v);
+            }
+            // The consortium still commits: wait for Indications acknowledged.
+            let deadline = Instant::now() + harness::WAIT_MAX;
+            loop {
+                let n = w
+                    .log
+                    .lock()
+                    .expect("log")
+                    .attempts
+                    .iter()
+                    .filter(|a| {
+                        a.at >= start
+                            && matches!(&a.outcome, Outcome::Acked { chain, .. } if chain == "consortium")
+                    })
+                    .count();
+                if n >= during.min(2) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "seed {seed}: consortium without {killed:?} committed {n} Indications"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for v in killed {
+                c.spawn(&v);
+            }
+        }
+        Fault::DiskFull => {
+            let Some(v) = c.small_disk.clone() else {
+                return recover(c, w, Instant::now()).await;
+            };
+            let vcloud = c.nodes[&v].cloud.clone();
+            let chain = c.fed.local_chain(&vcloud).expect("chain").id().to_string();
+            let filled = c.fill_small_disk().unwrap_or(0);
+            // The others commit without it (f = 1) ...
+            w.wait_acked(
+                &[vcloud.as_str()],
+                start,
+                during.max(3),
+                seed,
+                "local chain with a validator's disk full",
+            )
+            .await;
+            // ... and it stops with a clear error once its store refuses a
+            // write (bounded wait: sled flushes within a second).
+            let deadline = Instant::now() + harness::WAIT_MAX;
+            loop {
+                let log = c.log_text(&v);
+                if log.contains("No space left on device") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "seed {seed}: {v} with a full disk ({filled} bytes filler) logged no ENOSPC error"
+                );
+                // Keep the chain moving so the victim has blocks to write.
+                w.wait_acked(
+                    &[vcloud.as_str()],
+                    Instant::now(),
+                    1,
+                    seed,
+                    "commits while the disk is full",
+                )
+                .await;
+            }
+            c.free_small_disk();
+            // Space is back. A validator whose store failed stops for good
+            // in its process (sled refuses writes after an I/O error), so
+            // the node exits non-zero and a restart (the supervisor's job,
+            // ours here) resumes it; one that never hit the error resumes
+            // by itself. Neither may hang (regression: the actor stopped
+            // while the process kept running).
+            let healed = Instant::now();
+            let target = c.max_tips().await.get(&chain).copied().unwrap_or(0);
+            let resume_deadline = Instant::now() + harness::WAIT_MAX;
+            loop {
+                if !c.is_running(&v) {
+                    eprintln!("seed {seed}: {v} exited after ENOSPC; restarting it");
+                    c.spawn(&v);
+                    break;
+                }
+                if c.tip(&v, &chain).await.unwrap_or(0) >= target {
+                    break;
+                }
+                assert!(
+                    Instant::now() < resume_deadline,
+                    "seed {seed}: {v} neither resumed nor exited after space returned"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return recover(c, w, healed).await;
+        }
+        Fault::RestartCloud => {
+            let names = c.cloud_nodes(&cloud);
+            for n in &names {
+                c.kill9(n);
+            }
+            w.wait_acked(
+                &others,
+                start,
+                during,
+                seed,
+                "other clouds with a cloud down",
+            )
+            .await;
+            for n in &names {
+                c.spawn(n);
+            }
+        }
+    }
+    recover(c, w, Instant::now()).await
+}
+
+type Rows = BTreeMap<&'static str, (usize, usize, Recoveries, usize)>;
+
+/// The adversaries, against the running federation. Each must be refused
+/// and leave the federation serving the honest clients.
+async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
+    let seed = c.seed;
+    equivocating_validator(c, w, rows).await;
+    let client = &c.clients[0];
+    let cloud = client.cloud.clone();
+    let gateway = c.fed.gateway(&cloud).expect("gateway");
+
+    // 1. A node whose key is outside the membership: the gateway's TLS
+    // verifier refuses it; nothing it asks is answered.
+    let outsider = NodeKey::generate();
+    let t = Transport::bind(
+        &outsider,
+        Membership::from_federation(&c.fed),
+        *c.fed.transport(),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("outsider transport");
+    let probe = federact::actors::LedgerClient::new(t.clone(), outsider.clone(), gateway.id())
+        .with_timeout(Duration::from_secs(3));
+    let status = probe.status().await;
+    assert!(
+        status.is_err(),
+        "seed {seed}: outsider got an answer: {status:?}"
+    );
+    let sub = probe
+        .submit(Record::ProvData {
+            data_digest: Hash::of(b"outsider"),
+            generated_by: "outsider".into(),
+            used_by: None,
+        })
+        .await;
+    assert!(
+        sub.is_err(),
+        "seed {seed}: outsider's submission accepted: {sub:?}"
+    );
+    t.close().await;
+    rows.insert(
+        "adversary: key outside the membership",
+        (1, 0, Recoveries::default(), 0),
+    );
+
+    // 2. A member replays a committed transaction: not committed again (the
+    // exactly-once checker counts it), and the answer is a refusal or the
+    // original receipt.
+    let tx = client.ledger.sign(Record::ProvData {
+        data_digest: Hash::of(format!("replayed/{seed}").as_bytes()),
+        generated_by: client.name.clone(),
+        used_by: None,
+    });
+    let first = client
+        .ledger
+        .submit_tx(tx.clone(), true)
+        .await
+        .expect("original commits");
+    for _ in 0..3 {
+        match client.ledger.submit_tx(tx.clone(), true).await {
+            Ok(r) => assert_eq!(
+                (r.tx_id, r.height),
+                (first.tx_id, first.height),
+                "seed {seed}: replay got a new receipt"
+            ),
+            Err(ActorError::Refused { .. }) => {}
+            Err(e) => panic!("seed {seed}: replay answered with {e}"),
+        }
+    }
+    rows.insert(
+        "adversary: replayed transaction",
+        (3, 0, Recoveries::default(), 0),
+    );
+
+    // 3. A member sends a transaction authored as itself but signed by
+    // another key.
+    let other = NodeKey::generate();
+    let unsigned = Transaction::from_parts(
+        Record::ProvData {
+            data_digest: Hash::of(format!("forged-sig/{seed}").as_bytes()),
+            generated_by: client.name.clone(),
+            used_by: None,
+        },
+        client.key.id(),
+        tx.nonce() + 1_000_000,
+        tx.timestamp_ms(),
+        None,
+        other.sign(b"placeholder"),
+    );
+    let forged = Transaction::from_parts(
+        unsigned.record().clone(),
+        client.key.id(),
+        unsigned.nonce(),
+        unsigned.timestamp_ms(),
+        None,
+        other.sign(unsigned.signed_bytes()),
+    );
+    let r = client.ledger.submit_tx(forged, true).await;
+    assert!(
+        matches!(r, Err(ActorError::Refused { .. })),
+        "seed {seed}: transaction signed by another key: {r:?}"
+    );
+    rows.insert(
+        "adversary: tx signed by another key",
+        (1, 0, Recoveries::default(), 0),
+    );
+
+    // 4. A forged relay: a committed consortium record's proof with the
+    // transaction altered, and one with the certificate's block altered.
+    let inter = w
+        .log
+        .lock()
+        .expect("log")
+        .attempts
+        .iter()
+        .any(|a| matches!(&a.outcome, Outcome::Acked { chain, .. } if chain == "consortium"));
+    assert!(
+        inter,
+        "seed {seed}: no consortium record committed to forge from"
+    );
+    let receipt = client
+        .ledger
+        .submit(Record::Indication {
+            migration_id: Hash::of(format!("forge-src/{seed}").as_bytes()),
+            vm_id: Hash::of(b"vm"),
+            source: federact::ledger::record::Site {
+                cloud: cloud.clone(),
+                server: client.name.clone(),
+            },
+            destination: federact::ledger::record::Site {
+                cloud: c.clients[1].cloud.clone(),
+                server: c.clients[1].name.clone(),
+            },
+            scope: federact::ledger::record::Scope::Inter,
+        })
+        .await
+        .expect("consortium record commits");
+    let proof = receipt.proof.expect("receipt carries a proof");
+    let mut altered_tx = proof.clone();
+    if let Some(b) = altered_tx.tx.last_mut() {
+        *b ^= 0xff;
+    }
+    let mut altered_block = proof.clone();
+    altered_block.header.height += 1;
+    // Validators admit a `Relayed` to the mempool without checking its proof
+    // and refuse it when a block is built; the gateway learns why when it
+    // asks about a submitter waiting past its commit deadline (20 s). So
+    // wait longer than that, both at once.
+    let patient = client.ledger.clone().with_timeout(Duration::from_secs(60));
+    let (a, b) = tokio::join!(
+        patient.submit(Record::Relayed { proof: altered_tx }),
+        patient.submit(Record::Relayed {
+            proof: altered_block
+        }),
+    );
+    let mut refused = 0;
+    for r in [a, b] {
+        assert!(
+            matches!(r, Err(ActorError::Refused { .. })),
+            "seed {seed}: forged relay: {r:?}"
+        );
+        refused += 1;
+    }
+    rows.insert(
+        "adversary: forged/altered relayed record",
+        (refused, 0, Recoveries::default(), 0),
+    );
+
+    // 5. Garbage at a validator's port at a high rate (random, truncated
+    // and oversized datagrams, straight at its socket): it keeps serving.
+    let victim = c.fed.local_chain(&cloud).expect("chain").validator_names()[0].clone();
+    let target = c.nodes[&victim].bind;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut ch = Choices(seed);
+    let start = Instant::now();
+    let before = c
+        .tip(&victim, c.fed.local_chain(&cloud).expect("chain").id())
+        .await;
+    let rss_before = c.rss_kib(&victim);
+    let mut sent = 0u64;
+    let flood = async {
+        loop {
+            let len = match ch.below(3) {
+                0 => 1 + ch.below(40),
+                1 => 1200,
+                _ => 65_000,
+            };
+            let buf: Vec<u8> = (0..len).map(|_| ch.next() as u8).collect();
+            let _ = sock.send_to(&buf, target).await;
+            sent += 1;
+            if sent % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    let clouds = all_clouds(c);
+    let clouds: Vec<&str> = clouds.iter().map(String::as_str).collect();
+    tokio::select! {
+        _ = flood => unreachable!(),
+        _ = w.wait_acked(&clouds, start, 3, seed, "commits under a datagram flood") => {}
+    }
+    let after = c
+        .tip(&victim, c.fed.local_chain(&cloud).expect("chain").id())
+        .await;
+    assert!(
+        after.is_some() && after >= before,
+        "seed {seed}: flooded validator {victim}: tip {before:?} -> {after:?}"
+    );
+    let rss_after = c.rss_kib(&victim);
+    eprintln!(
+        "flood: {sent} datagrams at {victim} in {:?}, RSS {rss_before:?} -> {rss_after:?} KiB",
+        start.elapsed()
+    );
+    // Memory stays bounded: garbage costs no per-datagram state.
+    if let (Some(b), Some(a)) = (rss_before, rss_after) {
+        assert!(
+            a < b + 64 * 1024,
+            "seed {seed}: {victim} grew from {b} to {a} KiB under the flood"
+        );
+    }
+    rows.insert(
+        "adversary: random/truncated/oversized datagram flood",
+        (1, 0, Recoveries::default(), 0),
+    );
+}
+
+/// Runs one seeded federation: the faults in `order`, optionally the
+/// adversaries, then the checkers. Adds to `rows`.
+async fn run(seed: u64, order: &[Fault], impaired: bool, with_adversaries: bool, rows: &mut Rows) {
+    let mut c = Cluster::start(&small_topology(), seed).await;
+    let mut ch = Choices(seed ^ 0x5eed);
+    if impaired {
+        for name in c.nodes.keys().cloned().collect::<Vec<_>>() {
+            c.relay(&name).set_faults(Faults {
+                delay: Duration::from_millis(ch.below(3) as u64),
+                jitter: Duration::from_millis(ch.below(3) as u64),
+                loss: ch.below(3) as f64 / 100.0,
+                duplicate: ch.below(3) as f64 / 100.0,
+                ..Faults::default()
+            });
+        }
+    }
+    let t0 = Instant::now();
+    let w = Workload::start(&c);
+    let clouds = all_clouds(&c);
+    let clouds_ref: Vec<&str> = clouds.iter().map(String::as_str).collect();
+    w.wait_acked(&clouds_ref, t0, 4, seed, "warm-up").await;
+    let mut recoveries: HashMap<Fault, Vec<u128>> = HashMap::new();
+    for &fault in order {
+        let during = if impaired { 1 + ch.below(4) } else { 2 };
+        let t = inject(&mut c, &w, fault, &mut ch, during).await;
+        eprintln!("seed {seed}: {} recovered in {t:?}", fault.name());
+        recoveries.entry(fault).or_default().push(t.as_millis());
+    }
+    if with_adversaries {
+        adversaries(&mut c, &w, rows).await;
+    }
+    let log = w.stop().await;
+    let findings = check_invariants(&mut c, &log).await;
+    eprintln!(
+        "seed {seed}: {} submitted, {} acknowledged, {} violations, {} lost",
+        findings.submitted,
+        findings.acked,
+        findings.violations.len(),
+        findings.lost
+    );
+    for fault in order {
+        let row = rows
+            .entry(fault.name())
+            .or_insert_with(|| (0, 0, Recoveries::default(), 0));
+        row.0 += 1;
+        row.1 += findings.violations.len();
+        row.3 += findings.lost;
+        if let Some(r) = recoveries.remove(fault) {
+            row.2 .0.extend(r);
+        }
+    }
+    assert!(
+        findings.violations.is_empty(),
+        "seed {seed}: invariant violations:\n{}",
+        findings.violations.join("\n")
+    );
+    assert!(findings.acked > 0, "seed {seed}: nothing acknowledged");
+}
+
+fn seed_from_env(default: u64) -> u64 {
+    std::env::var("FEDERACT_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_quick_each_fault_once_then_adversaries_nothing_lost() {
+    let mut rows = Rows::new();
+    run(seed_from_env(1), &FAULTS, false, true, &mut rows).await;
+    print_table(&rows);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long fault suite: many seeds, impaired links; minutes per seed"]
+async fn faults_long_many_seeds_shuffled_faults_impaired_links() {
+    let runs: u64 = std::env::var("FEDERACT_FAULT_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let first = seed_from_env(1000);
+    let mut rows = Rows::new();
+    for seed in first..first + runs {
+        let mut ch = Choices(seed);
+        let mut order = FAULTS.to_vec();
+        for i in (1..order.len()).rev() {
+            order.swap(i, ch.below(i + 1));
+        }
+        // Some faults twice.
+        order.push(order[ch.below(order.len())]);
+        run(seed, &order, true, false, &mut rows).await;
+        print_table(&rows);
+    }
+}
+
+/// A validator equivocates: its process is replaced by the test holding its
+/// key (same address behind its relay), which sends two conflicting signed
+/// prevotes for the height the others are at. Every honest validator must
+/// detect it and report the evidence (its log's "equivocation evidence"
+/// warning), and the chain keeps committing.
+async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
+    use federact::actors::wire::{self, ValidatorOneWay};
+    use federact::ledger::consensus::{Message, SignedVote, Vote};
+    use federact::ledger::VoteKind;
+
+    let seed = c.seed;
+    let cloud = c.clients[1].cloud.clone();
+    let chain = c.fed.local_chain(&cloud).expect("chain").clone();
+    let names = chain.validator_names().to_vec();
+    let byzantine = names[names.len() - 1].clone();
+    let index = (names.len() - 1) as u16;
+    let honest: Vec<String> = names[..names.len() - 1].to_vec();
+    let log_has_evidence = |c: &Cluster, name: &str| {
+        std::fs::read_to_string(c.dir.path().join(format!("{name}.log")))
+            .map(|t| t.matches("equivocation evidence").count())
+            .unwrap_or(0)
+    };
+    let before: Vec<usize> = honest.iter().map(|n| log_has_evidence(c, n)).collect();
+    c.kill9(&byzantine);
+    let cfg = federact::config::NodeConfig::load(
+        &c.dir.path().join("nodes").join(format!("{byzantine}.toml")),
+    )
+    .expect("node file");
+    let key = cfg.load_key().expect("key");
+    let t = Transport::bind(
+        &key,
+        Membership::from_federation(&c.fed),
+        *c.fed.transport(),
+        c.nodes[&byzantine].bind,
+    )
+    .await
+    .expect("byzantine transport");
+    let deadline = Instant::now() + harness::WAIT_MAX;
+    let mut sent = 0u32;
+    loop {
+        // The honest validators' current height: their tip + 1.
+        let tip = c.tip(&honest[0], chain.id()).await.unwrap_or(0);
+        for value in [b"left".as_slice(), b"right".as_slice()] {
+            let vote = Vote {
+                kind: VoteKind::Prevote,
+                height: tip + 1,
+                round: 0,
+                value: Some(Hash::of(value)),
+                validator: index,
+            };
+            let sv = SignedVote {
+                vote,
+                signature: key.sign(&vote.sign_bytes(chain.id())),
+            };
+            let body = wire::encode(&ValidatorOneWay::Consensus(Message::Vote(sv)));
+            for h in &honest {
+                let id = c.fed.node(h).expect("node").id();
+                let _ = t
+                    .send(id, &wire::validator_actor(chain.id()), body.clone())
+                    .await;
+            }
+        }
+        sent += 2;
+        let now: Vec<usize> = honest.iter().map(|n| log_has_evidence(c, n)).collect();
+        if now.iter().zip(&before).all(|(a, b)| a > b) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: equivocation by {byzantine} not reported by all of {honest:?}: {before:?} -> {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    t.close().await;
+    drop(t);
+    // The endpoint's socket closes asynchronously: wait (bounded) until the
+    // validator's address is free again before restarting it there.
+    let addr = c.nodes[&byzantine].bind;
+    let deadline = Instant::now() + harness::WAIT_MAX;
+    while std::net::UdpSocket::bind(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {addr} still in use"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.spawn(&byzantine);
+    let start = Instant::now();
+    w.wait_acked(
+        &[cloud.as_str()],
+        start,
+        1,
+        seed,
+        "commits after an equivocation",
+    )
+    .await;
+    rows.insert(
+        "adversary: equivocating validator (evidence reported)",
+        (sent as usize, 0, Recoveries::default(), 0),
+    );
+}
