@@ -31,8 +31,8 @@ use crate::clock::{now_micros, now_ms};
 use crate::error::ActorError;
 use crate::relay::RelayCore;
 use crate::wire::{
-    self, CertifiedBlock, GatewayRequest, GatewayResponse, Receipt, TxStatus, ValidatorOneWay,
-    ValidatorRequest, ValidatorResponse,
+    self, CertifiedBlock, GatewayRequest, GatewayResponse, LedgerQuery, Receipt, TxStatus,
+    ValidatorOneWay, ValidatorRequest, ValidatorResponse,
 };
 
 /// Transactions waiting for their commit, at most.
@@ -109,6 +109,8 @@ struct Followed {
     last_follow_ms: u64,
     /// Validators that answered the last follow requests.
     follow_replies: usize,
+    /// Rotates which validator answers queries first.
+    query_offset: usize,
 }
 
 /// What it takes to start a gateway.
@@ -182,6 +184,7 @@ impl GatewayActor {
             known_tip: 0,
             last_follow_ms: 0,
             follow_replies: 0,
+            query_offset: 0,
         };
         let local_spec = fed
             .local_chain(&setup.cloud)
@@ -651,6 +654,46 @@ impl GatewayActor {
         }));
     }
 
+    /// Relays a ledger query to the validators of a followed chain, one at
+    /// a time from a rotating start, until one answers. The answer goes
+    /// back as the validator gave it: the client checks its proofs.
+    fn query(
+        &mut self,
+        chain_id: String,
+        query: LedgerQuery,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(chain) = self.chain_mut(&chain_id) else {
+            waiter.answer(GatewayResponse::Refused(format!(
+                "this gateway follows no chain `{chain_id}`"
+            )));
+            return;
+        };
+        let n = chain.validators.len();
+        chain.query_offset = chain.query_offset.wrapping_add(1);
+        let start = chain.query_offset;
+        let order: Vec<NodeId> = (0..n).map(|i| chain.validators[(start + i) % n]).collect();
+        let actor = chain.actor.clone();
+        let transport = self.transport.clone();
+        let body = wire::encode(&ValidatorRequest::Query(query));
+        let fut = async move {
+            let mut last = String::from("the chain has no validators");
+            for v in order {
+                match transport.request(v, &actor, body.clone(), REQUEST_TIMEOUT).await {
+                    Ok(reply) => match wire::decode::<ValidatorResponse>(&reply) {
+                        Ok(ValidatorResponse::Answer(a)) => return GatewayResponse::Answer(a),
+                        Ok(_) => last = format!("validator {} answered off the point", v.short()),
+                        Err(e) => last = format!("validator {}: {e}", v.short()),
+                    },
+                    Err(e) => last = format!("validator {}: {e}", v.short()),
+                }
+            }
+            GatewayResponse::Refused(format!("no validator of `{chain_id}` answered ({last})"))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |r, _, _| waiter.answer(r)));
+    }
+
     fn status(&self) -> Vec<(String, u64)> {
         let mut out = vec![(self.local.chain_id.clone(), self.local.height)];
         if let Some(c) = &self.consortium {
@@ -717,6 +760,9 @@ impl StreamHandler<Incoming> for GatewayActor {
                 }
                 Ok(GatewayRequest::Status) => {
                     Waiter::Remote(responder).answer(GatewayResponse::Status(self.status()))
+                }
+                Ok(GatewayRequest::Query { chain_id, query }) => {
+                    self.query(chain_id, query, Waiter::Remote(responder), ctx)
                 }
                 Err(e) => {
                     self.counters.malformed += 1;
