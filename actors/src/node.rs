@@ -246,15 +246,14 @@ impl Node {
         self.migration.as_ref()
     }
 
-    /// Checks, one per actor of this node, of whether it still runs.
+    /// Checks, one per actor of this node that stops on [`Shutdown`] and
+    /// flushes a store when it does, of whether it still runs.
     pub(crate) fn actor_watch(&self) -> Vec<Box<dyn Fn() -> bool + Send>> {
         use crate::embedded::alive;
         let mut out: Vec<Box<dyn Fn() -> bool + Send>> = Vec::new();
         out.extend(self.validators.iter().map(|(_, v)| alive(v.clone())));
         out.extend(self.gateway.clone().map(alive));
-        out.extend(self.server.clone().map(alive));
         out.extend(self.orchestrator.clone().map(alive));
-        out.extend(self.migration.clone().map(alive));
         out
     }
 
