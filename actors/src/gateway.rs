@@ -11,7 +11,9 @@
 //! as `Relayed` transactions with a cross-chain proof the local validators
 //! check ([`crate::relay`] decides which).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +60,51 @@ pub const INBOX_CAPACITY: usize = 8192;
 enum Waiter {
     Remote(Responder),
     Local(oneshot::Sender<GatewayResponse>),
+    /// One transaction of a [`GatewayRequest::SubmitMany`].
+    Part(Rc<RefCell<Collector>>, usize),
+}
+
+/// Gathers the answers to the transactions of one `SubmitMany` request and
+/// sends them together once each has its answer.
+struct Collector {
+    responder: Option<Responder>,
+    answers: Vec<Option<Result<Receipt, String>>>,
+    left: usize,
+}
+
+impl Collector {
+    fn new(responder: Responder, n: usize) -> Rc<RefCell<Collector>> {
+        Rc::new(RefCell::new(Collector {
+            responder: Some(responder),
+            answers: vec![None; n],
+            left: n,
+        }))
+    }
+
+    fn settle(&mut self, index: usize, answer: Result<Receipt, String>) {
+        let Some(slot) = self.answers.get_mut(index) else {
+            return;
+        };
+        if slot.is_some() {
+            return;
+        }
+        *slot = Some(answer);
+        self.left -= 1;
+        if self.left > 0 {
+            return;
+        }
+        let Some(r) = self.responder.take() else {
+            return;
+        };
+        let all = std::mem::take(&mut self.answers)
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err("no answer".into())))
+            .collect();
+        let body = wire::encode(&GatewayResponse::Receipts(all));
+        actix::spawn(async move {
+            let _ = r.respond(body).await;
+        });
+    }
 }
 
 impl Waiter {
@@ -71,6 +118,14 @@ impl Waiter {
             }
             Waiter::Local(tx) => {
                 let _ = tx.send(response);
+            }
+            Waiter::Part(c, i) => {
+                let answer = match response {
+                    GatewayResponse::Receipt(r) => Ok(r),
+                    GatewayResponse::Refused(why) => Err(why),
+                    other => Err(format!("unexpected answer {other:?}")),
+                };
+                c.borrow_mut().settle(i, answer);
             }
         }
     }
@@ -680,7 +735,10 @@ impl GatewayActor {
         let fut = async move {
             let mut last = String::from("the chain has no validators");
             for v in order {
-                match transport.request(v, &actor, body.clone(), REQUEST_TIMEOUT).await {
+                match transport
+                    .request(v, &actor, body.clone(), REQUEST_TIMEOUT)
+                    .await
+                {
                     Ok(reply) => match wire::decode::<ValidatorResponse>(&reply) {
                         Ok(ValidatorResponse::Answer(a)) => return GatewayResponse::Answer(a),
                         Ok(_) => last = format!("validator {} answered off the point", v.short()),
@@ -756,6 +814,24 @@ impl StreamHandler<Incoming> for GatewayActor {
                             proof: None,
                         });
                         Waiter::Remote(responder).answer(r);
+                    }
+                }
+                Ok(GatewayRequest::SubmitMany(txs)) => {
+                    if txs.len() > BATCH_MAX {
+                        self.counters.refused += txs.len() as u64;
+                        let why =
+                            format!("batch of {} transactions exceeds {BATCH_MAX}", txs.len());
+                        Waiter::Remote(responder)
+                            .answer(GatewayResponse::Receipts(vec![Err(why); txs.len()]));
+                        return;
+                    }
+                    if txs.is_empty() {
+                        Waiter::Remote(responder).answer(GatewayResponse::Receipts(Vec::new()));
+                        return;
+                    }
+                    let collector = Collector::new(responder, txs.len());
+                    for (i, tx) in txs.into_iter().enumerate() {
+                        self.submit(tx, Some(Waiter::Part(collector.clone(), i)), ctx);
                     }
                 }
                 Ok(GatewayRequest::Status) => {

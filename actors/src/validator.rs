@@ -19,8 +19,8 @@ use federact_ledger::block::{Block, Genesis};
 use federact_ledger::cert::{CommitCertificate, ValidatorSet};
 use federact_ledger::chain::{build_block, candidates, ProposalSlot};
 use federact_ledger::consensus::{Consensus, ConsensusParams, Effect, Message};
-use federact_ledger::mempool::{Mempool, MempoolLimits};
 use federact_ledger::error::LedgerError;
+use federact_ledger::mempool::{Mempool, MempoolLimits};
 use federact_ledger::proof::CrossChainProof;
 use federact_ledger::store::{ChainStore, IndexedRecord, VoteWal};
 use federact_ledger::tx::{verify_batch, Transaction, TxId};
@@ -468,7 +468,10 @@ impl ValidatorActor {
         let truncated = entries.len() > wire::ANSWER_RECORDS_MAX;
         let mut by_height: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         for e in entries.iter().take(wire::ANSWER_RECORDS_MAX) {
-            by_height.entry(e.height).or_default().push(e.index as usize);
+            by_height
+                .entry(e.height)
+                .or_default()
+                .push(e.index as usize);
         }
         let mut proofs = Vec::new();
         for (height, indices) in by_height {

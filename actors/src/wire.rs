@@ -127,6 +127,11 @@ pub enum GatewayRequest {
     },
     /// The gateway's view of its chains.
     Status,
+    /// Route each of up to 1024 signed transactions to its chain and
+    /// answer once every one committed or was refused
+    /// ([`GatewayResponse::Receipts`], in order): one request for many
+    /// transactions, for clients that submit at high rates.
+    SubmitMany(Vec<Transaction>),
     /// Ask a validator of `chain_id` (one the gateway follows) `query`;
     /// answered with [`GatewayResponse::Answer`]. The gateway only relays:
     /// the client checks every proof in the answer itself.
@@ -149,6 +154,9 @@ pub enum GatewayResponse {
     Status(Vec<(String, u64)>),
     /// The answer to a [`GatewayRequest::Query`], as a validator gave it.
     Answer(LedgerAnswer),
+    /// Per transaction of a [`GatewayRequest::SubmitMany`], in order: its
+    /// receipt, or why it was refused.
+    Receipts(Vec<Result<Receipt, String>>),
 }
 
 /// Longest entity name a provenance query may carry.

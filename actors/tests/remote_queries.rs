@@ -90,8 +90,33 @@ async fn remote_queries_return_checked_blocks_transactions_histories_and_provena
         .expect("inter indication commits");
     assert_eq!(hop_inter.chain_id, "consortium");
 
+    // Many records in one request: each gets its own receipt with a proof
+    // (or its refusal), in order.
+    let batch = client
+        .submit_many(vec![data(10), data(11), data(12)])
+        .await
+        .expect("the gateway answers the batch");
+    assert_eq!(batch.len(), 3);
+    let set =
+        federact_ledger::cert::ValidatorSet::from_spec(fed.federation().chain(local).unwrap());
+    for r in &batch {
+        let r = r.as_ref().expect("committed");
+        let proof = r.proof.as_ref().expect("with a proof");
+        assert_eq!(proof.verify(&set, local).unwrap().id(), r.tx_id);
+    }
+    let replay = client.sign(data(13));
+    client.submit_tx(replay.clone(), true).await.unwrap();
+    assert!(matches!(
+        client.submit_tx(replay, true).await,
+        Err(ActorError::Refused { .. })
+    ));
+
     // Tip and block: certified, and the block holds the receipt's tx.
-    let tip = client.tip(local).await.unwrap().expect("local chain has blocks");
+    let tip = client
+        .tip(local)
+        .await
+        .unwrap()
+        .expect("local chain has blocks");
     assert!(tip.block.header.height >= r1.height);
     let block = client
         .block(local, r1.height)
@@ -103,11 +128,7 @@ async fn remote_queries_return_checked_blocks_transactions_histories_and_provena
     assert!(client.block(local, 1_000_000).await.unwrap().is_none());
 
     // Transaction by id, with where it is and a proof.
-    let t = client
-        .transaction(&r1.tx_id)
-        .await
-        .unwrap()
-        .expect("found");
+    let t = client.transaction(&r1.tx_id).await.unwrap().expect("found");
     assert_eq!(t.location.height, r1.height);
     assert_eq!(t.tx.id(), r1.tx_id);
     assert_eq!(t.proof.header.chain_id, local);
@@ -296,7 +317,9 @@ async fn a_lying_gateway_is_caught_on_every_kind_of_answer() {
     assert!(honest.is_some());
 
     let unverified = |r: Result<(), ActorError>, what: &str| match r {
-        Err(ActorError::Unverified { chain: c, detail, .. }) => {
+        Err(ActorError::Unverified {
+            chain: c, detail, ..
+        }) => {
             assert_eq!(c, chain);
             detail
         }

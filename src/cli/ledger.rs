@@ -258,12 +258,12 @@ fn print_tx(found: Option<CommittedTx>, id: &Hash, json: bool) -> anyhow::Result
         t.proof.certificate.signatures.len(),
         t.proof.path.siblings.len()
     );
+    println!("author     {} nonce {}", t.tx.author(), t.tx.nonce());
     println!(
-        "author     {} nonce {}",
-        t.tx.author(),
-        t.tx.nonce()
+        "record     {}: {}",
+        t.tx.record().kind(),
+        detail(t.tx.record())
     );
-    println!("record     {}: {}", t.tx.record().kind(), detail(t.tx.record()));
     Ok(())
 }
 
