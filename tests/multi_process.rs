@@ -149,6 +149,39 @@ fn processes_commit_relay_and_verify() {
     });
     assert!(receipts.iter().all(|r| r.height >= 1 && r.proof.is_some()));
     assert_eq!(receipts.last().unwrap().chain_id, "consortium");
+
+    // Remote queries through the running gateway, answers checked by the CLI.
+    let via = dir.path().join("nodes").join("c1-server-1.toml");
+    let query = |args: &[&str]| -> serde_json::Value {
+        let out = federact()
+            .arg("ledger")
+            .args(args)
+            .arg("--via")
+            .arg(&via)
+            .arg("--json")
+            .output()
+            .expect("run federact ledger");
+        assert!(
+            out.status.success(),
+            "federact ledger {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let first = &receipts[0];
+    let tx = query(&["tx", "--id", &first.tx_id.to_string()]);
+    assert_eq!(tx["chain_id"], "cloud-1.local");
+    assert_eq!(tx["height"], first.height);
+    let history = query(&["history", "--vm", &Hash::of(b"vm").to_string()]);
+    let chains: Vec<&str> = history
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["chain_id"].as_str())
+        .collect();
+    assert!(chains.contains(&"consortium"), "{history}");
+    let block = query(&["show", "--height", &first.height.to_string()]);
+    assert_eq!(block["header"]["height"], first.height);
     nodes.terminate();
 
     for chain in fed.chains() {

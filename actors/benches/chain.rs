@@ -6,8 +6,13 @@
 //! submit → commit latency (p50, p99). Run:
 //!
 //! ```text
-//! cargo bench -p federact-actors --bench chain -- [--validators 4] [--block 2000] [--batch-ms 5] [--secs 4] [--rates 1000,5000,10000,20000]
+//! cargo bench -p federact-actors --bench chain -- [--validators 4] [--block 2000] [--batch-ms 5] [--secs 4] [--rates 1000,5000,10000,20000] [--client-batch 1]
 //! ```
+//!
+//! With `--client-batch N` (N > 1) each author sends the records it has to
+//! send in one 2 ms tick as `submit_many` requests of up to N records
+//! (`GatewayRequest::SubmitMany`) instead of one request per record; the
+//! latency of each record is still measured from when it was sent.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +31,7 @@ struct Args {
     secs: u64,
     rates: Vec<u64>,
     authors: usize,
+    client_batch: usize,
 }
 
 fn args() -> Args {
@@ -36,6 +42,7 @@ fn args() -> Args {
         secs: 4,
         rates: vec![1000, 2500, 5000, 10_000, 20_000, 40_000],
         authors: 8,
+        client_batch: 1,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -47,6 +54,9 @@ fn args() -> Args {
             "--batch-ms" => a.batch_ms = next.parse().unwrap_or(a.batch_ms),
             "--secs" => a.secs = next.parse().unwrap_or(a.secs),
             "--authors" => a.authors = next.parse().unwrap_or(a.authors),
+            "--client-batch" => {
+                a.client_batch = next.parse().unwrap_or(a.client_batch).clamp(1, 1024)
+            }
             "--rates" => a.rates = next.split(',').filter_map(|x| x.parse().ok()).collect(),
             _ => {
                 i += 1;
@@ -87,10 +97,19 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+fn record(n: u64) -> Record {
+    Record::ProvData {
+        data_digest: Hash::of(&n.to_be_bytes()),
+        generated_by: "bench".into(),
+        used_by: None,
+    }
+}
+
 async fn step(
     clients: &[LedgerClient],
     rate: u64,
     secs: u64,
+    batch: usize,
     seq: &AtomicU64,
 ) -> (u64, u64, f64, f64, u64) {
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
@@ -109,6 +128,49 @@ async fn step(
     while sent < total {
         interval.tick().await;
         owed += per_tick;
+        if batch > 1 {
+            let mut due = Vec::new();
+            while owed >= 1.0 && sent + (due.len() as u64) < total {
+                owed -= 1.0;
+                if in_flight.load(Ordering::Relaxed) + (due.len() as u64) < max_in_flight {
+                    due.push(seq.fetch_add(1, Ordering::Relaxed));
+                }
+            }
+            sent += due.len() as u64;
+            let mut per_client: Vec<Vec<u64>> = vec![Vec::new(); clients.len()];
+            for n in due {
+                per_client[(n as usize) % clients.len()].push(n);
+            }
+            for (ci, ns) in per_client.into_iter().enumerate() {
+                for chunk in ns.chunks(batch) {
+                    let client = clients[ci].clone();
+                    let records: Vec<Record> = chunk.iter().map(|&n| record(n)).collect();
+                    let k = records.len() as u64;
+                    let (lat, refused, in_flight) =
+                        (latencies.clone(), refused.clone(), in_flight.clone());
+                    in_flight.fetch_add(k, Ordering::Relaxed);
+                    handles.push(tokio::spawn(async move {
+                        let t = Instant::now();
+                        let r = client.submit_many(records).await;
+                        in_flight.fetch_sub(k, Ordering::Relaxed);
+                        let us = t.elapsed().as_micros() as u64;
+                        match r {
+                            Ok(all) => {
+                                let ok = all.iter().filter(|a| a.is_ok()).count();
+                                refused.fetch_add(k - ok as u64, Ordering::Relaxed);
+                                if let Ok(mut l) = lat.lock() {
+                                    l.extend(std::iter::repeat_n(us, ok));
+                                }
+                            }
+                            Err(_) => {
+                                refused.fetch_add(k, Ordering::Relaxed);
+                            }
+                        }
+                    }));
+                }
+            }
+            continue;
+        }
         while owed >= 1.0 && sent < total {
             owed -= 1.0;
             if in_flight.load(Ordering::Relaxed) >= max_in_flight {
@@ -120,13 +182,7 @@ async fn step(
             in_flight.fetch_add(1, Ordering::Relaxed);
             handles.push(tokio::spawn(async move {
                 let t = Instant::now();
-                let r = client
-                    .submit(Record::ProvData {
-                        data_digest: Hash::of(&n.to_be_bytes()),
-                        generated_by: "bench".into(),
-                        used_by: None,
-                    })
-                    .await;
+                let r = client.submit(record(n)).await;
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 match r {
                     Ok(_) => lat
@@ -183,8 +239,8 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_federation(dir.path(), &a);
     println!(
-        "# live chain: {} validators, block_size_txs {}, batch {} ms, durable sled, loopback QUIC, {} s per step, {} authors",
-        a.validators, a.block, a.batch_ms, a.secs, a.authors
+        "# live chain: {} validators, block_size_txs {}, batch {} ms, durable sled, loopback QUIC, {} s per step, {} authors, client batch {}",
+        a.validators, a.block, a.batch_ms, a.secs, a.authors, a.client_batch
     );
     println!(
         "{:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}",
@@ -198,9 +254,9 @@ fn main() {
             .collect();
         let seq = AtomicU64::new(0);
         // Warm up connections.
-        let _ = step(&clients, 200, 1, &seq).await;
+        let _ = step(&clients, 200, 1, a.client_batch, &seq).await;
         for &rate in &a.rates {
-            let (sent, committed, tps, p50, refused) = step(&clients, rate, a.secs, &seq).await;
+            let (sent, committed, tps, p50, refused) = step(&clients, rate, a.secs, a.client_batch, &seq).await;
             let p99 = P99.with(|c| c.get());
             println!("{rate:>10} {sent:>10} {committed:>10} {tps:>12.0} {p50:>10.1} {p99:>10.1} {refused:>8}");
         }

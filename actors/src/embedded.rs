@@ -1,10 +1,16 @@
 //! Every node of a federation in one process: the same actors over the
 //! same loopback QUIC and sled stores as separate processes would use (one
 //! code path), for the demo, examples and tests.
+//!
+//! Each node runs on its own actix [`Arbiter`] (a thread with its own event
+//! loop): its actors, its QUIC endpoint and the tasks they spawn stay on
+//! that thread, as they would in a process of their own. Sharing one thread
+//! between every node serialised the whole federation on one core.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use actix::{Addr, Arbiter};
 use federact_config::{Federation, NodeConfig};
 
 use crate::error::ActorError;
@@ -15,8 +21,13 @@ pub struct EmbeddedFederation {
     federation: Federation,
     node_files: BTreeMap<String, PathBuf>,
     nodes: BTreeMap<String, Node>,
+    arbiters: BTreeMap<String, Arbiter>,
     options: NodeOptions,
 }
+
+/// How long a stopping node's actors get to finish (flush their stores)
+/// before its thread is stopped.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl EmbeddedFederation {
     /// Starts every node of the federation written by `federact init` in
@@ -47,6 +58,7 @@ impl EmbeddedFederation {
             federation,
             node_files,
             nodes: BTreeMap::new(),
+            arbiters: BTreeMap::new(),
             options,
         };
         // Client identities (tools) run no actors: nothing to start.
@@ -96,22 +108,80 @@ impl EmbeddedFederation {
         }
         let cfg = self.node_config(name)?;
         let key = cfg.load_key()?;
-        let node = Node::start_with(&cfg, key, self.options.clone()).await?;
-        self.nodes.insert(name.to_string(), node);
-        Ok(())
+        let options = self.options.clone();
+        let arbiter = Arbiter::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = arbiter.spawn(async move {
+            let _ = tx.send(Node::start_with(&cfg, key, options).await);
+        });
+        let started = match rx.await {
+            Ok(r) if spawned => r,
+            _ => Err(ActorError::Stopped {
+                actor: "embedded node thread",
+            }),
+        };
+        match started {
+            Ok(node) => {
+                self.nodes.insert(name.to_string(), node);
+                self.arbiters.insert(name.to_string(), arbiter);
+                Ok(())
+            }
+            Err(e) => {
+                stop_arbiter(arbiter).await;
+                Err(e)
+            }
+        }
     }
 
-    /// Stops node `name` (its actors flush their stores; its endpoint closes).
+    /// Stops node `name` (its actors flush their stores; its endpoint
+    /// closes; its thread ends, releasing the stores' files).
     pub async fn stop_node(&mut self, name: &str) {
-        if let Some(node) = self.nodes.remove(name) {
-            node.shutdown().await;
-        }
+        let node = self.nodes.remove(name);
+        let arbiter = self.arbiters.remove(name);
+        stop(node, arbiter).await;
     }
 
     /// Stops every node, all at once: each flushes its stores and closes
     /// its endpoint (the connection drains overlap instead of adding up).
     pub async fn shutdown(mut self) {
         let nodes = std::mem::take(&mut self.nodes);
-        futures::future::join_all(nodes.into_values().map(Node::shutdown)).await;
+        let mut arbiters = std::mem::take(&mut self.arbiters);
+        let stops: Vec<_> = nodes
+            .into_iter()
+            .map(|(name, node)| stop(Some(node), arbiters.remove(&name)))
+            .collect();
+        futures::future::join_all(stops).await;
+        for (_, arbiter) in arbiters {
+            stop_arbiter(arbiter).await;
+        }
     }
+}
+
+/// Stops a node and then its thread.
+async fn stop(node: Option<Node>, arbiter: Option<Arbiter>) {
+    if let Some(node) = node {
+        let actors = node.actor_watch();
+        node.shutdown().await;
+        // Shutdown asked the actors to stop; give them the time to run
+        // their `stopped` hooks (store flushes) before the thread goes.
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while actors.iter().any(|alive| alive()) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    if let Some(arbiter) = arbiter {
+        stop_arbiter(arbiter).await;
+    }
+}
+
+/// Stops a node's thread and waits until it ended (its actors and stores
+/// are dropped then).
+async fn stop_arbiter(arbiter: Arbiter) {
+    arbiter.stop();
+    let _ = tokio::task::spawn_blocking(move || arbiter.join()).await;
+}
+
+/// Whether an actor is still running.
+pub(crate) fn alive<A: actix::Actor>(addr: Addr<A>) -> Box<dyn Fn() -> bool + Send> {
+    Box::new(move || addr.connected())
 }

@@ -42,6 +42,17 @@ pub enum ActorError {
         /// Why.
         reason: String,
     },
+    /// An answer about a chain failed its check against the chain's
+    /// validator set (forged or altered by the gateway or a validator).
+    #[error("answer about chain `{chain}` via {peer} failed verification: {detail}")]
+    Unverified {
+        /// The chain asked about.
+        chain: String,
+        /// The gateway the answer came through.
+        peer: NodeId,
+        /// What did not check.
+        detail: String,
+    },
     /// The actor is gone (node shutting down).
     #[error("the {actor} actor is not running")]
     Stopped {

@@ -11,7 +11,9 @@
 //! as `Relayed` transactions with a cross-chain proof the local validators
 //! check ([`crate::relay`] decides which).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +33,8 @@ use crate::clock::{now_micros, now_ms};
 use crate::error::ActorError;
 use crate::relay::RelayCore;
 use crate::wire::{
-    self, CertifiedBlock, GatewayRequest, GatewayResponse, Receipt, TxStatus, ValidatorOneWay,
-    ValidatorRequest, ValidatorResponse,
+    self, CertifiedBlock, GatewayRequest, GatewayResponse, LedgerQuery, Receipt, TxStatus,
+    ValidatorOneWay, ValidatorRequest, ValidatorResponse,
 };
 
 /// Transactions waiting for their commit, at most.
@@ -60,6 +62,51 @@ pub const INBOX_CAPACITY: usize = 8192;
 enum Waiter {
     Remote(Responder),
     Local(oneshot::Sender<GatewayResponse>),
+    /// One transaction of a [`GatewayRequest::SubmitMany`].
+    Part(Rc<RefCell<Collector>>, usize),
+}
+
+/// Gathers the answers to the transactions of one `SubmitMany` request and
+/// sends them together once each has its answer.
+struct Collector {
+    responder: Option<Responder>,
+    answers: Vec<Option<Result<Receipt, String>>>,
+    left: usize,
+}
+
+impl Collector {
+    fn new(responder: Responder, n: usize) -> Rc<RefCell<Collector>> {
+        Rc::new(RefCell::new(Collector {
+            responder: Some(responder),
+            answers: vec![None; n],
+            left: n,
+        }))
+    }
+
+    fn settle(&mut self, index: usize, answer: Result<Receipt, String>) {
+        let Some(slot) = self.answers.get_mut(index) else {
+            return;
+        };
+        if slot.is_some() {
+            return;
+        }
+        *slot = Some(answer);
+        self.left -= 1;
+        if self.left > 0 {
+            return;
+        }
+        let Some(r) = self.responder.take() else {
+            return;
+        };
+        let all = std::mem::take(&mut self.answers)
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err("no answer".into())))
+            .collect();
+        let body = wire::encode(&GatewayResponse::Receipts(all));
+        actix::spawn(async move {
+            let _ = r.respond(body).await;
+        });
+    }
 }
 
 impl Waiter {
@@ -73,6 +120,14 @@ impl Waiter {
             }
             Waiter::Local(tx) => {
                 let _ = tx.send(response);
+            }
+            Waiter::Part(c, i) => {
+                let answer = match response {
+                    GatewayResponse::Receipt(r) => Ok(r),
+                    GatewayResponse::Refused(why) => Err(why),
+                    other => Err(format!("unexpected answer {other:?}")),
+                };
+                c.borrow_mut().settle(i, answer);
             }
         }
     }
@@ -111,6 +166,8 @@ struct Followed {
     last_follow_ms: u64,
     /// Validators that answered the last follow requests.
     follow_replies: usize,
+    /// Rotates which validator answers queries first.
+    query_offset: usize,
 }
 
 /// What it takes to start a gateway.
@@ -186,6 +243,7 @@ impl GatewayActor {
             known_tip: 0,
             last_follow_ms: 0,
             follow_replies: 0,
+            query_offset: 0,
         };
         let local_spec = fed
             .local_chain(&setup.cloud)
@@ -741,6 +799,49 @@ impl GatewayActor {
         }));
     }
 
+    /// Relays a ledger query to the validators of a followed chain, one at
+    /// a time from a rotating start, until one answers. The answer goes
+    /// back as the validator gave it: the client checks its proofs.
+    fn query(
+        &mut self,
+        chain_id: String,
+        query: LedgerQuery,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(chain) = self.chain_mut(&chain_id) else {
+            waiter.answer(GatewayResponse::Refused(format!(
+                "this gateway follows no chain `{chain_id}`"
+            )));
+            return;
+        };
+        let n = chain.validators.len();
+        chain.query_offset = chain.query_offset.wrapping_add(1);
+        let start = chain.query_offset;
+        let order: Vec<NodeId> = (0..n).map(|i| chain.validators[(start + i) % n]).collect();
+        let actor = chain.actor.clone();
+        let transport = self.transport.clone();
+        let body = wire::encode(&ValidatorRequest::Query(query));
+        let fut = async move {
+            let mut last = String::from("the chain has no validators");
+            for v in order {
+                match transport
+                    .request(v, &actor, body.clone(), REQUEST_TIMEOUT)
+                    .await
+                {
+                    Ok(reply) => match wire::decode::<ValidatorResponse>(&reply) {
+                        Ok(ValidatorResponse::Answer(a)) => return GatewayResponse::Answer(a),
+                        Ok(_) => last = format!("validator {} answered off the point", v.short()),
+                        Err(e) => last = format!("validator {}: {e}", v.short()),
+                    },
+                    Err(e) => last = format!("validator {}: {e}", v.short()),
+                }
+            }
+            GatewayResponse::Refused(format!("no validator of `{chain_id}` answered ({last})"))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |r, _, _| waiter.answer(r)));
+    }
+
     fn status(&self) -> Vec<(String, u64)> {
         let mut out = vec![(self.local.chain_id.clone(), self.local.height)];
         if let Some(c) = &self.consortium {
@@ -805,8 +906,29 @@ impl StreamHandler<Incoming> for GatewayActor {
                         Waiter::Remote(responder).answer(r);
                     }
                 }
+                Ok(GatewayRequest::SubmitMany(txs)) => {
+                    if txs.len() > BATCH_MAX {
+                        self.counters.refused += txs.len() as u64;
+                        let why =
+                            format!("batch of {} transactions exceeds {BATCH_MAX}", txs.len());
+                        Waiter::Remote(responder)
+                            .answer(GatewayResponse::Receipts(vec![Err(why); txs.len()]));
+                        return;
+                    }
+                    if txs.is_empty() {
+                        Waiter::Remote(responder).answer(GatewayResponse::Receipts(Vec::new()));
+                        return;
+                    }
+                    let collector = Collector::new(responder, txs.len());
+                    for (i, tx) in txs.into_iter().enumerate() {
+                        self.submit(tx, Some(Waiter::Part(collector.clone(), i)), ctx);
+                    }
+                }
                 Ok(GatewayRequest::Status) => {
                     Waiter::Remote(responder).answer(GatewayResponse::Status(self.status()))
+                }
+                Ok(GatewayRequest::Query { chain_id, query }) => {
+                    self.query(chain_id, query, Waiter::Remote(responder), ctx)
                 }
                 Err(e) => {
                     self.counters.malformed += 1;

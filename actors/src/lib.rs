@@ -49,7 +49,7 @@ pub mod wire;
 
 /// The byte buffer function payloads and results use.
 pub use bytes::Bytes;
-pub use client::LedgerClient;
+pub use client::{LedgerClient, RecordSet};
 pub use embedded::EmbeddedFederation;
 pub use error::ActorError;
 pub use function::{Function, FunctionError, FunctionRegistry};

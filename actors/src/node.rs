@@ -260,6 +260,17 @@ impl Node {
         self.migration.as_ref()
     }
 
+    /// Checks, one per actor of this node that stops on [`Shutdown`] and
+    /// flushes a store when it does, of whether it still runs.
+    pub(crate) fn actor_watch(&self) -> Vec<Box<dyn Fn() -> bool + Send>> {
+        use crate::embedded::alive;
+        let mut out: Vec<Box<dyn Fn() -> bool + Send>> = Vec::new();
+        out.extend(self.validators.iter().map(|(_, v)| alive(v.clone())));
+        out.extend(self.gateway.clone().map(alive));
+        out.extend(self.orchestrator.clone().map(alive));
+        out
+    }
+
     /// Stops the actors (flushing stores) and closes the endpoint.
     pub async fn shutdown(self) {
         if let Some(s) = &self.server {

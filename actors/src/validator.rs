@@ -19,14 +19,17 @@ use federact_ledger::block::{Block, Genesis};
 use federact_ledger::cert::{CommitCertificate, ValidatorSet};
 use federact_ledger::chain::{build_block, candidates, ProposalSlot};
 use federact_ledger::consensus::{Consensus, ConsensusParams, Effect, Message};
+use federact_ledger::error::LedgerError;
 use federact_ledger::mempool::{Mempool, MempoolLimits};
-use federact_ledger::store::{ChainStore, VoteWal};
+use federact_ledger::proof::CrossChainProof;
+use federact_ledger::store::{ChainStore, IndexedRecord, VoteWal};
 use federact_ledger::tx::{verify_batch, Transaction, TxId};
 
 use crate::clock::now_ms;
 use crate::error::ActorError;
 use crate::wire::{
-    self, CertifiedBlock, TxStatus, ValidatorOneWay, ValidatorRequest, ValidatorResponse,
+    self, CertifiedBlock, LedgerAnswer, LedgerQuery, TxStatus, ValidatorOneWay, ValidatorRequest,
+    ValidatorResponse,
 };
 
 /// Followers (gateways, tools) one validator pushes blocks to, at most.
@@ -418,7 +421,72 @@ impl ValidatorActor {
             }
             ValidatorRequest::TxStatus { id } => ValidatorResponse::TxStatus(self.tx_status(&id)),
             ValidatorRequest::Tip => ValidatorResponse::Tip(self.store.tip().height),
+            ValidatorRequest::Query(q) => ValidatorResponse::Answer(self.answer(q)),
         }
+    }
+
+    /// Answers a ledger query from the store, with the proofs a client
+    /// needs to check it.
+    fn answer(&self, query: LedgerQuery) -> LedgerAnswer {
+        let result = match query {
+            LedgerQuery::Tip => Ok(LedgerAnswer::Block(
+                self.certified(self.store.tip().height).map(Box::new),
+            )),
+            LedgerQuery::Block { height } => {
+                Ok(LedgerAnswer::Block(self.certified(height).map(Box::new)))
+            }
+            LedgerQuery::Tx { id } => self
+                .store
+                .tx(&id)
+                .map(|t| LedgerAnswer::Tx(t.map(|t| Box::new(t.proof)))),
+            LedgerQuery::VmHistory { vm_id } => self
+                .store
+                .vm_history(&vm_id)
+                .and_then(|entries| self.prove(entries)),
+            LedgerQuery::Provenance { entity } => {
+                if entity.len() > wire::ENTITY_BYTES_MAX {
+                    return LedgerAnswer::Failed(format!(
+                        "entity of {} bytes exceeds {}",
+                        entity.len(),
+                        wire::ENTITY_BYTES_MAX
+                    ));
+                }
+                self.store
+                    .provenance(&entity)
+                    .and_then(|entries| self.prove(entries))
+            }
+        };
+        result.unwrap_or_else(|e| {
+            warn!(chain = %self.chain_id, error = %e, "store error answering a query");
+            LedgerAnswer::Failed(format!("store error: {e}"))
+        })
+    }
+
+    /// Inclusion proofs of indexed records (at most
+    /// [`wire::ANSWER_RECORDS_MAX`]), reading each block once.
+    fn prove(&self, entries: Vec<IndexedRecord>) -> Result<LedgerAnswer, LedgerError> {
+        let truncated = entries.len() > wire::ANSWER_RECORDS_MAX;
+        let mut by_height: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for e in entries.iter().take(wire::ANSWER_RECORDS_MAX) {
+            by_height
+                .entry(e.height)
+                .or_default()
+                .push(e.index as usize);
+        }
+        let mut proofs = Vec::new();
+        for (height, indices) in by_height {
+            let (Some(block), Some(cert)) =
+                (self.store.block(height)?, self.store.certificate(height)?)
+            else {
+                continue;
+            };
+            proofs.extend(
+                CrossChainProof::build_many(&block, &cert, &indices)
+                    .into_iter()
+                    .map(|(_, p)| p),
+            );
+        }
+        Ok(LedgerAnswer::Records { proofs, truncated })
     }
 
     /// Counters so far.

@@ -71,6 +71,9 @@ pub enum ValidatorRequest {
     },
     /// The chain's tip height.
     Tip,
+    /// A question about the chain's committed contents (remote `federact
+    /// ledger`); answered with [`ValidatorResponse::Answer`].
+    Query(LedgerQuery),
 }
 
 /// Answers of a validator.
@@ -89,6 +92,8 @@ pub enum ValidatorResponse {
     TxStatus(TxStatus),
     /// The tip height.
     Tip(u64),
+    /// The answer to a [`ValidatorRequest::Query`].
+    Answer(LedgerAnswer),
 }
 
 /// Where a transaction stands at one validator.
@@ -122,6 +127,20 @@ pub enum GatewayRequest {
     },
     /// The gateway's view of its chains.
     Status,
+    /// Route each of up to 1024 signed transactions to its chain and
+    /// answer once every one committed or was refused
+    /// ([`GatewayResponse::Receipts`], in order): one request for many
+    /// transactions, for clients that submit at high rates.
+    SubmitMany(Vec<Transaction>),
+    /// Ask a validator of `chain_id` (one the gateway follows) `query`;
+    /// answered with [`GatewayResponse::Answer`]. The gateway only relays:
+    /// the client checks every proof in the answer itself.
+    Query {
+        /// The chain asked about.
+        chain_id: String,
+        /// The question.
+        query: LedgerQuery,
+    },
 }
 
 /// Answers of a gateway.
@@ -133,6 +152,67 @@ pub enum GatewayResponse {
     Refused(String),
     /// Heights of the chains the gateway follows.
     Status(Vec<(String, u64)>),
+    /// The answer to a [`GatewayRequest::Query`], as a validator gave it.
+    Answer(LedgerAnswer),
+    /// Per transaction of a [`GatewayRequest::SubmitMany`], in order: its
+    /// receipt, or why it was refused.
+    Receipts(Vec<Result<Receipt, String>>),
+}
+
+/// Longest entity name a provenance query may carry.
+pub const ENTITY_BYTES_MAX: usize = 256;
+
+/// Proven records one answer carries, at most (the rest is reported as
+/// truncated; a record's proof holds its block header and certificate).
+pub const ANSWER_RECORDS_MAX: usize = 512;
+
+/// A question about one chain's committed contents: what `federact ledger`
+/// answers from store files, asked of a running validator. Every answer
+/// carries what a client needs to check it against the chain's validator
+/// set, so whoever relays it (the gateway) need not be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LedgerQuery {
+    /// The latest committed block with its certificate.
+    Tip,
+    /// The committed block at `height` with its certificate.
+    Block {
+        /// The height (1 or more: the genesis is in the configuration).
+        height: u64,
+    },
+    /// A committed transaction with its inclusion proof.
+    Tx {
+        /// Its id.
+        id: TxId,
+    },
+    /// Every migration record of a vm on the chain, in commit order.
+    VmHistory {
+        /// The vm id (sha256 of the image).
+        vm_id: federact_ledger::hash::Hash,
+    },
+    /// Every provenance record mentioning an entity, in commit order.
+    Provenance {
+        /// A device or container name, an activity, or a data digest in
+        /// hex (at most [`ENTITY_BYTES_MAX`] bytes).
+        entity: String,
+    },
+}
+
+/// A validator's answer to a [`LedgerQuery`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LedgerAnswer {
+    /// The block asked for (`None`: not committed yet).
+    Block(Option<Box<CertifiedBlock>>),
+    /// The transaction's inclusion proof (`None`: not committed).
+    Tx(Option<Box<CrossChainProof>>),
+    /// One inclusion proof per matching record, in commit order.
+    Records {
+        /// The proofs (the record is the proven transaction's).
+        proofs: Vec<CrossChainProof>,
+        /// More records matched than [`ANSWER_RECORDS_MAX`].
+        truncated: bool,
+    },
+    /// The question could not be answered (bad question, store error).
+    Failed(String),
 }
 
 /// Proof that a transaction committed.

@@ -1,16 +1,23 @@
-//! `federact ledger …`: verify, inspect and query chain stores offline.
+//! `federact ledger …`: verify, inspect and query chain stores offline, or
+//! query running chains remotely.
 //!
-//! Every subcommand opens sled stores directly, so run it on a stopped node
-//! (or a copy of its data directory): sled allows one process per store.
+//! Offline, every subcommand opens sled stores directly, so run it on a
+//! stopped node (or a copy of its data directory): sled allows one process
+//! per store. With `--via NODE.toml`, `show`, `tx`, `history` and
+//! `provenance` ask the running gateway of that node's cloud instead (as
+//! that node, on an ephemeral port) and check every answer against the
+//! chain's validator set from the federation file: the gateway and the
+//! validator that answers are not trusted.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use federact_config::Federation;
+use federact_actors::LedgerClient;
+use federact_config::{Federation, NodeConfig};
 use federact_ledger::block::Block;
 use federact_ledger::hash::Hash;
 use federact_ledger::record::{Record, Scope};
-use federact_ledger::store::{ChainStore, IndexedRecord};
+use federact_ledger::store::{ChainStore, CommittedTx, IndexedRecord};
 use federact_ledger::tx::Transaction;
 use federact_ledger::verify::{verify_store_against, Report};
 use serde_json::{json, Value};
@@ -37,11 +44,35 @@ pub enum LedgerCmd {
     },
     /// Show a chain (genesis and recent blocks) or one block.
     Show {
-        /// The chain store directory.
-        dir: PathBuf,
+        /// The chain store directory (or `--via`).
+        #[arg(required_unless_present = "via")]
+        dir: Option<PathBuf>,
         /// Show this block and its transactions.
         #[arg(long)]
         height: Option<u64>,
+        /// Ask the running gateway of this node's cloud (e.g.
+        /// DIR/nodes/c1-server-1.toml) instead of reading a store.
+        #[arg(long, conflicts_with = "dir")]
+        via: Option<PathBuf>,
+        /// With `--via`: the chain (default: the node's cloud's local chain).
+        #[arg(long, requires = "via")]
+        chain: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A committed transaction by id, with where it is and its inclusion proof.
+    Tx {
+        /// Chain store directories to look in (or `--via`).
+        #[arg(required_unless_present = "via")]
+        dirs: Vec<PathBuf>,
+        /// The transaction id (64 hex digits).
+        #[arg(long)]
+        id: String,
+        /// Ask the running gateway of this node's cloud (its local chain,
+        /// then the consortium).
+        #[arg(long, conflicts_with = "dirs")]
+        via: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -49,9 +80,13 @@ pub enum LedgerCmd {
     /// Every migration record of a vm, merged across chain stores (give the
     /// local chains and the consortium to see every hop).
     History {
-        /// Chain store directories.
-        #[arg(required = true)]
+        /// Chain store directories (or `--via`).
+        #[arg(required_unless_present = "via")]
         dirs: Vec<PathBuf>,
+        /// Ask the running gateway of this node's cloud (its local chain
+        /// and the consortium).
+        #[arg(long, conflicts_with = "dirs")]
+        via: Option<PathBuf>,
         /// The vm id (64 hex digits: sha256 of the image).
         #[arg(long)]
         vm: String,
@@ -62,8 +97,13 @@ pub enum LedgerCmd {
     /// Every provenance record mentioning an entity (a device or container
     /// name, an activity, or a data digest in hex).
     Provenance {
-        /// The chain store directory.
-        dir: PathBuf,
+        /// The chain store directory (or `--via`).
+        #[arg(required_unless_present = "via")]
+        dir: Option<PathBuf>,
+        /// Ask the running gateway of this node's cloud (its local chain
+        /// and the consortium).
+        #[arg(long, conflicts_with = "dir")]
+        via: Option<PathBuf>,
         /// The entity.
         #[arg(long)]
         entity: String,
@@ -77,9 +117,236 @@ pub enum LedgerCmd {
 pub fn run(cmd: LedgerCmd) -> anyhow::Result<()> {
     match cmd {
         LedgerCmd::Verify { dir, config, json } => verify(&dir, config.as_deref(), json),
-        LedgerCmd::Show { dir, height, json } => show(&dir, height, json),
-        LedgerCmd::History { dirs, vm, json } => history(&dirs, &vm, json),
-        LedgerCmd::Provenance { dir, entity, json } => provenance(&dir, &entity, json),
+        LedgerCmd::Show {
+            via: Some(via),
+            chain,
+            height,
+            json,
+            ..
+        } => remote(&via, |c| remote_show(c, chain, height, json)),
+        LedgerCmd::Show {
+            dir: Some(dir),
+            height,
+            json,
+            ..
+        } => show(&dir, height, json),
+        LedgerCmd::Show { .. } => bail!("give a chain store directory or --via NODE.toml"),
+        LedgerCmd::Tx {
+            via: Some(via),
+            id,
+            json,
+            ..
+        } => {
+            let id = tx_id(&id)?;
+            remote(&via, |c| async move {
+                print_tx(c.transaction(&id).await?, &id, json)
+            })
+        }
+        LedgerCmd::Tx { dirs, id, json, .. } => {
+            let id = tx_id(&id)?;
+            let mut found = None;
+            for dir in &dirs {
+                if let Some(t) = open(dir)?.tx(&id)? {
+                    found = Some(t);
+                    break;
+                }
+            }
+            print_tx(found, &id, json)
+        }
+        LedgerCmd::History {
+            via: Some(via),
+            vm,
+            json,
+            ..
+        } => {
+            let vm_id = vm_id(&vm)?;
+            remote(&via, |c| async move {
+                let set = c.vm_history(&vm_id).await?;
+                print_history(&set.records, &vm_id, "the gateway's chains", json)?;
+                truncated_note(set.truncated);
+                Ok(())
+            })
+        }
+        LedgerCmd::History { dirs, vm, json, .. } => history(&dirs, &vm, json),
+        LedgerCmd::Provenance {
+            via: Some(via),
+            entity,
+            json,
+            ..
+        } => remote(&via, |c| async move {
+            let set = c.provenance(&entity).await?;
+            print_provenance(&set.records, &entity, "the gateway's chains", json)?;
+            truncated_note(set.truncated);
+            Ok(())
+        }),
+        LedgerCmd::Provenance {
+            dir: Some(dir),
+            entity,
+            json,
+            ..
+        } => provenance(&dir, &entity, json),
+        LedgerCmd::Provenance { .. } => {
+            bail!("give a chain store directory or --via NODE.toml")
+        }
+    }
+}
+
+/// Runs `f` with a client of the gateway of `via`'s cloud, inside an actix
+/// system, and closes the client's endpoint afterwards.
+fn remote<F, Fut>(via: &Path, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(LedgerClient) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let cfg = NodeConfig::load(via)?;
+    let key = cfg.load_key()?;
+    let system = actix::System::new();
+    system.block_on(async move {
+        let client = LedgerClient::connect(&cfg, key)
+            .await
+            .context("connecting to the federation")?;
+        let result = f(client.clone()).await;
+        client.close().await;
+        result
+    })
+}
+
+fn truncated_note(truncated: bool) {
+    if truncated {
+        eprintln!(
+            "note: a validator held more matching records than one answer carries; the list is cut"
+        );
+    }
+}
+
+fn tx_id(hex: &str) -> anyhow::Result<Hash> {
+    Hash::from_hex(hex).with_context(|| format!("--id {hex}: expected 64 hex digits"))
+}
+
+fn vm_id(hex: &str) -> anyhow::Result<Hash> {
+    Hash::from_hex(hex).with_context(|| format!("--vm {hex}: expected 64 hex digits"))
+}
+
+fn print_tx(found: Option<CommittedTx>, id: &Hash, json: bool) -> anyhow::Result<()> {
+    let Some(t) = found else {
+        bail!("transaction {id} is not committed on the chains asked");
+    };
+    let chain = &t.proof.header.chain_id;
+    if json {
+        let v = json!({
+            "chain_id": chain,
+            "height": t.location.height,
+            "index": t.location.index,
+            "block": t.proof.header.id(),
+            "block_timestamp_ms": t.proof.header.timestamp_ms,
+            "signatures": t.proof.certificate.signatures.len(),
+            "merkle_path": t.proof.path.siblings.len(),
+            "tx": tx_json(&t.tx),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("tx         {id}");
+    println!(
+        "committed  {chain} height {} position {} (block {})",
+        t.location.height,
+        t.location.index,
+        t.proof.header.id()
+    );
+    println!(
+        "proof      {} precommit signatures, {}-step Merkle path: checked",
+        t.proof.certificate.signatures.len(),
+        t.proof.path.siblings.len()
+    );
+    println!("author     {} nonce {}", t.tx.author(), t.tx.nonce());
+    println!(
+        "record     {}: {}",
+        t.tx.record().kind(),
+        detail(t.tx.record())
+    );
+    Ok(())
+}
+
+/// `show --via`: the chain's validators (from the federation file), its
+/// checked tip and recent blocks, or one checked block.
+async fn remote_show(
+    client: LedgerClient,
+    chain: Option<String>,
+    height: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let chain = match chain {
+        Some(c) => c,
+        None => client.chains()?.remove(0),
+    };
+    if let Some(h) = height {
+        let b = client
+            .block(&chain, h)
+            .await?
+            .with_context(|| format!("no block at height {h} on {chain}"))?;
+        if json {
+            let v = json!({
+                "id": b.block.id(),
+                "header": b.block.header,
+                "certificate": b.certificate,
+                "txs": b.block.txs.iter().map(tx_json).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            print_block(&b.block, Some(b.certificate.signatures.len()));
+        }
+        return Ok(());
+    }
+    let tip = client.tip(&chain).await?;
+    let tip_height = tip.as_ref().map_or(0, |b| b.block.header.height);
+    let first = tip_height.saturating_sub(RECENT_BLOCKS - 1).max(1);
+    let mut recent: Vec<Block> = tip.into_iter().map(|b| b.block).collect();
+    for h in (first..tip_height).rev() {
+        if let Some(b) = client.block(&chain, h).await? {
+            recent.push(b.block);
+        }
+    }
+    if json {
+        let v = json!({
+            "chain_id": chain,
+            "tip": { "height": tip_height, "id": recent.first().map(|b| b.id()) },
+            "recent": recent.iter().map(|b| json!({
+                "height": b.header.height,
+                "id": b.id(),
+                "txs": b.txs.len(),
+                "proposer": b.header.proposer,
+                "round": b.header.round,
+                "timestamp_ms": b.header.timestamp_ms,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("chain        {chain} (checked against its validator set)");
+    println!("tip          height {tip_height}");
+    print_recent(&recent);
+    Ok(())
+}
+
+fn print_recent(recent: &[Block]) {
+    if recent.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:>8}  {:<8}  {:>5}  {:<8}  {:>5}  {:>15}",
+        "HEIGHT", "ID", "TXS", "PROPOSER", "ROUND", "TIME_MS"
+    );
+    for b in recent {
+        println!(
+            "{:>8}  {:<8}  {:>5}  {:<8}  {:>5}  {:>15}",
+            b.header.height,
+            b.id().short(),
+            b.txs.len(),
+            b.header.proposer.short(),
+            b.header.round,
+            b.header.timestamp_ms
+        );
     }
 }
 
@@ -207,24 +474,7 @@ fn show(dir: &Path, height: Option<u64>, json: bool) -> anyhow::Result<()> {
         "tip          height {} id {} at {} ms",
         tip.height, tip.id, tip.timestamp_ms
     );
-    if !recent.is_empty() {
-        println!();
-        println!(
-            "{:>8}  {:<8}  {:>5}  {:<8}  {:>5}  {:>15}",
-            "HEIGHT", "ID", "TXS", "PROPOSER", "ROUND", "TIME_MS"
-        );
-        for b in &recent {
-            println!(
-                "{:>8}  {:<8}  {:>5}  {:<8}  {:>5}  {:>15}",
-                b.header.height,
-                b.id().short(),
-                b.txs.len(),
-                b.header.proposer.short(),
-                b.header.round,
-                b.header.timestamp_ms
-            );
-        }
-    }
+    print_recent(&recent);
     Ok(())
 }
 
@@ -468,43 +718,55 @@ pub(crate) fn print_entries(entries: &[IndexedRecord]) {
 }
 
 fn history(dirs: &[PathBuf], vm: &str, json: bool) -> anyhow::Result<()> {
-    let vm_id = Hash::from_hex(vm).with_context(|| format!("--vm {vm}: expected 64 hex digits"))?;
+    let vm_id = vm_id(vm)?;
     let stores = dirs
         .iter()
         .map(|d| open(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let entries = merged_history(&stores, &vm_id)?;
+    print_history(&entries, &vm_id, &format!("{} store(s)", dirs.len()), json)
+}
+
+fn print_history(
+    entries: &[IndexedRecord],
+    vm_id: &Hash,
+    searched: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&entries_json(&entries))?);
+        println!("{}", serde_json::to_string_pretty(&entries_json(entries))?);
         return Ok(());
     }
     if entries.is_empty() {
-        println!(
-            "no migration records of vm {vm_id} in {} store(s)",
-            dirs.len()
-        );
+        println!("no migration records of vm {vm_id} in {searched}");
         return Ok(());
     }
     println!("vm {vm_id}: {} record(s)", entries.len());
-    print_entries(&entries);
+    print_entries(entries);
     Ok(())
 }
 
 fn provenance(dir: &Path, entity: &str, json: bool) -> anyhow::Result<()> {
     let store = open(dir)?;
     let entries = store.provenance(entity)?;
+    print_provenance(&entries, entity, &store.genesis().chain_id, json)
+}
+
+fn print_provenance(
+    entries: &[IndexedRecord],
+    entity: &str,
+    searched: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&entries_json(&entries))?);
+        println!("{}", serde_json::to_string_pretty(&entries_json(entries))?);
         return Ok(());
     }
     if entries.is_empty() {
-        println!(
-            "no provenance records of {entity} on {}",
-            store.genesis().chain_id
-        );
+        println!("no provenance records of {entity} on {searched}");
         return Ok(());
     }
     println!("{entity}: {} record(s)", entries.len());
-    print_entries(&entries);
+    print_entries(entries);
     Ok(())
 }
