@@ -346,7 +346,19 @@ impl OrchestratorActor {
                 Err(e) => Err((true, e.to_string())),
             }
         };
+        // The work runs in a `placement` span (child of the request's, when
+        // traced), so its ledger submissions and QUIC requests carry it.
+        let span = tracing::info_span!(
+            "placement",
+            function = id.0.as_str(),
+            key = id.1.as_str(),
+            server = %server.short(),
+        );
+        let work = tracing::Instrument::instrument(work, span.clone());
         ctx.spawn(work.into_actor(self).map(move |r, act, ctx| {
+            if let Err((_, reason)) = &r {
+                crate::telemetry::record_failure(&span, reason);
+            }
             let waiters = match act.directory.remove(&id) {
                 Some(Entry::Placing(w)) => w,
                 _ => Vec::new(),
@@ -538,6 +550,7 @@ impl OrchestratorActor {
             }));
         }
         self.counters.offloads += 1;
+        let name_for_span = name.clone();
         let ledger = self.ledger.clone();
         let transport = self.transport.clone();
         let work = async move {
@@ -623,7 +636,34 @@ impl OrchestratorActor {
             }
             Err(FunctionError::NoCapacity { name })
         };
+        let span = tracing::info_span!(
+            "offload",
+            task.id = %task_id,
+            requester = %from.short(),
+            function = name_for_span.as_str(),
+            executor = tracing::field::Empty,
+            chain = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let work = tracing::Instrument::instrument(work, span.clone());
         ctx.spawn(work.into_actor(self).map(move |r, _, _| {
+            match &r {
+                Ok(OrchestratorResponse::Located(e)) => {
+                    span.record("executor", tracing::field::display(e.short()));
+                    span.record("chain", "local");
+                    span.record("outcome", "accepted");
+                }
+                Ok(OrchestratorResponse::OffloadedAbroad { executor, .. }) => {
+                    span.record("executor", tracing::field::display(executor.short()));
+                    span.record("chain", "consortium");
+                    span.record("outcome", "accepted_abroad");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    span.record("outcome", "failed");
+                    crate::telemetry::record_error(&span, e);
+                }
+            }
             let metrics = crate::metrics::Metrics::global();
             metrics.offload(if r.is_ok() { "accepted" } else { "failed" });
             waiter.answer(r.unwrap_or_else(OrchestratorResponse::Failed))
@@ -661,6 +701,9 @@ impl OrchestratorActor {
                 None => OrchestratorResponse::Failed(FunctionError::NoCapacity { name }),
             }
         };
+        let span =
+            tracing::info_span!("offload.abroad", task.id = %task_id, requester = %from.short());
+        let work = tracing::Instrument::instrument(work, span);
         ctx.spawn(work.into_actor(self).map(move |r, _, _| waiter.answer(r)));
     }
 }
@@ -725,9 +768,31 @@ impl StreamHandler<Incoming> for OrchestratorActor {
                 from,
                 body,
                 responder,
+                trace,
                 ..
             } => match wire::decode::<OrchestratorRequest>(&body) {
-                Ok(req) => self.handle_request(from, req, Waiter::Remote(responder), ctx),
+                Ok(req) => {
+                    let span = if trace.is_empty() {
+                        tracing::Span::none()
+                    } else {
+                        crate::telemetry::continue_trace(
+                            tracing::info_span!(
+                                "orchestrator.request",
+                                cloud = self.cloud.as_str(),
+                                request = match &req {
+                                    OrchestratorRequest::Locate { .. } => "locate",
+                                    OrchestratorRequest::Deactivated { .. } => "deactivated",
+                                    OrchestratorRequest::Offload { .. } => "offload",
+                                    OrchestratorRequest::OffloadAbroad { .. } => "offload_abroad",
+                                },
+                                peer = %from.short(),
+                            ),
+                            &trace,
+                        )
+                    };
+                    let _entered = span.enter();
+                    self.handle_request(from, req, Waiter::Remote(responder), ctx)
+                }
                 Err(e) => {
                     self.counters.malformed += 1;
                     let msg = format!("malformed request: {e}");

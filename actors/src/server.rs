@@ -440,6 +440,7 @@ impl StreamHandler<Incoming> for ServerActor {
                 from,
                 body,
                 responder,
+                trace,
                 ..
             } => match wire::decode::<ServerRequest>(&body) {
                 // Only the cloud's orchestrator places instances here (the
@@ -454,12 +455,16 @@ impl StreamHandler<Incoming> for ServerActor {
                     });
                 }
                 Ok(req) => {
-                    let f = self.handle_request(req).map(|r, _, _| {
+                    let span = request_span(&req, &self.transport, &trace);
+                    let f = self.handle_request(req).map(move |r, _, _| {
+                        if let ServerResponse::Failed(e) = &r {
+                            crate::telemetry::record_error(&tracing::Span::current(), e);
+                        }
                         actix::spawn(async move {
                             let _ = responder.respond(wire::encode(&r)).await;
                         });
                     });
-                    ctx.spawn(f);
+                    ctx.spawn(crate::telemetry::in_span(f, span));
                 }
                 Err(e) => {
                     let msg = format!("malformed request: {e}");
@@ -476,6 +481,39 @@ impl StreamHandler<Incoming> for ServerActor {
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
     }
+}
+
+/// The span of a request a server handles: `invoke` (function, key,
+/// server), `task`, `accept`, `run_task` (offloaded work) or `host`;
+/// continuing the caller's trace. Disabled when the caller was not tracing
+/// (untraced calls cost nothing here).
+fn request_span(
+    req: &ServerRequest,
+    transport: &Transport,
+    cx: &federact_federation::trace::TraceContext,
+) -> tracing::Span {
+    if cx.is_empty() {
+        return tracing::Span::none();
+    }
+    let server = transport.id().short();
+    let span = match req {
+        ServerRequest::Invoke { name, key, .. } => {
+            tracing::info_span!("server.invoke", function = name.as_str(), key = key.as_str(), server = %server)
+        }
+        ServerRequest::Host { name, key, .. } => {
+            tracing::info_span!("server.host", function = name.as_str(), key = key.as_str(), server = %server)
+        }
+        ServerRequest::Task { name, .. } => {
+            tracing::info_span!("server.task", function = name.as_str(), server = %server)
+        }
+        ServerRequest::Accept { task_id, name } => {
+            tracing::info_span!("server.accept", task.id = %task_id, function = name.as_str(), server = %server)
+        }
+        ServerRequest::RunTask { task_id, name, .. } => {
+            tracing::info_span!("server.run_task", task.id = %task_id, function = name.as_str(), server = %server)
+        }
+    };
+    crate::telemetry::continue_trace(span, cx)
 }
 
 /// A request from this node's own process (no QUIC hop).
@@ -618,11 +656,32 @@ impl Invoker {
     /// Calls instance `key` of function `name` with `payload`, activating
     /// it on first call. Errors are typed: the function's own failure,
     /// capacity, timeout, transport.
+    ///
+    /// Runs in an `invoke` span (function, key); the call to the server
+    /// carries it across QUIC.
     pub async fn invoke(
         &self,
         name: &str,
         key: &str,
         payload: impl Into<Bytes>,
+    ) -> Result<Bytes, FunctionError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("invoke", function = name, key = key);
+        let result = self
+            .invoke_untraced(name, key, payload.into())
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            crate::telemetry::record_error(&span, e);
+        }
+        result
+    }
+
+    async fn invoke_untraced(
+        &self,
+        name: &str,
+        key: &str,
+        payload: Bytes,
     ) -> Result<Bytes, FunctionError> {
         check_names(name, key)?;
         let payload: Bytes = payload.into();
@@ -686,6 +745,19 @@ impl Invoker {
         name: &str,
         payload: impl Into<Bytes>,
     ) -> Result<Bytes, FunctionError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("task", function = name);
+        let result = self
+            .task_untraced(name, payload.into())
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            crate::telemetry::record_error(&span, e);
+        }
+        result
+    }
+
+    async fn task_untraced(&self, name: &str, payload: Bytes) -> Result<Bytes, FunctionError> {
         check_names(name, "task")?;
         if self.local_server.is_none() {
             return Err(FunctionError::Transport {
@@ -694,7 +766,7 @@ impl Invoker {
         }
         let req = ServerRequest::Task {
             name: name.to_string(),
-            payload: payload.into().to_vec(),
+            payload: payload.to_vec(),
         };
         match self
             .call_server(self.transport.id(), req, self.timeout)

@@ -994,13 +994,19 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
             source,
         })?;
     let pipeline = TelemetryPipeline::build(cfg)?;
-    let otel_layer = pipeline.as_ref().map(|p| p.layer());
+    // Per-layer filters: `RUST_LOG` decides what is *logged*, not what is
+    // *traced*. A node started with `RUST_LOG=warn` still exports its
+    // `info` spans; with no exporter, `info` spans have no interested layer
+    // and cost one callsite check.
+    let otel_layer = pipeline
+        .as_ref()
+        .map(|p| p.layer().with_filter(LevelFilter::INFO));
     tracing_subscriber::registry()
-        .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
         )
         .with(otel_layer)
         .try_init()
@@ -1022,6 +1028,67 @@ pub fn record_error(span: &tracing::Span, err: &(dyn std::error::Error + 'static
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     span.set_status(opentelemetry::trace::Status::error(err.to_string()));
     tracing::event!(parent: span, tracing::Level::WARN, error = err, "failed");
+}
+
+/// A span continuing the trace of a message received over QUIC: `span`
+/// gets the envelope's W3C context as its parent (when the sender was
+/// tracing and `span` is enabled). Returns `span` for chaining.
+pub fn continue_trace(
+    span: tracing::Span,
+    cx: &federact_federation::trace::TraceContext,
+) -> tracing::Span {
+    if !cx.is_empty() && !span.is_disabled() {
+        cx.set_parent_of(&span);
+    }
+    span
+}
+
+/// Marks `span` as failed with a plain message (for outcomes carried as
+/// values rather than `std::error::Error`s, e.g. a refusal reason).
+pub fn record_failure(span: &tracing::Span, message: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if span.is_disabled() {
+        return;
+    }
+    span.set_status(opentelemetry::trace::Status::error(message.to_owned()));
+    tracing::event!(parent: span, tracing::Level::WARN, error = message, "failed");
+}
+
+/// An actix [`ActorFuture`](actix::ActorFuture) polled inside a span: the
+/// span is entered on every poll, so what the future does (requests over
+/// QUIC, ledger submissions) carries the span's trace context. Build with
+/// [`in_span`]. (`tracing::Instrument` covers plain futures; actor futures
+/// need this because they are polled with the actor and its context.)
+pub struct InSpan<F> {
+    inner: std::pin::Pin<Box<F>>,
+    span: tracing::Span,
+}
+
+/// Wraps an actor future so it runs inside `span` (see [`InSpan`]).
+pub fn in_span<F>(inner: F, span: tracing::Span) -> InSpan<F> {
+    InSpan {
+        inner: Box::pin(inner),
+        span,
+    }
+}
+
+impl<A, F> actix::ActorFuture<A> for InSpan<F>
+where
+    A: actix::Actor,
+    F: actix::ActorFuture<A>,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        srv: &mut A,
+        ctx: &mut A::Context,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        this.inner.as_mut().poll(srv, ctx, task)
+    }
 }
 
 /// A message together with the span it was sent from, so the handler can
