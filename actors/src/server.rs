@@ -528,6 +528,32 @@ impl Handler<LocalRequest> for ServerActor {
     }
 }
 
+/// A local request sent with the caller's span ([`Traced`]): handled like
+/// [`LocalRequest`], in a child span, so what the server does for it (an
+/// offload request to the orchestrator, ledger submissions) continues the
+/// caller's trace across the mailbox.
+///
+/// [`Traced`]: crate::telemetry::Traced
+impl Handler<crate::telemetry::Traced<LocalRequest>> for ServerActor {
+    type Result = ResponseActFuture<Self, ServerResponse>;
+    fn handle(
+        &mut self,
+        msg: crate::telemetry::Traced<LocalRequest>,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        if msg.span.is_disabled() {
+            return self.handle_request(msg.msg.0);
+        }
+        let span =
+            tracing::info_span!(parent: &msg.span, "server.local", request = msg.msg.0.kind());
+        let f = {
+            let _entered = span.enter();
+            self.handle_request(msg.msg.0)
+        };
+        Box::pin(crate::telemetry::in_span(f, span))
+    }
+}
+
 /// The server's current load.
 #[derive(Message)]
 #[rtype(result = "ServerLoad")]
@@ -789,7 +815,7 @@ impl Invoker {
         if server == self.transport.id() {
             if let Some(local) = &self.local_server {
                 return local
-                    .send(LocalRequest(req))
+                    .send(crate::telemetry::Traced::new(LocalRequest(req)))
                     .await
                     .map_err(|_| FunctionError::Transport {
                         detail: "local server stopped".into(),

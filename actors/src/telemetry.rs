@@ -429,6 +429,21 @@ impl TelemetryConfig {
         if let Some(m) = var("OTEL_METRICS_EXPORTER") {
             self.export_metrics = !m.trim().eq_ignore_ascii_case("none");
         }
+        // Standard intervals in milliseconds; an unparsable value is ignored
+        // (the SDKs of other languages do the same) rather than failing
+        // the node.
+        let millis = |k: &str| {
+            var(k)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis)
+        };
+        if let Some(d) = millis("OTEL_METRIC_EXPORT_INTERVAL") {
+            self.metrics_interval = d;
+        }
+        if let Some(d) = millis("OTEL_BSP_SCHEDULE_DELAY") {
+            self.batch_delay = d;
+        }
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             self.endpoint = None;
         }

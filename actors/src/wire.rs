@@ -215,6 +215,19 @@ pub enum ServerRequest {
     },
 }
 
+impl ServerRequest {
+    /// The request's kind, for span and log fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerRequest::Invoke { .. } => "invoke",
+            ServerRequest::Host { .. } => "host",
+            ServerRequest::Task { .. } => "task",
+            ServerRequest::Accept { .. } => "accept",
+            ServerRequest::RunTask { .. } => "run_task",
+        }
+    }
+}
+
 /// Answers of a server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ServerResponse {
