@@ -12,12 +12,27 @@
 //! | bare actix message            | 1 431 420   | 0      | 0      | 4 429 313             |
 //! | instance, same server         | 477 207     | 2      | 2      | 349 012               |
 //! | instance, other server (QUIC) | 16 272      | 47     | 93     | 88 725                |
+//!
+//! Then the cost of tracing, measured side by side in the same run and
+//! federation: the same two instance paths with OpenTelemetry export off
+//! (what a node without an OTLP endpoint runs: a `warn` log filter, no
+//! OpenTelemetry layer), on with every trace sampled (ratio 1.0) and on at
+//! ratio 0.01 (parent-based: the caller's `invoke` span decides, the
+//! server's spans follow), exporting over OTLP/gRPC to a real receiver in
+//! the same process. `INVOKE_BENCH_TELEMETRY=0` skips this part.
 
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use federact_actors::telemetry::{Sampling, TelemetryConfig, TelemetryPipeline};
 use federact_actors::{Bytes, EmbeddedFederation, Function, FunctionError, Invoker, NodeOptions};
 use federact_config::{write_local_federation, Topology};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::Layer as _;
+
+#[path = "../tests/support/otlp_receiver.rs"]
+#[allow(dead_code)]
+mod otlp_receiver;
 
 #[derive(Default)]
 struct Echo(u64);
@@ -50,7 +65,7 @@ impl Handler<Ping> for Bare {
 }
 
 struct Row {
-    name: &'static str,
+    name: String,
     seq_per_s: f64,
     p50_us: u128,
     p99_us: u128,
@@ -59,7 +74,7 @@ struct Row {
 
 const CONCURRENCY: usize = 32;
 
-async fn measure<F, Fut>(name: &'static str, calls: usize, f: F) -> Row
+async fn measure<F, Fut>(name: impl Into<String>, calls: usize, f: F) -> Row
 where
     F: Fn() -> Fut + Clone,
     Fut: std::future::Future<Output = ()>,
@@ -90,7 +105,7 @@ where
     futures::future::join_all(workers).await;
     let conc = start.elapsed();
     Row {
-        name,
+        name: name.into(),
         seq_per_s: calls as f64 / seq.as_secs_f64(),
         p50_us: pct(50),
         p99_us: pct(99),
@@ -187,6 +202,122 @@ async fn main() {
             r.name, r.seq_per_s, r.p50_us, r.p99_us, r.conc_per_s
         );
     }
+    if std::env::var("INVOKE_BENCH_TELEMETRY").as_deref() != Ok("0") {
+        telemetry_cost(&invoker, &local_key, &remote_key, &payload, calls).await;
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
     fed.shutdown().await;
+}
+
+/// The same invocations with export off, at ratio 1.0 and at 0.01, each
+/// under its own subscriber (set as the default of this thread, where the
+/// embedded federation's actors run too). Repeated rounds alternate the
+/// variants so drift on the shared machine hits all of them alike; the
+/// table reports each variant's median over the rounds.
+async fn telemetry_cost(
+    invoker: &Invoker,
+    local_key: &str,
+    remote_key: &str,
+    payload: &Bytes,
+    calls: usize,
+) {
+    let receiver = otlp_receiver::OtlpReceiver::start_grpc()
+        .await
+        .expect("receiver");
+    let rounds: usize = std::env::var("INVOKE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let variants: [(&str, Option<f64>); 3] = [
+        ("export off", None),
+        ("export on, ratio 1.0", Some(1.0)),
+        ("export on, ratio 0.01", Some(0.01)),
+    ];
+    // results[variant][path] = per-round (seq/s, concurrent/s)
+    let mut results = vec![vec![Vec::new(); 2]; variants.len()];
+    let mut exported = vec![0u64; variants.len()];
+    for _ in 0..rounds {
+        for (v, (_, ratio)) in variants.iter().enumerate() {
+            let pipeline = ratio.map(|r| {
+                let mut cfg =
+                    TelemetryConfig::new("invoke-bench").with_endpoint(receiver.endpoint());
+                cfg.sampling = Sampling::ParentBasedRatio(r);
+                cfg.export_metrics = false;
+                TelemetryPipeline::build(&cfg)
+                    .expect("pipeline")
+                    .expect("an endpoint is set")
+            });
+            let fmt = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::EnvFilter::new("warn"));
+            let otel = pipeline.as_ref().map(|p| {
+                p.layer()
+                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+            });
+            let subscriber = tracing_subscriber::registry().with(fmt).with(otel);
+            let guard = tracing::subscriber::set_default(subscriber);
+            for (i, key) in [local_key, remote_key].into_iter().enumerate() {
+                let (inv, p, key) = (invoker.clone(), payload.clone(), key.to_string());
+                let row = measure("", calls, move || {
+                    let (inv, p, key) = (inv.clone(), p.clone(), key.clone());
+                    async move {
+                        inv.invoke("echo", &key, p).await.expect("call");
+                    }
+                })
+                .await;
+                results[v][i].push((row.seq_per_s, row.conc_per_s));
+            }
+            drop(guard);
+            if let Some(p) = pipeline {
+                let stats = tokio::task::spawn_blocking(move || {
+                    let stats = p.stats();
+                    let _ = p.shutdown();
+                    stats
+                })
+                .await
+                .expect("shutdown");
+                exported[v] += stats.spans_exported;
+            }
+        }
+    }
+    let median = |xs: &[f64]| {
+        let mut xs = xs.to_vec();
+        xs.sort_by(|a, b| a.total_cmp(b));
+        xs[xs.len() / 2]
+    };
+    println!(
+        "\ntracing cost: {calls} calls per row, median of {rounds} alternating rounds; cost = throughput lost vs export off\n"
+    );
+    println!(
+        "| {:<24} | {:<18} | {:>12} | {:>6} | {:>16} | {:>6} | {:>14} |",
+        "variant", "path", "seq calls/s", "cost", "concurrent/s", "cost", "spans exported"
+    );
+    println!(
+        "|{:-<26}|{:-<20}|{:->14}|{:->8}|{:->18}|{:->8}|{:->16}|",
+        "", "", "", "", "", "", ""
+    );
+    let paths = ["same server", "other server (QUIC)"];
+    for (v, (name, _)) in variants.iter().enumerate() {
+        for (i, path) in paths.iter().enumerate() {
+            let seq = median(&results[v][i].iter().map(|r| r.0).collect::<Vec<_>>());
+            let conc = median(&results[v][i].iter().map(|r| r.1).collect::<Vec<_>>());
+            let seq0 = median(&results[0][i].iter().map(|r| r.0).collect::<Vec<_>>());
+            let conc0 = median(&results[0][i].iter().map(|r| r.1).collect::<Vec<_>>());
+            println!(
+                "| {:<24} | {:<18} | {:>12.0} | {:>5.1}% | {:>16.0} | {:>5.1}% | {:>14} |",
+                name,
+                path,
+                seq,
+                100.0 * (1.0 - seq / seq0),
+                conc,
+                100.0 * (1.0 - conc / conc0),
+                if i == 0 {
+                    exported[v].to_string()
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    let _ = receiver.received().spans.len();
 }

@@ -22,8 +22,8 @@ use federact_ledger::record::{Record, Scope};
 
 use crate::client::LedgerClient;
 use crate::function::{
-    check_names, Call, Deactivate, FunctionError, FunctionRegistry, InstanceActor, Snapshot,
-    SNAPSHOT_BYTES_MAX,
+    check_names, entity_name, Call, Deactivate, FunctionError, FunctionRegistry, InstanceActor,
+    Snapshot, SNAPSHOT_BYTES_MAX,
 };
 use crate::placement::{ServerLoad, FUNCTIONS_MAX};
 use crate::wire::{
@@ -137,10 +137,14 @@ impl ServerActor {
         });
     }
 
-    fn handle_request(&mut self, req: ServerRequest) -> ResponseActFuture<Self, ServerResponse> {
+    fn handle_request(
+        &mut self,
+        from: NodeId,
+        req: ServerRequest,
+    ) -> ResponseActFuture<Self, ServerResponse> {
         match req {
             ServerRequest::Invoke { name, key, payload } => {
-                self.invoke(name, key, Bytes::from(payload))
+                self.invoke(from, name, key, Bytes::from(payload))
             }
             ServerRequest::Host {
                 name,
@@ -306,11 +310,23 @@ impl ServerActor {
 
     fn invoke(
         &mut self,
+        caller: NodeId,
         name: String,
         key: String,
         payload: Bytes,
     ) -> ResponseActFuture<Self, ServerResponse> {
         let full = self.inflight >= self.limits.inflight_max;
+        // An auditable function's provenance: digests taken now, records
+        // committed after the call and before the output leaves.
+        let audit = match (&self.ledger, self.registry.is_auditable(&name)) {
+            (Some(ledger), true) => Some((
+                ledger.clone(),
+                entity_name(&name, &key),
+                caller,
+                Hash::of_parts(&[caller.as_bytes(), &payload]),
+            )),
+            _ => None,
+        };
         let id = (name, key);
         let Some(inst) = self.instances.get_mut(&id) else {
             return Box::pin(fut::ready(ServerResponse::NotHere));
@@ -325,7 +341,18 @@ impl ServerActor {
         let timeout = self.limits.call_timeout;
         let call = async move {
             match tokio::time::timeout(timeout, addr.send(Call(payload))).await {
-                Ok(Ok(Ok(out))) => ServerResponse::Output(out.to_vec()),
+                Ok(Ok(Ok(out))) => match audit {
+                    None => ServerResponse::Output(out.to_vec()),
+                    Some((ledger, entity, caller, input)) => {
+                        match record_provenance(&ledger, &entity, caller, input, &out).await {
+                            Ok(()) => ServerResponse::Output(out.to_vec()),
+                            Err(reason) => {
+                                warn!(%entity, %reason, "auditable call's provenance not recorded; output withheld");
+                                ServerResponse::Failed(FunctionError::Audit { reason })
+                            }
+                        }
+                    }
+                },
                 Ok(Ok(Err(e))) => ServerResponse::Failed(e),
                 Ok(Err(_)) => ServerResponse::NotHere,
                 Err(_) => ServerResponse::Failed(FunctionError::Timeout {
@@ -456,7 +483,7 @@ impl StreamHandler<Incoming> for ServerActor {
                 }
                 Ok(req) => {
                     let span = request_span(&req, &self.transport, &trace);
-                    let f = self.handle_request(req).map(move |r, _, _| {
+                    let f = self.handle_request(from, req).map(move |r, _, _| {
                         if let ServerResponse::Failed(e) = &r {
                             crate::telemetry::record_error(&tracing::Span::current(), e);
                         }
@@ -481,6 +508,55 @@ impl StreamHandler<Incoming> for ServerActor {
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
     }
+}
+
+/// Commits the provenance of one auditable call, in order (each record's
+/// rule needs the one before it committed): the input left its producer
+/// (the caller), the instance used it, the instance produced the output.
+/// A digest recorded by an earlier identical call is not an error.
+async fn record_provenance(
+    ledger: &LedgerClient,
+    entity: &str,
+    caller: NodeId,
+    input: Hash,
+    output: &[u8],
+) -> Result<(), String> {
+    let producer = caller.to_string();
+    let already = |e: &crate::ActorError| matches!(e, crate::ActorError::Refused { reason } if reason.contains("already left"));
+    let records = [
+        (
+            Record::ProvData {
+                data_digest: input,
+                generated_by: producer.clone(),
+                used_by: None,
+            },
+            true,
+        ),
+        (
+            Record::ProvData {
+                data_digest: input,
+                generated_by: producer,
+                used_by: Some(entity.to_string()),
+            },
+            false,
+        ),
+        (
+            Record::ProvData {
+                data_digest: Hash::of(output),
+                generated_by: entity.to_string(),
+                used_by: None,
+            },
+            true,
+        ),
+    ];
+    for (record, may_exist) in records {
+        match ledger.submit(record).await {
+            Ok(_) => {}
+            Err(e) if may_exist && already(&e) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 /// The span of a request a server handles: `invoke` (function, key,
@@ -524,7 +600,8 @@ pub struct LocalRequest(pub ServerRequest);
 impl Handler<LocalRequest> for ServerActor {
     type Result = ResponseActFuture<Self, ServerResponse>;
     fn handle(&mut self, msg: LocalRequest, _: &mut Context<Self>) -> Self::Result {
-        self.handle_request(msg.0)
+        let me = self.transport.id();
+        self.handle_request(me, msg.0)
     }
 }
 
@@ -541,14 +618,15 @@ impl Handler<crate::telemetry::Traced<LocalRequest>> for ServerActor {
         msg: crate::telemetry::Traced<LocalRequest>,
         _: &mut Context<Self>,
     ) -> Self::Result {
+        let me = self.transport.id();
         if msg.span.is_disabled() {
-            return self.handle_request(msg.msg.0);
+            return self.handle_request(me, msg.msg.0);
         }
         let span =
             tracing::info_span!(parent: &msg.span, "server.local", request = msg.msg.0.kind());
         let f = {
             let _entered = span.enter();
-            self.handle_request(msg.msg.0)
+            self.handle_request(me, msg.msg.0)
         };
         Box::pin(crate::telemetry::in_span(f, span))
     }

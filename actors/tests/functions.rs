@@ -156,3 +156,83 @@ async fn c1s2_first_call_places_idle_deactivates_and_state_survives() {
         .position(|r| matches!(r, Record::ProvOrch { deployed, .. } if deployed == "adder/a"));
     assert!(first_join < first_orch);
 }
+
+/// Echoes its payload (for provenance digests that are easy to predict).
+#[derive(Default)]
+struct Echo;
+
+impl Function for Echo {
+    fn call(&mut self, _key: &str, payload: Bytes) -> Result<Bytes, FunctionError> {
+        Ok(payload)
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore(_: &[u8]) -> Result<Self, FunctionError> {
+        Ok(Echo)
+    }
+}
+
+#[actix_rt::test]
+async fn auditable_function_commits_input_and_output_digests_before_answering() {
+    use federact_ledger::hash::Hash;
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 1,
+        local_validators: 1,
+        inter_validators: 0,
+    };
+    write_local_federation(dir.path(), &topo, false).unwrap();
+    let options = NodeOptions::default()
+        .auditable_function::<Adder>("audited")
+        .function::<Echo>("plain");
+    let fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    let node = fed.node("c1-server-1").unwrap();
+    let caller = node.transport().id();
+    let invoker = node.invoker().unwrap();
+
+    assert_eq!(
+        invoker.invoke("audited", "k", "5").await.unwrap(),
+        Bytes::from("5")
+    );
+    // The same input again from the same caller: its departure is already
+    // recorded, its use is recorded again; the output "10" is new.
+    assert_eq!(
+        invoker.invoke("audited", "k", "5").await.unwrap(),
+        Bytes::from("10")
+    );
+    assert_eq!(
+        invoker.invoke("plain", "k", "zzz").await.unwrap(),
+        Bytes::from("zzz")
+    );
+    fed.shutdown().await;
+
+    let recs = records(dir.path(), "c1-validator-1", "cloud-1.local");
+    let data: Vec<(Hash, String, Option<String>)> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::ProvData {
+                data_digest,
+                generated_by,
+                used_by,
+            } => Some((*data_digest, generated_by.clone(), used_by.clone())),
+            _ => None,
+        })
+        .collect();
+    let input = Hash::of_parts(&[caller.as_bytes(), b"5"]);
+    let me = caller.to_string();
+    let expected = vec![
+        (input, me.clone(), None),
+        (input, me.clone(), Some("audited/k".to_string())),
+        (Hash::of(b"5"), "audited/k".to_string(), None),
+        (input, me, Some("audited/k".to_string())),
+        (Hash::of(b"10"), "audited/k".to_string(), None),
+    ];
+    assert_eq!(
+        data, expected,
+        "provenance of both calls, in order; none for `plain`"
+    );
+}
