@@ -115,14 +115,14 @@ where
 
 /// An instance key whose instance the orchestrator placed on (or off) the
 /// invoker's own node.
-async fn key_on(invoker: &Invoker, local: bool) -> String {
+async fn key_on(invoker: &Invoker, function: &str, local: bool) -> String {
     for i in 0..64 {
         let key = format!("bench-{i}");
         invoker
-            .invoke("echo", &key, Bytes::new())
+            .invoke(function, &key, Bytes::new())
             .await
             .expect("placed");
-        if invoker.is_local("echo", &key) == local {
+        if invoker.is_local(function, &key) == local {
             return key;
         }
     }
@@ -146,7 +146,9 @@ async fn main() {
         inter_validators: 0,
     };
     write_local_federation(dir.path(), &topo, false).expect("init");
-    let options = NodeOptions::default().function::<Echo>("echo");
+    let options = NodeOptions::default()
+        .function::<Echo>("echo")
+        .auditable_function::<Echo>("echo-audited");
     let fed = EmbeddedFederation::start_with(dir.path(), options)
         .await
         .expect("federation");
@@ -154,8 +156,10 @@ async fn main() {
         .node("c1-server-1")
         .and_then(|n| n.invoker())
         .expect("invoker");
-    let local_key = key_on(&invoker, true).await;
-    let remote_key = key_on(&invoker, false).await;
+    let local_key = key_on(&invoker, "echo", true).await;
+    let remote_key = key_on(&invoker, "echo", false).await;
+    let audited_local = key_on(&invoker, "echo-audited", true).await;
+    let audited_remote = key_on(&invoker, "echo-audited", false).await;
     let payload = Bytes::from(vec![7u8; 64]);
 
     let bare = Bare.start();
@@ -173,8 +177,8 @@ async fn main() {
         );
     }
     for (name, key) in [
-        ("instance, same server", local_key),
-        ("instance, other server (QUIC)", remote_key),
+        ("instance, same server", local_key.clone()),
+        ("instance, other server (QUIC)", remote_key.clone()),
     ] {
         let (inv, p) = (invoker.clone(), payload.clone());
         rows.push(
@@ -187,7 +191,30 @@ async fn main() {
             .await,
         );
     }
-    println!("\n{calls} calls per row, 64-byte payload, {CONCURRENCY} concurrent callers for the last column\n");
+    // Provenance on: the same function registered auditable, so each call
+    // commits three ProvData records on the local chain before answering
+    // (fewer calls: each waits for three commits). Distinct payloads, as
+    // distinct inputs are the common case.
+    let audited_calls = (calls / 50).max(20);
+    for (name, key) in [
+        ("same server, provenance on", audited_local),
+        ("other server, provenance on", audited_remote),
+    ] {
+        let inv = invoker.clone();
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        rows.push(
+            measure(name, audited_calls, move || {
+                let (inv, key, n) = (inv.clone(), key.clone(), n.clone());
+                async move {
+                    let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let p = Bytes::from(i.to_be_bytes().to_vec());
+                    inv.invoke("echo-audited", &key, p).await.expect("call");
+                }
+            })
+            .await,
+        );
+    }
+    println!("\n{calls} calls per row ({audited_calls} with provenance on), 64-byte payload, {CONCURRENCY} concurrent callers for the last column\n");
     println!(
         "| {:<30} | {:>12} | {:>8} | {:>8} | {:>16} |",
         "path", "seq calls/s", "p50 µs", "p99 µs", "concurrent calls/s"
