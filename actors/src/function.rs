@@ -202,11 +202,11 @@ impl FunctionRegistry {
 
     /// Registers `T` under `name` as *auditable*: every call to one of its
     /// instances commits, on the cloud's local chain and before the output
-    /// is returned, a `ProvData` record of the input (produced by the
-    /// caller, then used by the instance) and one of the output (produced
-    /// by the instance). The input digest is `sha256(caller id ‖ payload)`
-    /// (the same bytes from two callers are two data items), the output
-    /// digest `sha256(output)`. Costs three ledger commits per call.
+    /// is returned, `ProvData` records of the input (produced by the
+    /// caller, then used by the call) and of the output (produced by the
+    /// call). The call is the activity `name/key#CALL` (a fresh hash per
+    /// call) and digests are `sha256(CALL ‖ "in"|"out" ‖ bytes)`. Costs three ledger
+    /// commits per call.
     pub fn register_auditable<T: Function>(&mut self, name: &str) -> &mut Self {
         self.register::<T>(name);
         self.auditable.insert(name.to_string());

@@ -33,7 +33,7 @@ use actix::prelude::*;
 use tracing::{info, warn};
 
 use federact_config::{NodeId, Role};
-use federact_federation::{Inbox, Incoming, Responder, Transport, TransportError};
+use federact_federation::{Inbox, Incoming, Responder, Transport};
 use federact_ledger::hash::Hash;
 use federact_ledger::record::{EntityKind, IdProof, Record, Requirements, Scope};
 
@@ -139,6 +139,9 @@ pub struct OrchestratorActor {
     /// The other clouds' orchestrators (offload candidates abroad).
     peers: Vec<NodeId>,
     directory: HashMap<(String, String), Entry>,
+    /// The placed entries of `directory`, on sled: a restarted
+    /// orchestrator routes calls to the instances still running.
+    placements: federact_ledger::store::PlacementStore,
     counters: OrchestratorCounters,
     inbox: Option<Inbox>,
 }
@@ -148,8 +151,21 @@ fn refused_as_already(e: &ActorError, what: &str) -> bool {
 }
 
 impl OrchestratorActor {
-    /// An orchestrator for `setup.cloud`. Registers its transport actor.
-    pub fn new(setup: OrchestratorSetup) -> Result<Self, TransportError> {
+    /// An orchestrator for `setup.cloud`. Opens its placement directory
+    /// (`dir/placements`, restoring what it held before a restart) and
+    /// registers its transport actor.
+    pub fn new(setup: OrchestratorSetup) -> Result<Self, ActorError> {
+        let placements =
+            federact_ledger::store::PlacementStore::open(&setup.dir.join("placements"))?;
+        let mut directory = HashMap::new();
+        for (id, server) in placements.all()? {
+            if directory.len() < DIRECTORY_MAX {
+                directory.insert(id, Entry::Placed(server));
+            }
+        }
+        if !directory.is_empty() {
+            info!(cloud = %setup.cloud, instances = directory.len(), "placement directory restored");
+        }
         let inbox = setup
             .transport
             .register(ORCHESTRATOR_ACTOR, INBOX_CAPACITY)?;
@@ -186,7 +202,8 @@ impl OrchestratorActor {
             dir: setup.dir,
             policy: setup.policy,
             servers,
-            directory: HashMap::new(),
+            directory,
+            placements,
             counters: OrchestratorCounters::default(),
             inbox: Some(inbox),
         })
@@ -366,6 +383,9 @@ impl OrchestratorActor {
             match r {
                 Ok(()) => {
                     act.counters.placed += 1;
+                    if let Err(e) = act.placements.put(&id.0, &id.1, &server) {
+                        warn!(function = %id.0, key = %id.1, error = %e, "placement not persisted");
+                    }
                     act.directory.insert(id, Entry::Placed(server));
                     for w in waiters {
                         w.answer(OrchestratorResponse::Located(server));
@@ -394,6 +414,9 @@ impl OrchestratorActor {
     /// are placed afresh once the leave committed (a join before the leave
     /// would be refused).
     fn leave(&mut self, id: (String, String), ctx: &mut Context<Self>) {
+        if let Err(e) = self.placements.remove(&id.0, &id.1) {
+            warn!(function = %id.0, key = %id.1, error = %e, "placement removal not persisted");
+        }
         self.directory
             .insert(id.clone(), Entry::Leaving(Vec::new()));
         let record = Record::ProvIdDelete {

@@ -319,12 +319,21 @@ impl ServerActor {
         // An auditable function's provenance: digests taken now, records
         // committed after the call and before the output leaves.
         let audit = match (&self.ledger, self.registry.is_auditable(&name)) {
-            (Some(ledger), true) => Some((
-                ledger.clone(),
-                entity_name(&name, &key),
-                caller,
-                Hash::of_parts(&[caller.as_bytes(), &payload]),
-            )),
+            (Some(ledger), true) => {
+                self.task_seq += 1;
+                let call = Hash::of_parts(&[
+                    self.transport.id().as_bytes(),
+                    &self.task_seq.to_be_bytes(),
+                    &crate::clock::now_micros().to_be_bytes(),
+                ]);
+                Some((
+                    ledger.clone(),
+                    entity_name(&name, &key),
+                    caller,
+                    call,
+                    Hash::of_parts(&[call.as_bytes(), b"in", &payload]),
+                ))
+            }
             _ => None,
         };
         let id = (name, key);
@@ -343,8 +352,8 @@ impl ServerActor {
             match tokio::time::timeout(timeout, addr.send(Call(payload))).await {
                 Ok(Ok(Ok(out))) => match audit {
                     None => ServerResponse::Output(out.to_vec()),
-                    Some((ledger, entity, caller, input)) => {
-                        match record_provenance(&ledger, &entity, caller, input, &out).await {
+                    Some((ledger, entity, caller, call, input)) => {
+                        match record_provenance(&ledger, &entity, caller, call, input, &out).await {
                             Ok(()) => ServerResponse::Output(out.to_vec()),
                             Err(reason) => {
                                 warn!(%entity, %reason, "auditable call's provenance not recorded; output withheld");
@@ -512,49 +521,46 @@ impl StreamHandler<Incoming> for ServerActor {
 
 /// Commits the provenance of one auditable call, in order (each record's
 /// rule needs the one before it committed): the input left its producer
-/// (the caller), the instance used it, the instance produced the output.
-/// A digest recorded by an earlier identical call is not an error.
+/// (the caller), the call used it, the call produced the output.
+///
+/// The call is a PROV activity named `function/key#CALL` (`CALL` a fresh
+/// hash per call), and both digests are salted with it:
+/// `sha256(CALL ‖ "in" ‖ input)` and `sha256(CALL ‖ "out" ‖ output)` (an
+/// echo's input and output are still two items). So every call's data are
+/// distinct items (the
+/// chain rules let a data item leave its producer once, identical payloads
+/// are common, and a refused duplicate would only show after the
+/// gateway's commit deadline), and an auditor holding the bytes and the
+/// record recomputes the digest.
 async fn record_provenance(
     ledger: &LedgerClient,
     entity: &str,
     caller: NodeId,
+    call: Hash,
     input: Hash,
     output: &[u8],
 ) -> Result<(), String> {
     let producer = caller.to_string();
-    let already = |e: &crate::ActorError| matches!(e, crate::ActorError::Refused { reason } if reason.contains("already left"));
+    let activity = format!("{entity}#{call}");
     let records = [
-        (
-            Record::ProvData {
-                data_digest: input,
-                generated_by: producer.clone(),
-                used_by: None,
-            },
-            true,
-        ),
-        (
-            Record::ProvData {
-                data_digest: input,
-                generated_by: producer,
-                used_by: Some(entity.to_string()),
-            },
-            false,
-        ),
-        (
-            Record::ProvData {
-                data_digest: Hash::of(output),
-                generated_by: entity.to_string(),
-                used_by: None,
-            },
-            true,
-        ),
+        Record::ProvData {
+            data_digest: input,
+            generated_by: producer.clone(),
+            used_by: None,
+        },
+        Record::ProvData {
+            data_digest: input,
+            generated_by: producer,
+            used_by: Some(activity.clone()),
+        },
+        Record::ProvData {
+            data_digest: Hash::of_parts(&[call.as_bytes(), b"out", output]),
+            generated_by: activity,
+            used_by: None,
+        },
     ];
-    for (record, may_exist) in records {
-        match ledger.submit(record).await {
-            Ok(_) => {}
-            Err(e) if may_exist && already(&e) => {}
-            Err(e) => return Err(e.to_string()),
-        }
+    for record in records {
+        ledger.submit(record).await.map_err(|e| e.to_string())?;
     }
     Ok(())
 }
