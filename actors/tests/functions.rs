@@ -245,3 +245,59 @@ async fn auditable_function_commits_input_and_output_digests_before_answering() 
         );
     }
 }
+
+#[actix_rt::test]
+async fn restarted_orchestrator_keeps_its_placements() {
+    use federact_actors::orchestrator::OrchestratorStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 2,
+        local_validators: 1,
+        inter_validators: 0,
+    };
+    write_local_federation(dir.path(), &topo, false).unwrap();
+    let options = NodeOptions::default().function::<Adder>("adder");
+    let mut fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    let first = fed.node("c1-server-1").unwrap().invoker().unwrap();
+    assert_eq!(
+        first.invoke("adder", "a", "5").await.unwrap(),
+        Bytes::from("5")
+    );
+
+    fed.stop_node("c1-orchestrator").await;
+    // The old actor releases its stores as it stops: retry the start
+    // (bounded) until the directory opens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(e) = fed.start_node("c1-orchestrator").await {
+        assert!(std::time::Instant::now() < deadline, "restart: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A caller with no cached location asks the restarted orchestrator:
+    // the instance is where it was, with its state, and nothing is placed
+    // again.
+    let fresh = fed.node("c1-server-2").unwrap().invoker().unwrap();
+    assert_eq!(
+        fresh.invoke("adder", "a", "1").await.unwrap(),
+        Bytes::from("6")
+    );
+    let counters = fed
+        .node("c1-orchestrator")
+        .unwrap()
+        .orchestrator()
+        .unwrap()
+        .send(OrchestratorStatus)
+        .await
+        .unwrap();
+    assert_eq!(counters.placed, 0, "no new placement after the restart");
+    fed.shutdown().await;
+
+    let recs = records(dir.path(), "c1-validator-1", "cloud-1.local");
+    let placements = recs
+        .iter()
+        .filter(|r| matches!(r, Record::ProvOrch { deployed, .. } if deployed == "adder/a"))
+        .count();
+    assert_eq!(placements, 1, "one ProvOrch for adder/a");
+}
