@@ -125,7 +125,16 @@ pub struct OrchestratorCounters {
     pub malformed: u64,
     /// Offload requests handled.
     pub offloads: u64,
+    /// Offload candidates that refused or could not be reached (each
+    /// followed by the next candidate).
+    pub candidates_failed: u64,
+    /// Servers joined now (placement and offload candidates).
+    pub servers_joined: u64,
 }
+
+/// What [`first_acceptor`] saw of candidates that did not accept; shared
+/// with the spawned offload work.
+type FailedCandidates = std::sync::Arc<std::sync::atomic::AtomicU64>;
 
 /// Places and tracks the function instances of one cloud.
 pub struct OrchestratorActor {
@@ -143,6 +152,7 @@ pub struct OrchestratorActor {
     /// orchestrator routes calls to the instances still running.
     placements: federact_ledger::store::PlacementStore,
     counters: OrchestratorCounters,
+    candidates_failed: FailedCandidates,
     inbox: Option<Inbox>,
 }
 
@@ -205,6 +215,7 @@ impl OrchestratorActor {
             directory,
             placements,
             counters: OrchestratorCounters::default(),
+            candidates_failed: FailedCandidates::default(),
             inbox: Some(inbox),
         })
     }
@@ -567,6 +578,7 @@ impl OrchestratorActor {
             .collect();
         let list = shortlist(&name, &candidates, OFFLOAD_CANDIDATES_MAX);
         let abroad = self.peers.clone();
+        let failed = self.candidates_failed.clone();
         if list.is_empty() && abroad.is_empty() {
             return waiter.answer(OrchestratorResponse::Failed(FunctionError::NoCapacity {
                 name,
@@ -599,7 +611,9 @@ impl OrchestratorActor {
                     .submit(request(task_id, Scope::Local))
                     .await
                     .map_err(recorded("request"))?;
-                if let Some(executor) = first_acceptor(&transport, &list, task_id, &name).await {
+                if let Some(executor) =
+                    first_acceptor(&transport, &list, task_id, &name, &failed).await
+                {
                     let accepted = Record::OffloadAccepted {
                         task_id,
                         executor,
@@ -718,8 +732,9 @@ impl OrchestratorActor {
             .collect();
         let list = shortlist(&name, &candidates, OFFLOAD_CANDIDATES_MAX);
         let transport = self.transport.clone();
+        let failed = self.candidates_failed.clone();
         let work = async move {
-            match first_acceptor(&transport, &list, task_id, &name).await {
+            match first_acceptor(&transport, &list, task_id, &name, &failed).await {
                 Some(e) => OrchestratorResponse::Located(e),
                 None => OrchestratorResponse::Failed(FunctionError::NoCapacity { name }),
             }
@@ -738,13 +753,14 @@ async fn first_acceptor(
     list: &[NodeId],
     task_id: Hash,
     name: &str,
+    failed: &FailedCandidates,
 ) -> Option<NodeId> {
     for &candidate in list {
         let req = ServerRequest::Accept {
             task_id,
             name: name.to_string(),
         };
-        if let Ok(reply) = transport
+        let why = match transport
             .request(
                 candidate,
                 SERVER_ACTOR,
@@ -753,14 +769,21 @@ async fn first_acceptor(
             )
             .await
         {
-            if matches!(
-                wire::decode::<ServerResponse>(&reply),
-                Ok(ServerResponse::Accepted)
-            ) {
-                return Some(candidate);
+            Ok(reply) => match wire::decode::<ServerResponse>(&reply) {
+                Ok(ServerResponse::Accepted) => return Some(candidate),
+                _ => {
+                    crate::metrics::Metrics::global().offload("refused");
+                    "refused".to_string()
+                }
+            },
+            Err(e) => {
+                crate::metrics::Metrics::global().offload("unreachable");
+                format!("unreachable: {e}")
             }
-            crate::metrics::Metrics::global().offload("refused");
-        }
+        };
+        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // An event on the offload span: the trace shows each candidate tried.
+        info!(task = %task_id.short(), candidate = %candidate.short(), why, "offload candidate did not accept; trying the next");
     }
     None
 }
@@ -861,7 +884,16 @@ pub struct OrchestratorStatus;
 impl Handler<OrchestratorStatus> for OrchestratorActor {
     type Result = MessageResult<OrchestratorStatus>;
     fn handle(&mut self, _: OrchestratorStatus, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.counters)
+        let mut c = self.counters;
+        c.candidates_failed = self
+            .candidates_failed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        c.servers_joined = self
+            .servers
+            .values()
+            .filter(|s| s.joined == Joined::Yes)
+            .count() as u64;
+        MessageResult(c)
     }
 }
 

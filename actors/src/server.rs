@@ -217,57 +217,39 @@ impl ServerActor {
         let Some(orch) = self.orchestrator else {
             return Box::pin(fut::ready(ServerResponse::Failed(FunctionError::Busy)));
         };
-        self.task_seq += 1;
+        // One fresh task id per attempt: an executor that accepted and then
+        // failed (crashed, unreachable, busy) leaves its contract on the
+        // ledger without an `OffloadCompleted`; the retry is a new contract
+        // for the same task digest, so the ledger shows what happened.
         let me = self.transport.id();
-        let task_id = Hash::of_parts(&[
-            me.as_bytes(),
-            &self.task_seq.to_be_bytes(),
-            &crate::clock::now_micros().to_be_bytes(),
-        ]);
+        let mut task_ids = Vec::with_capacity(OFFLOAD_ATTEMPTS);
+        for _ in 0..OFFLOAD_ATTEMPTS {
+            self.task_seq += 1;
+            task_ids.push(Hash::of_parts(&[
+                me.as_bytes(),
+                &self.task_seq.to_be_bytes(),
+                &crate::clock::now_micros().to_be_bytes(),
+            ]));
+        }
         let task_digest = Hash::of_parts(&[name.as_bytes(), b"/", &payload]);
         let t = self.transport.clone();
         let timeout = self.limits.call_timeout;
         let work = async move {
-            let req = OrchestratorRequest::Offload {
-                task_id,
-                task_digest,
-                name: name.clone(),
-            };
-            let reply = t
-                .request(orch, ORCHESTRATOR_ACTOR, wire::encode(&req), INVOKE_TIMEOUT)
-                .await
-                .map_err(transport_error)?;
-            let (executor, task_id, scope) = match wire::decode::<OrchestratorResponse>(&reply) {
-                Ok(OrchestratorResponse::Located(e)) => (e, task_id, Scope::Local),
-                Ok(OrchestratorResponse::OffloadedAbroad { executor, task_id }) => {
-                    (executor, task_id, Scope::Inter)
+            let mut last = FunctionError::NoCapacity { name: name.clone() };
+            for task_id in task_ids {
+                match offload_once(&t, orch, task_id, task_digest, &name, &payload, timeout).await {
+                    Ok(r) => return Ok(r),
+                    Err((e, retry)) => {
+                        if !retry {
+                            return Err(e);
+                        }
+                        warn!(task = %task_id.short(), error = %e, "offloaded task failed at its executor; offloading again");
+                        crate::metrics::Metrics::global().offload("executor_failed");
+                        last = e;
+                    }
                 }
-                Ok(OrchestratorResponse::Failed(e)) => return Err(e),
-                Ok(_) | Err(_) => {
-                    return Err(FunctionError::Transport {
-                        detail: "unexpected answer to offload".into(),
-                    })
-                }
-            };
-            debug!(task = %task_id.short(), executor = %executor.short(), "task offloaded");
-            let run = ServerRequest::RunTask {
-                task_id,
-                name,
-                payload: payload.to_vec(),
-                scope,
-            };
-            let reply = t
-                .request(
-                    executor,
-                    SERVER_ACTOR,
-                    wire::encode(&run),
-                    timeout + INVOKE_TIMEOUT,
-                )
-                .await
-                .map_err(transport_error)?;
-            wire::decode::<ServerResponse>(&reply).map_err(|e| FunctionError::Transport {
-                detail: e.to_string(),
-            })
+            }
+            Err(last)
         };
         Box::pin(
             work.into_actor(self)
@@ -516,6 +498,75 @@ impl StreamHandler<Incoming> for ServerActor {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+/// Offload attempts per task (each a new contract) when accepted
+/// executors fail.
+const OFFLOAD_ATTEMPTS: usize = 3;
+
+/// One offload attempt: the orchestrator commits the contract and names an
+/// executor, which runs the task. `Err((e, true))`: the executor failed
+/// after the contract (unreachable, crashed, busy) and another attempt may
+/// succeed; `Err((e, false))`: final (no capacity, the function failed).
+async fn offload_once(
+    t: &Transport,
+    orch: NodeId,
+    task_id: Hash,
+    task_digest: Hash,
+    name: &str,
+    payload: &Bytes,
+    timeout: Duration,
+) -> Result<ServerResponse, (FunctionError, bool)> {
+    let req = OrchestratorRequest::Offload {
+        task_id,
+        task_digest,
+        name: name.to_string(),
+    };
+    let reply = t
+        .request(orch, ORCHESTRATOR_ACTOR, wire::encode(&req), INVOKE_TIMEOUT)
+        .await
+        .map_err(|e| (transport_error(e), false))?;
+    let (executor, task_id, scope) = match wire::decode::<OrchestratorResponse>(&reply) {
+        Ok(OrchestratorResponse::Located(e)) => (e, task_id, Scope::Local),
+        Ok(OrchestratorResponse::OffloadedAbroad { executor, task_id }) => {
+            (executor, task_id, Scope::Inter)
+        }
+        Ok(OrchestratorResponse::Failed(e)) => return Err((e, false)),
+        Ok(_) | Err(_) => {
+            return Err((
+                FunctionError::Transport {
+                    detail: "unexpected answer to offload".into(),
+                },
+                false,
+            ))
+        }
+    };
+    debug!(task = %task_id.short(), executor = %executor.short(), "task offloaded");
+    let run = ServerRequest::RunTask {
+        task_id,
+        name: name.to_string(),
+        payload: payload.to_vec(),
+        scope,
+    };
+    let reply = t
+        .request(
+            executor,
+            SERVER_ACTOR,
+            wire::encode(&run),
+            timeout + INVOKE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| (transport_error(e), true))?;
+    match wire::decode::<ServerResponse>(&reply) {
+        Ok(ServerResponse::Failed(FunctionError::Busy)) => Err((FunctionError::Busy, true)),
+        Ok(r) => Ok(r),
+        Err(e) => Err((
+            FunctionError::Transport {
+                detail: e.to_string(),
+            },
+            false,
+        )),
     }
 }
 
