@@ -80,6 +80,10 @@ pub struct ServerActor {
     instances: HashMap<(String, String), Instance>,
     inflight: u32,
     inbox: Option<Inbox>,
+    /// Serialises the provenance submissions of auditable calls: one
+    /// author's transactions then reach the chain in nonce order (racing
+    /// submissions of one author can be refused as stale).
+    audit_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ServerActor {
@@ -102,6 +106,7 @@ impl ServerActor {
             instances: HashMap::new(),
             inflight: 0,
             inbox: Some(inbox),
+            audit_turn: Arc::default(),
         })
     }
 
@@ -309,7 +314,7 @@ impl ServerActor {
                     &crate::clock::now_micros().to_be_bytes(),
                 ]);
                 Some((
-                    ledger.clone(),
+                    (ledger.clone(), self.audit_turn.clone()),
                     entity_name(&name, &key),
                     caller,
                     call,
@@ -334,7 +339,10 @@ impl ServerActor {
             match tokio::time::timeout(timeout, addr.send(Call(payload))).await {
                 Ok(Ok(Ok(out))) => match audit {
                     None => ServerResponse::Output(out.to_vec()),
-                    Some((ledger, entity, caller, call, input)) => {
+                    Some(((ledger, turn), entity, caller, call, input)) => {
+                        // A tokio mutex, held across the submissions on
+                        // purpose: it orders them (FIFO), nothing else.
+                        let _turn = turn.lock().await;
                         match record_provenance(&ledger, &entity, caller, call, input, &out).await {
                             Ok(()) => ServerResponse::Output(out.to_vec()),
                             Err(reason) => {
