@@ -65,13 +65,16 @@ impl LedgerClient {
     /// id, so the ledger record links back to this trace.
     pub async fn submit(&self, record: Record) -> Result<Receipt, ActorError> {
         use tracing::Instrument;
-        let span = tracing::info_span!(
-            "ledger.submit",
-            record = record.kind(),
-            tx.id = tracing::field::Empty,
-            chain = tracing::field::Empty,
-            height = tracing::field::Empty,
-        );
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!(
+                "ledger.submit",
+                federact.root = true,
+                record = record.kind(),
+                tx.id = tracing::field::Empty,
+                chain = tracing::field::Empty,
+                height = tracing::field::Empty,
+            )
+        });
         let tx = {
             let _entered = span.enter();
             self.sign(record)

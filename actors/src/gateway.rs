@@ -519,13 +519,16 @@ impl GatewayActor {
         );
         // The deliveries of one consortium block: a root span per block (the
         // relayed records' own traces are named by their `trace_id`).
-        let span = tracing::info_span!(
-            "relay.deliver",
-            source.chain = chain_id,
-            source.height = height,
-            destination.chain = self.local.chain_id.as_str(),
-            records = indices.len(),
-        );
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!(
+                "relay.deliver",
+                federact.root = true,
+                source.chain = chain_id,
+                source.height = height,
+                destination.chain = self.local.chain_id.as_str(),
+                records = indices.len(),
+            )
+        });
         let _entered = span.enter();
         let mut pending = Vec::new();
         for (_, proof) in CrossChainProof::build_many(&b.block, &b.certificate, &indices) {

@@ -215,6 +215,7 @@ fn migration_span(
 ) -> tracing::Span {
     tracing::info_span!(
         "migration",
+        federact.root = true,
         migration.id = %id,
         migration.side = side,
         migration.scope = scope_of(source, destination),
@@ -330,10 +331,15 @@ impl MigrationActor {
         ]);
         let timeout_ms =
             u64::try_from(self.limits.protocol_timeout.as_millis()).unwrap_or(u64::MAX);
-        let span = migration_span(migration_id, "source", &self.site, &destination);
+        let span = crate::telemetry::sampled_root(|| {
+            migration_span(migration_id, "source", &self.site, &destination)
+        });
         let core = Migration::source(migration_id, self.site.clone(), destination, timeout_ms);
         info!(parent: &span, migration = %migration_id.short(), image = %image.display(), "migration requested");
-        let snapshot_span = tracing::info_span!(parent: &span, "migration.snapshot");
+        let snapshot_span = crate::telemetry::child_of(
+            &span,
+            || tracing::info_span!(parent: &span, "migration.snapshot"),
+        );
         self.running.insert(
             migration_id,
             Running {
@@ -426,13 +432,15 @@ impl MigrationActor {
                     );
                     let limit = self.limits.transfer_timeout;
                     let addr = ctx.address();
-                    let span = tracing::info_span!(
-                        parent: &run.span,
-                        "migration.transfer",
-                        direction = "send",
-                        bytes = run.bytes,
-                        peer = %peer.short(),
-                    );
+                    let span = crate::telemetry::child_of(&run.span, || {
+                        tracing::info_span!(
+                            parent: &run.span,
+                            "migration.transfer",
+                            direction = "send",
+                            bytes = run.bytes,
+                            peer = %peer.short(),
+                        )
+                    });
                     run.transfer = Some(actix::spawn(tracing::Instrument::instrument(
                         async move {
                             let result = match tokio::time::timeout(
@@ -458,15 +466,17 @@ impl MigrationActor {
                     )));
                 }
                 Effect::Notify(notice) => {
-                    let span = tracing::info_span!(
-                        parent: &run.span,
-                        "migration.notify",
-                        notice = match &notice {
-                            Notice::IndicationCommitted { .. } => "IndicationCommitted",
-                            Notice::ConfirmationCommitted { .. } => "ConfirmationCommitted",
-                        },
-                        peer = %run.peer.short(),
-                    );
+                    let span = crate::telemetry::child_of(&run.span, || {
+                        tracing::info_span!(
+                            parent: &run.span,
+                            "migration.notify",
+                            notice = match &notice {
+                                Notice::IndicationCommitted { .. } => "IndicationCommitted",
+                                Notice::ConfirmationCommitted { .. } => "ConfirmationCommitted",
+                            },
+                            peer = %run.peer.short(),
+                        )
+                    });
                     let body = wire::encode(&MigrationOneWay::Notice {
                         migration_id: id,
                         notice,
@@ -581,12 +591,14 @@ impl MigrationActor {
         // The step's span: the transaction carries its trace id, so the
         // committed record names this migration's trace.
         let span = match self.running.get(&id) {
-            Some(run) => tracing::info_span!(
-                parent: &run.span,
-                "migration.submit",
-                record = record.kind(),
-                attempt,
-            ),
+            Some(run) => crate::telemetry::child_of(&run.span, || {
+                tracing::info_span!(
+                    parent: &run.span,
+                    "migration.submit",
+                    record = record.kind(),
+                    attempt,
+                )
+            }),
             None => tracing::Span::none(),
         };
         actix::spawn(tracing::Instrument::instrument(
@@ -657,7 +669,9 @@ impl MigrationActor {
             u64::try_from(self.limits.protocol_timeout.as_millis()).unwrap_or(u64::MAX);
         // Child of the current span: the inbound message's, which continues
         // the source's trace.
-        let span = migration_span(id, "destination", &source, &destination);
+        let span = crate::telemetry::sampled_root(|| {
+            migration_span(id, "destination", &source, &destination)
+        });
         let core = Migration::destination(id, source, destination, now_ms(), timeout_ms);
         let image = self.dir.join("incoming").join(format!("{id}.part"));
         self.running.insert(
@@ -719,13 +733,15 @@ impl MigrationActor {
             self.limits.transfer_timeout,
             ctx.address(),
         );
-        let span = tracing::info_span!(
-            parent: &run.span,
-            "migration.transfer",
-            direction = "receive",
-            bytes = header.bytes,
-            peer = %from.short(),
-        );
+        let span = crate::telemetry::child_of(&run.span, || {
+            tracing::info_span!(
+                parent: &run.span,
+                "migration.transfer",
+                direction = "receive",
+                bytes = header.bytes,
+                peer = %from.short(),
+            )
+        });
         run.transfer = Some(actix::spawn(tracing::Instrument::instrument(
             async move {
                 let result =

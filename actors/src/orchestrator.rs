@@ -376,12 +376,15 @@ impl OrchestratorActor {
         };
         // The work runs in a `placement` span (child of the request's, when
         // traced), so its ledger submissions and QUIC requests carry it.
-        let span = tracing::info_span!(
-            "placement",
-            function = id.0.as_str(),
-            key = id.1.as_str(),
-            server = %server.short(),
-        );
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!(
+                "placement",
+                federact.root = true,
+                function = id.0.as_str(),
+                key = id.1.as_str(),
+                server = %server.short(),
+            )
+        });
         let work = tracing::Instrument::instrument(work, span.clone());
         ctx.spawn(work.into_actor(self).map(move |r, act, ctx| {
             if let Err((_, reason)) = &r {
@@ -673,15 +676,18 @@ impl OrchestratorActor {
             }
             Err(FunctionError::NoCapacity { name })
         };
-        let span = tracing::info_span!(
-            "offload",
-            task.id = %task_id,
-            requester = %from.short(),
-            function = name_for_span.as_str(),
-            executor = tracing::field::Empty,
-            chain = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!(
+                "offload",
+                federact.root = true,
+                task.id = %task_id,
+                requester = %from.short(),
+                function = name_for_span.as_str(),
+                executor = tracing::field::Empty,
+                chain = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            )
+        });
         let work = tracing::Instrument::instrument(work, span.clone());
         ctx.spawn(work.into_actor(self).map(move |r, _, _| {
             match &r {
@@ -739,8 +745,9 @@ impl OrchestratorActor {
                 None => OrchestratorResponse::Failed(FunctionError::NoCapacity { name }),
             }
         };
-        let span =
-            tracing::info_span!("offload.abroad", task.id = %task_id, requester = %from.short());
+        let span = crate::telemetry::sampled_root(
+            || tracing::info_span!("offload.abroad", federact.root = true, task.id = %task_id, requester = %from.short()),
+        );
         let work = tracing::Instrument::instrument(work, span);
         ctx.spawn(work.into_actor(self).map(move |r, _, _| waiter.answer(r)));
     }

@@ -835,7 +835,9 @@ impl Invoker {
         payload: impl Into<Bytes>,
     ) -> Result<Bytes, FunctionError> {
         use tracing::Instrument;
-        let span = tracing::info_span!("invoke", function = name, key = key);
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!("invoke", federact.root = true, function = name, key = key)
+        });
         let result = self
             .invoke_untraced(name, key, payload.into())
             .instrument(span.clone())
@@ -915,7 +917,9 @@ impl Invoker {
         payload: impl Into<Bytes>,
     ) -> Result<Bytes, FunctionError> {
         use tracing::Instrument;
-        let span = tracing::info_span!("task", function = name);
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!("task", federact.root = true, function = name)
+        });
         let result = self
             .task_untraced(name, payload.into())
             .instrument(span.clone())
