@@ -336,7 +336,7 @@ fn migration_and_offload_are_single_traces_across_processes() {
             .wait_until(Duration::from_secs(30), |r| {
                 r.points_named("federact.tx.committed")
                     .iter()
-                    .any(|p| p.value >= 1.0 && p.resource.get("service.name").is_some())
+                    .any(|p| p.value >= 1.0 && p.resource.contains_key("service.name"))
                     && !r.points_named("federact.commit.latency").is_empty()
             })
             .await;

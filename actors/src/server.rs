@@ -855,7 +855,6 @@ impl Invoker {
         payload: Bytes,
     ) -> Result<Bytes, FunctionError> {
         check_names(name, key)?;
-        let payload: Bytes = payload.into();
         let deadline = Instant::now() + self.timeout;
         let id = (name.to_string(), key.to_string());
         let timed_out = || FunctionError::Timeout {

@@ -9,6 +9,9 @@ use federact_config::NodeId;
 use super::{corrupt, storage};
 use crate::error::LedgerError;
 
+/// One placement: `(function, key)` and the server hosting the instance.
+pub type Placement = ((String, String), NodeId);
+
 /// `(function, key)` → server, each write flushed before it returns
 /// (placements are rare next to calls: each already waits for two ledger
 /// commits).
@@ -77,7 +80,7 @@ impl PlacementStore {
     }
 
     /// Every recorded placement. A corrupt entry is an error naming it.
-    pub fn all(&self) -> Result<Vec<((String, String), NodeId)>, LedgerError> {
+    pub fn all(&self) -> Result<Vec<Placement>, LedgerError> {
         let mut out = Vec::new();
         for item in self.db.iter() {
             let (k, v) = item.map_err(storage("reading the placements"))?;
