@@ -369,16 +369,31 @@ fn migration_and_offload_are_single_traces_across_processes() {
         // SAFETY: kill(2) on a child we spawned and have not yet reaped.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     }
+    // Each process's own exit time: poll them all (bounded), not one after
+    // the other.
     let mut slow = Vec::new();
-    for (name, child) in &mut nodes.0 {
-        let status = child.wait().expect("wait");
-        assert!(status.success(), "node {name} exited with {status}");
-        let took = signalled.elapsed();
-        if took >= Duration::from_secs(2) {
-            slow.push((name.clone(), took));
+    let mut left: Vec<(String, Child)> = std::mem::take(&mut nodes.0);
+    while !left.is_empty() {
+        let mut still = Vec::new();
+        for (name, mut child) in left {
+            match child.try_wait().expect("try_wait") {
+                Some(status) => {
+                    assert!(status.success(), "node {name} exited with {status}");
+                    let took = signalled.elapsed();
+                    if took >= Duration::from_secs(2) {
+                        slow.push((name, took));
+                    }
+                }
+                None => still.push((name, child)),
+            }
         }
+        left = still;
+        if signalled.elapsed() > Duration::from_secs(30) {
+            nodes.0 = left;
+            panic!("nodes still running 30 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    nodes.0.clear();
     assert!(slow.is_empty(), "nodes slower than 2 s to stop: {slow:?}");
     drop(guard);
 

@@ -349,7 +349,7 @@ impl TelemetryConfig {
             sampling: Sampling::default(),
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             export_timeout: Duration::from_millis(1_000),
-            shutdown_timeout: Duration::from_millis(1_500),
+            shutdown_timeout: Duration::from_millis(800),
             max_queue_size: 2_048,
             batch_delay: Duration::from_millis(1_000),
             metrics_interval: Duration::from_secs(15),
