@@ -149,8 +149,38 @@ impl LedgerClient {
 
     /// Submits `record` and waits until it commits (receipt with inclusion
     /// proof) or is refused.
+    ///
+    /// Runs in a `ledger.submit` span (record kind, tx id, then the chain
+    /// and height it committed at); the transaction carries the span's trace
+    /// id, so the ledger record links back to this trace.
     pub async fn submit(&self, record: Record) -> Result<Receipt, ActorError> {
-        self.submit_tx(self.sign(record), true).await
+        use tracing::Instrument;
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!(
+                "ledger.submit",
+                federact.root = true,
+                record = record.kind(),
+                tx.id = tracing::field::Empty,
+                chain = tracing::field::Empty,
+                height = tracing::field::Empty,
+            )
+        });
+        let tx = {
+            let _entered = span.enter();
+            self.sign(record)
+        };
+        if !span.is_disabled() {
+            span.record("tx.id", tracing::field::display(tx.id()));
+        }
+        let result = self.submit_tx(tx, true).instrument(span.clone()).await;
+        match &result {
+            Ok(r) => {
+                span.record("chain", r.chain_id.as_str());
+                span.record("height", r.height);
+            }
+            Err(e) => crate::telemetry::record_error(&span, e),
+        }
+        result
     }
 
     /// Submits an already signed transaction; with `wait`, until it commits.

@@ -97,6 +97,14 @@ pub enum FunctionError {
         /// What happened.
         detail: String,
     },
+    /// An auditable function ran, but the provenance of its input or
+    /// output could not be committed; the output is withheld (an auditable
+    /// function never hands out an output the ledger does not name).
+    #[error("provenance not recorded: {reason}")]
+    Audit {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl FunctionError {
@@ -170,6 +178,9 @@ type Factory =
 #[derive(Clone, Default)]
 pub struct FunctionRegistry {
     factories: BTreeMap<String, Factory>,
+    /// Functions whose calls record `ProvData` digests of their input and
+    /// output on the cloud's chain ([`FunctionRegistry::register_auditable`]).
+    auditable: std::collections::BTreeSet<String>,
 }
 
 impl FunctionRegistry {
@@ -185,7 +196,26 @@ impl FunctionRegistry {
             Some(b) => Ok(Box::new(T::restore(b)?) as Box<dyn DynFunction>),
         });
         self.factories.insert(name.to_string(), f);
+        self.auditable.remove(name);
         self
+    }
+
+    /// Registers `T` under `name` as *auditable*: every call to one of its
+    /// instances commits, on the cloud's local chain and before the output
+    /// is returned, `ProvData` records of the input (produced by the
+    /// caller, then used by the call) and of the output (produced by the
+    /// call). The call is the activity `name/key#CALL` (a fresh hash per
+    /// call) and digests are `sha256(CALL ‖ "in"|"out" ‖ bytes)`. Costs three ledger
+    /// commits per call.
+    pub fn register_auditable<T: Function>(&mut self, name: &str) -> &mut Self {
+        self.register::<T>(name);
+        self.auditable.insert(name.to_string());
+        self
+    }
+
+    /// Whether calls to `name` record provenance.
+    pub fn is_auditable(&self, name: &str) -> bool {
+        self.auditable.contains(name)
     }
 
     /// Builder form of [`FunctionRegistry::register`].

@@ -57,6 +57,9 @@ const FOLLOW_CHECK: Duration = Duration::from_millis(500);
 const FOLLOW_BACKFILL: u64 = 256;
 /// The transport inbox capacity of a gateway.
 pub const INBOX_CAPACITY: usize = 8192;
+/// Traced transactions whose `gateway.submit` span stays open until their
+/// commit, at most (beyond it, new ones are traced without waiting).
+const TRACED_MAX: usize = 4096;
 
 /// Who waits for a transaction.
 enum Waiter {
@@ -221,6 +224,11 @@ pub struct GatewayActor {
     counters: GatewayCounters,
     /// This cloud's servers by name (migration destinations, issue 8).
     servers: HashMap<String, NodeId>,
+    /// Open `gateway.submit` spans of traced transactions (submitters that
+    /// propagated a trace context), ended at commit or refusal, with the
+    /// time they were opened.
+    traced: HashMap<TxId, (tracing::Span, u64)>,
+    metrics: crate::metrics::Metrics,
 }
 
 const RELAY_CURSOR: &str = "relay.consortium.delivered";
@@ -281,6 +289,8 @@ impl GatewayActor {
             nonce: 0,
             inbox: Some(inbox),
             counters: GatewayCounters::default(),
+            traced: HashMap::new(),
+            metrics: crate::metrics::Metrics::global(),
         })
     }
 
@@ -300,6 +310,8 @@ impl GatewayActor {
                 Some(c) => c.chain_id.clone(),
                 None => {
                     self.counters.refused += 1;
+                    self.metrics.tx_rejected("consortium", "no_consortium");
+                    self.end_traced(&tx.id(), Some("no consortium chain"), None);
                     if let Some(w) = waiter {
                         w.answer(GatewayResponse::Refused(
                             "the record belongs on the consortium chain, and this federation has none".into(),
@@ -310,6 +322,10 @@ impl GatewayActor {
             },
         };
         self.counters.submitted += 1;
+        self.metrics.tx_submitted(&chain_id, 1);
+        if let Some((span, _)) = self.traced.get(&tx.id()) {
+            span.record("chain", chain_id.as_str());
+        }
         let Some(chain) = self.chain_mut(&chain_id) else {
             return;
         };
@@ -340,6 +356,20 @@ impl GatewayActor {
         let actor = chain.actor.clone();
         let (txs, waiters): (Vec<Transaction>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
         let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
+        // A batch mixes transactions of many traces; its requests carry the
+        // context of its first traced transaction (so the validators'
+        // `validator.submit` spans join that trace) and the span counts how
+        // many traced transactions rode along.
+        let flush_span = match ids.iter().find_map(|id| self.traced.get(id)) {
+            Some((parent, _)) => tracing::info_span!(
+                parent: parent,
+                "gateway.flush",
+                chain = chain_id,
+                txs = ids.len(),
+                traced = ids.iter().filter(|id| self.traced.contains_key(id)).count(),
+            ),
+            None => tracing::Span::none(),
+        };
         let body = wire::encode(&ValidatorRequest::Submit(txs));
         self.next_batch += 1;
         let batch_id = self.next_batch;
@@ -356,6 +386,7 @@ impl GatewayActor {
         for v in validators {
             let (t, a, b) = (self.transport.clone(), actor.clone(), body.clone());
             let fut = async move { t.request(v, &a, b, REQUEST_TIMEOUT).await };
+            let fut = tracing::Instrument::instrument(fut, flush_span.clone());
             ctx.spawn(
                 fut.into_actor(self)
                     .map(move |reply, act, _| act.on_submitted(batch_id, reply)),
@@ -407,6 +438,8 @@ impl GatewayActor {
         for (id, w) in admitted {
             if let Some(w) = w {
                 if self.waiting.len() >= WAITING_MAX {
+                    self.metrics.tx_rejected(&chain_id, "gateway_full");
+                    self.end_traced(&id, Some("gateway has too many waiting submitters"), None);
                     w.answer(GatewayResponse::Refused(
                         "gateway has too many waiting submitters".into(),
                     ));
@@ -429,6 +462,19 @@ impl GatewayActor {
                 if let Some(w) = w {
                     self.counters.refused += 1;
                     let reason = reason.filter(|r| !r.is_empty());
+                    self.metrics.tx_rejected(
+                        &batch.chain_id,
+                        if reason.is_some() {
+                            "refused_by_validators"
+                        } else {
+                            "no_validator_reachable"
+                        },
+                    );
+                    self.end_traced(
+                        &id,
+                        Some(reason.as_deref().unwrap_or("no validator reachable")),
+                        None,
+                    );
                     match w {
                         Some(w) => w.answer(GatewayResponse::Refused(
                             reason.unwrap_or_else(|| "no validator reachable".into()),
@@ -496,8 +542,18 @@ impl GatewayActor {
         let answered: Vec<usize> = (0..ids.len())
             .filter(|i| self.waiting.contains_key(&ids[*i]))
             .collect();
+        let height = b.block.header.height;
+        self.metrics.block_height(chain_id, height);
+        if !self.traced.is_empty() {
+            for id in &ids {
+                self.end_traced(id, None, Some(height));
+            }
+        }
+        let now = now_ms();
         for (i, proof) in CrossChainProof::build_many(&b.block, &b.certificate, &answered) {
-            if let Some((_, waiters, _)) = self.waiting.remove(&ids[i]) {
+            if let Some((_, waiters, since)) = self.waiting.remove(&ids[i]) {
+                self.metrics
+                    .commit_latency(chain_id, now.saturating_sub(since) as f64);
                 let receipt = Receipt {
                     chain_id: chain_id.to_string(),
                     tx_id: ids[i],
@@ -520,11 +576,28 @@ impl GatewayActor {
         let Some(indices) = relay.handle_block(&b.block) else {
             return;
         };
-        let height = b.block.header.height;
         let delivered = self.cursor.get(RELAY_CURSOR).unwrap_or(0);
         if height <= delivered {
             return; // delivered before a restart
         }
+        self.metrics.relay_lag(
+            chain_id,
+            &self.local.chain_id,
+            height.saturating_sub(delivered),
+        );
+        // The deliveries of one consortium block: a root span per block (the
+        // relayed records' own traces are named by their `trace_id`).
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!(
+                "relay.deliver",
+                federact.root = true,
+                source.chain = chain_id,
+                source.height = height,
+                destination.chain = self.local.chain_id.as_str(),
+                records = indices.len(),
+            )
+        });
+        let _entered = span.enter();
         let mut pending = Vec::new();
         for (_, proof) in CrossChainProof::build_many(&b.block, &b.certificate, &indices) {
             self.nonce = self.nonce.max(now_micros()).saturating_add(1);
@@ -742,6 +815,52 @@ impl GatewayActor {
             }
             self.ask_status(id, chain_id, ctx);
         }
+        // Traced transactions nobody waited for (or whose answer was lost)
+        // end their span after twice the commit deadline.
+        let stale: Vec<TxId> = self
+            .traced
+            .iter()
+            .filter(|(_, (_, since))| now.saturating_sub(*since) > 2 * deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.end_traced(&id, Some("no commit seen before the deadline"), None);
+        }
+    }
+
+    /// Opens the `gateway.submit` span of a transaction whose submitter
+    /// propagated a trace context; it stays open until the commit.
+    fn trace_submit(&mut self, tx: &Transaction, cx: &federact_federation::trace::TraceContext) {
+        if cx.is_empty() || self.traced.len() >= TRACED_MAX {
+            return;
+        }
+        let span = crate::telemetry::continue_trace(
+            tracing::info_span!(
+                "gateway.submit",
+                cloud = self.cloud.as_str(),
+                record = tx.record().kind(),
+                tx.id = %tx.id(),
+                chain = tracing::field::Empty,
+                height = tracing::field::Empty,
+            ),
+            cx,
+        );
+        if !span.is_disabled() {
+            self.traced.insert(tx.id(), (span, now_ms()));
+        }
+    }
+
+    /// Ends a traced transaction's span: committed at `height`, or failed
+    /// with `failure`.
+    fn end_traced(&mut self, id: &TxId, failure: Option<&str>, height: Option<u64>) {
+        if let Some((span, _)) = self.traced.remove(id) {
+            if let Some(h) = height {
+                span.record("height", h);
+            }
+            if let Some(why) = failure {
+                crate::telemetry::record_failure(&span, why);
+            }
+        }
     }
 
     /// Asks every validator of the chain about an overdue transaction: a
@@ -792,6 +911,8 @@ impl GatewayActor {
             };
             if let Some((_, waiters, _)) = act.waiting.remove(&id) {
                 act.counters.refused += 1;
+                act.metrics.tx_rejected(&chain_id, "lost_or_refused");
+                act.end_traced(&id, Some(why.as_str()), None);
                 for w in waiters {
                     w.answer(GatewayResponse::Refused(why.clone()));
                 }
@@ -881,9 +1002,13 @@ impl StreamHandler<Incoming> for GatewayActor {
                 Err(_) => self.counters.malformed += 1,
             },
             Incoming::Request {
-                body, responder, ..
+                body,
+                responder,
+                trace,
+                ..
             } => match wire::decode::<GatewayRequest>(&body) {
                 Ok(GatewayRequest::Submit { tx, wait }) => {
+                    self.trace_submit(&tx, &trace);
                     if wait {
                         self.submit(tx, Some(Waiter::Remote(responder)), ctx);
                     } else {

@@ -187,6 +187,40 @@ struct Running {
     waiter: Option<Waiter>,
     records: Vec<(String, String, u64)>,
     transfer: Option<tokio::task::JoinHandle<()>>,
+    /// The `migration` span of this side: open for the whole migration,
+    /// parent of each protocol step's span (snapshot, submits, transfer,
+    /// notices), ended when the migration completes or aborts.
+    span: tracing::Span,
+}
+
+/// The `migration` span of one side of a migration.
+fn migration_span(
+    id: Hash,
+    side: &'static str,
+    source: &Site,
+    destination: &Site,
+) -> tracing::Span {
+    tracing::info_span!(
+        "migration",
+        federact.root = true,
+        migration.id = %id,
+        migration.side = side,
+        migration.scope = scope_of(source, destination),
+        source = %format_args!("{}/{}", source.cloud, source.server),
+        destination = %format_args!("{}/{}", destination.cloud, destination.server),
+        vm.id = tracing::field::Empty,
+        bytes = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// The metric and span name of a migration's scope.
+fn scope_of(source: &Site, destination: &Site) -> &'static str {
+    if source.cloud == destination.cloud {
+        "intra_cloud"
+    } else {
+        "inter_cloud"
+    }
 }
 
 /// A server's migration actor.
@@ -301,8 +335,15 @@ impl MigrationActor {
         }
         let timeout_ms =
             u64::try_from(self.limits.protocol_timeout.as_millis()).unwrap_or(u64::MAX);
+        let span = crate::telemetry::sampled_root(|| {
+            migration_span(migration_id, "source", &self.site, &destination)
+        });
         let core = Migration::source(migration_id, self.site.clone(), destination, timeout_ms);
-        info!(migration = %migration_id.short(), image = %image.display(), "migration requested");
+        info!(parent: &span, migration = %migration_id.short(), image = %image.display(), "migration requested");
+        let snapshot_span = crate::telemetry::child_of(
+            &span,
+            || tracing::info_span!(parent: &span, "migration.snapshot"),
+        );
         self.running.insert(
             migration_id,
             Running {
@@ -315,18 +356,25 @@ impl MigrationActor {
                 waiter: Some(waiter),
                 records: Vec::new(),
                 transfer: None,
+                span,
             },
         );
         // "Snapshot": hash the image file (vm_id = sha256), streaming.
         let max = self.limits.image_bytes_max;
         let addr = ctx.address();
-        actix::spawn(async move {
-            let result = hash_file(&image, max).await;
-            addr.do_send(SnapshotDone {
-                migration_id,
-                result,
-            });
-        });
+        actix::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = hash_file(&image, max).await;
+                if let Err(e) = &result {
+                    crate::telemetry::record_error(&tracing::Span::current(), e);
+                }
+                addr.do_send(SnapshotDone {
+                    migration_id,
+                    result,
+                });
+            },
+            snapshot_span,
+        ));
     }
 
     /// Carries out the core's effects for `id` (the flat match: one arm,
@@ -388,23 +436,38 @@ impl MigrationActor {
                     );
                     let limit = self.limits.transfer_timeout;
                     let addr = ctx.address();
-                    run.transfer = Some(actix::spawn(async move {
-                        let result = match tokio::time::timeout(
-                            limit,
-                            send_file(&transport, peer, header, &image, tamper),
+                    let span = crate::telemetry::child_of(&run.span, || {
+                        tracing::info_span!(
+                            parent: &run.span,
+                            "migration.transfer",
+                            direction = "send",
+                            bytes = run.bytes,
+                            peer = %peer.short(),
                         )
-                        .await
-                        {
-                            Ok(r) => r,
-                            Err(_) => {
-                                Err(format!("transfer timed out after {} s", limit.as_secs()))
+                    });
+                    run.transfer = Some(actix::spawn(tracing::Instrument::instrument(
+                        async move {
+                            let result = match tokio::time::timeout(
+                                limit,
+                                send_file(&transport, peer, header, &image, tamper),
+                            )
+                            .await
+                            {
+                                Ok(r) => r,
+                                Err(_) => {
+                                    Err(format!("transfer timed out after {} s", limit.as_secs()))
+                                }
+                            };
+                            if let Err(e) = &result {
+                                crate::telemetry::record_failure(&tracing::Span::current(), e);
                             }
-                        };
-                        addr.do_send(TransferDone {
-                            migration_id: id,
-                            result,
-                        });
-                    }));
+                            addr.do_send(TransferDone {
+                                migration_id: id,
+                                result,
+                            });
+                        },
+                        span,
+                    )));
                 }
                 Effect::Notify(Notice::IndicationCommitted { .. })
                     if self.silence_indication_notices =>
@@ -412,16 +475,31 @@ impl MigrationActor {
                     warn!(migration = %id.short(), "indication notice withheld (fault injection)");
                 }
                 Effect::Notify(notice) => {
+                    let span = crate::telemetry::child_of(&run.span, || {
+                        tracing::info_span!(
+                            parent: &run.span,
+                            "migration.notify",
+                            notice = match &notice {
+                                Notice::IndicationCommitted { .. } => "IndicationCommitted",
+                                Notice::ConfirmationCommitted { .. } => "ConfirmationCommitted",
+                            },
+                            peer = %run.peer.short(),
+                        )
+                    });
                     let body = wire::encode(&MigrationOneWay::Notice {
                         migration_id: id,
                         notice,
                     });
                     let (transport, peer) = (self.transport.clone(), run.peer);
-                    actix::spawn(async move {
-                        if let Err(e) = transport.send(peer, MIGRATION_ACTOR, body).await {
-                            warn!(error = %e, "migration notice not sent");
-                        }
-                    });
+                    actix::spawn(tracing::Instrument::instrument(
+                        async move {
+                            if let Err(e) = transport.send(peer, MIGRATION_ACTOR, body).await {
+                                crate::telemetry::record_error(&tracing::Span::current(), &e);
+                                warn!(error = %e, "migration notice not sent");
+                            }
+                        },
+                        span,
+                    ));
                 }
                 Effect::ScheduleTimeout { at_ms } => {
                     let after = Duration::from_millis(at_ms.saturating_sub(now_ms()));
@@ -443,15 +521,15 @@ impl MigrationActor {
                             Err(e) => warn!(error = %e, "received image not kept"),
                         }
                     }
-                    info!(migration = %id.short(), "image resumed at the destination");
+                    info!(parent: &run.span, migration = %id.short(), "image resumed at the destination");
                 }
                 Effect::ReleaseAtSource => {
                     // An external image file stays where the operator put it;
                     // an instance's provider would drop its copy here.
-                    info!(migration = %id.short(), "migration completed at the source");
+                    info!(parent: &run.span, migration = %id.short(), "migration completed at the source");
                 }
                 Effect::ResumeAtSource => {
-                    info!(migration = %id.short(), "image stays at the source");
+                    info!(parent: &run.span, migration = %id.short(), "image stays at the source");
                 }
                 Effect::DiscardImage => {
                     if let Some(t) = run.transfer.take() {
@@ -478,6 +556,9 @@ impl MigrationActor {
         if let Some(t) = run.transfer.take() {
             t.abort();
         }
+        let span = std::mem::replace(&mut run.span, tracing::Span::none());
+        let side = run.core.side();
+        let destination = run.core.destination_site().clone();
         let (completed, reason) = match outcome {
             Outcome::Completed => (true, None),
             Outcome::Aborted(r) => (false, Some(r)),
@@ -491,7 +572,19 @@ impl MigrationActor {
             elapsed_ms: u64::try_from(run.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             records: run.records,
         };
-        info!(migration = %id.short(), side = ?run.core.side(), completed, reason = ?report.reason, elapsed_ms = report.elapsed_ms, "migration ended");
+        info!(parent: &span, migration = %id.short(), side = ?side, completed, reason = ?report.reason, elapsed_ms = report.elapsed_ms, "migration ended");
+        if !span.is_disabled() {
+            span.record("vm.id", tracing::field::display(report.vm_id));
+            span.record("bytes", report.bytes);
+            span.record("outcome", if completed { "completed" } else { "aborted" });
+            if let Some(r) = &report.reason {
+                crate::telemetry::record_failure(&span, r);
+            }
+        }
+        if completed && side == Side::Source {
+            let scope = scope_of(&self.site, &destination);
+            crate::metrics::Metrics::global().migration_delay(scope, report.elapsed_ms as f64);
+        }
         if let Some(w) = run.waiter.take() {
             w.answer(Ok(report.clone()));
         }
@@ -504,18 +597,37 @@ impl MigrationActor {
     fn submit(&mut self, id: Hash, record: Record, attempt: u32, ctx: &mut Context<Self>) {
         let client = self.ledger.clone();
         let addr = ctx.address();
-        actix::spawn(async move {
-            let result = client
-                .submit(record.clone())
-                .await
-                .map_err(|e| e.to_string());
-            addr.do_send(Submitted {
-                migration_id: id,
-                record,
-                result,
-                attempt,
-            });
-        });
+        // The step's span: the transaction carries its trace id, so the
+        // committed record names this migration's trace.
+        let span = match self.running.get(&id) {
+            Some(run) => crate::telemetry::child_of(&run.span, || {
+                tracing::info_span!(
+                    parent: &run.span,
+                    "migration.submit",
+                    record = record.kind(),
+                    attempt,
+                )
+            }),
+            None => tracing::Span::none(),
+        };
+        actix::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = client
+                    .submit(record.clone())
+                    .await
+                    .map_err(|e| e.to_string());
+                if let Err(e) = &result {
+                    crate::telemetry::record_failure(&tracing::Span::current(), e);
+                }
+                addr.do_send(Submitted {
+                    migration_id: id,
+                    record,
+                    result,
+                    attempt,
+                });
+            },
+            span,
+        ));
     }
 
     /// Verifies a peer's proof and returns the proven record.
@@ -569,6 +681,11 @@ impl MigrationActor {
         }
         let timeout_ms =
             u64::try_from(self.limits.protocol_timeout.as_millis()).unwrap_or(u64::MAX);
+        // Child of the current span: the inbound message's, which continues
+        // the source's trace.
+        let span = crate::telemetry::sampled_root(|| {
+            migration_span(id, "destination", &source, &destination)
+        });
         let core = Migration::destination(id, source, destination, now_ms(), timeout_ms);
         let image = self.dir.join("incoming").join(format!("{id}.part"));
         self.running.insert(
@@ -583,6 +700,7 @@ impl MigrationActor {
                 waiter: None,
                 records: Vec::new(),
                 transfer: None,
+                span,
             },
         );
         Ok(())
@@ -633,17 +751,32 @@ impl MigrationActor {
             self.limits.transfer_timeout,
             ctx.address(),
         );
-        run.transfer = Some(actix::spawn(async move {
-            let result = match tokio::time::timeout(limit, receive_file(receiver, &path, max)).await
-            {
-                Ok(r) => r,
-                Err(_) => Err(format!("transfer timed out after {} s", limit.as_secs())),
-            };
-            addr.do_send(Received {
-                migration_id: id,
-                result,
-            });
-        }));
+        let span = crate::telemetry::child_of(&run.span, || {
+            tracing::info_span!(
+                parent: &run.span,
+                "migration.transfer",
+                direction = "receive",
+                bytes = header.bytes,
+                peer = %from.short(),
+            )
+        });
+        run.transfer = Some(actix::spawn(tracing::Instrument::instrument(
+            async move {
+                let result =
+                    match tokio::time::timeout(limit, receive_file(receiver, &path, max)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("transfer timed out after {} s", limit.as_secs())),
+                    };
+                if let Err(e) = &result {
+                    crate::telemetry::record_failure(&tracing::Span::current(), e);
+                }
+                addr.do_send(Received {
+                    migration_id: id,
+                    result,
+                });
+            },
+            span,
+        )));
         self.drive(id, ctx);
     }
 
@@ -843,6 +976,25 @@ impl Actor for MigrationActor {
 
 impl StreamHandler<Incoming> for MigrationActor {
     fn handle(&mut self, item: Incoming, ctx: &mut Context<Self>) {
+        // A traced sender's message is handled in a span continuing its
+        // trace: a destination's `migration` span opens as its child.
+        let span = if item.trace().is_empty() {
+            tracing::Span::none()
+        } else {
+            crate::telemetry::continue_trace(
+                tracing::info_span!(
+                    "migration.inbound",
+                    kind = match &item {
+                        Incoming::Request { .. } => "request",
+                        Incoming::OneWay { .. } => "notice",
+                        Incoming::Transfer { .. } => "transfer",
+                    },
+                    peer = %item.from().short(),
+                ),
+                item.trace(),
+            )
+        };
+        let _entered = span.enter();
         match item {
             Incoming::Request {
                 body, responder, ..

@@ -54,6 +54,13 @@ impl NodeOptions {
         self
     }
 
+    /// Registers function `T` under `name` as auditable (see
+    /// [`FunctionRegistry::register_auditable`]).
+    pub fn auditable_function<T: Function>(mut self, name: &str) -> Self {
+        self.functions.register_auditable::<T>(name);
+        self
+    }
+
     /// Sets the server limits.
     pub fn server_limits(mut self, limits: ServerLimits) -> Self {
         self.server = limits;

@@ -56,7 +56,7 @@ use actix::prelude::*;
 use tracing::{info, warn};
 
 use federact_config::{NodeId, Role};
-use federact_federation::{Inbox, Incoming, Responder, Transport, TransportError};
+use federact_federation::{Inbox, Incoming, Responder, Transport};
 use federact_ledger::hash::Hash;
 use federact_ledger::record::{EntityKind, IdProof, Record, Requirements, Scope};
 
@@ -197,7 +197,16 @@ pub struct OrchestratorCounters {
     pub migrated: u64,
     /// Instance migrations that aborted or failed (it stayed, or was lost).
     pub migrations_failed: u64,
+    /// Offload candidates that refused or could not be reached (each
+    /// followed by the next candidate).
+    pub candidates_failed: u64,
+    /// Servers joined now (placement and offload candidates).
+    pub servers_joined: u64,
 }
+
+/// What [`first_acceptor`] saw of candidates that did not accept; shared
+/// with the spawned offload work.
+type FailedCandidates = std::sync::Arc<std::sync::atomic::AtomicU64>;
 
 /// Places and tracks the function instances of one cloud.
 pub struct OrchestratorActor {
@@ -211,7 +220,11 @@ pub struct OrchestratorActor {
     /// The other clouds' orchestrators (offload candidates abroad).
     peers: Vec<NodeId>,
     directory: HashMap<(String, String), Entry>,
+    /// The placed entries of `directory`, on sled: a restarted
+    /// orchestrator routes calls to the instances still running.
+    placements: federact_ledger::store::PlacementStore,
     counters: OrchestratorCounters,
+    candidates_failed: FailedCandidates,
     inbox: Option<Inbox>,
     federation: federact_config::Federation,
     migration_seq: u64,
@@ -231,8 +244,21 @@ fn refused_as_already(e: &ActorError, what: &str) -> bool {
 }
 
 impl OrchestratorActor {
-    /// An orchestrator for `setup.cloud`. Registers its transport actor.
-    pub fn new(setup: OrchestratorSetup) -> Result<Self, TransportError> {
+    /// An orchestrator for `setup.cloud`. Opens its placement directory
+    /// (`dir/placements`, restoring what it held before a restart) and
+    /// registers its transport actor.
+    pub fn new(setup: OrchestratorSetup) -> Result<Self, ActorError> {
+        let placements =
+            federact_ledger::store::PlacementStore::open(&setup.dir.join("placements"))?;
+        let mut directory = HashMap::new();
+        for (id, server) in placements.all()? {
+            if directory.len() < DIRECTORY_MAX {
+                directory.insert(id, Entry::Placed(server));
+            }
+        }
+        if !directory.is_empty() {
+            info!(cloud = %setup.cloud, instances = directory.len(), "placement directory restored");
+        }
         let inbox = setup
             .transport
             .register(ORCHESTRATOR_ACTOR, INBOX_CAPACITY)?;
@@ -275,8 +301,10 @@ impl OrchestratorActor {
             dir: setup.dir,
             policy: setup.policy,
             servers,
-            directory: HashMap::new(),
+            directory,
+            placements,
             counters: OrchestratorCounters::default(),
+            candidates_failed: FailedCandidates::default(),
             inbox: Some(inbox),
         })
     }
@@ -480,7 +508,22 @@ impl OrchestratorActor {
                 Err(e) => Err((true, e.to_string())),
             }
         };
+        // The work runs in a `placement` span (child of the request's, when
+        // traced), so its ledger submissions and QUIC requests carry it.
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!(
+                "placement",
+                federact.root = true,
+                function = id.0.as_str(),
+                key = id.1.as_str(),
+                server = %server.short(),
+            )
+        });
+        let work = tracing::Instrument::instrument(work, span.clone());
         ctx.spawn(work.into_actor(self).map(move |r, act, ctx| {
+            if let Err((_, reason)) = &r {
+                crate::telemetry::record_failure(&span, reason);
+            }
             let waiters = match act.directory.remove(&id) {
                 Some(Entry::Placing(w)) => w,
                 _ => Vec::new(),
@@ -488,6 +531,9 @@ impl OrchestratorActor {
             match r {
                 Ok(()) => {
                     act.counters.placed += 1;
+                    if let Err(e) = act.placements.put(&id.0, &id.1, &server) {
+                        warn!(function = %id.0, key = %id.1, error = %e, "placement not persisted");
+                    }
                     act.directory.insert(id, Entry::Placed(server));
                     for w in waiters {
                         w.answer(OrchestratorResponse::Located(server));
@@ -516,6 +562,9 @@ impl OrchestratorActor {
     /// are placed afresh once the leave committed (a join before the leave
     /// would be refused).
     fn leave(&mut self, id: (String, String), ctx: &mut Context<Self>) {
+        if let Err(e) = self.placements.remove(&id.0, &id.1) {
+            warn!(function = %id.0, key = %id.1, error = %e, "placement removal not persisted");
+        }
         self.directory
             .insert(id.clone(), Entry::Leaving(Vec::new()));
         let record = Record::ProvIdDelete {
@@ -1103,12 +1152,14 @@ impl OrchestratorActor {
             .collect();
         let list = shortlist(&name, &candidates, OFFLOAD_CANDIDATES_MAX);
         let abroad = self.peers.clone();
+        let failed = self.candidates_failed.clone();
         if list.is_empty() && abroad.is_empty() {
             return waiter.answer(OrchestratorResponse::Failed(FunctionError::NoCapacity {
                 name,
             }));
         }
         self.counters.offloads += 1;
+        let name_for_span = name.clone();
         let ledger = self.ledger.clone();
         let transport = self.transport.clone();
         let work = async move {
@@ -1134,7 +1185,9 @@ impl OrchestratorActor {
                     .submit(request(task_id, Scope::Local))
                     .await
                     .map_err(recorded("request"))?;
-                if let Some(executor) = first_acceptor(&transport, &list, task_id, &name).await {
+                if let Some(executor) =
+                    first_acceptor(&transport, &list, task_id, &name, &failed).await
+                {
                     let accepted = Record::OffloadAccepted {
                         task_id,
                         executor,
@@ -1194,7 +1247,37 @@ impl OrchestratorActor {
             }
             Err(FunctionError::NoCapacity { name })
         };
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!(
+                "offload",
+                federact.root = true,
+                task.id = %task_id,
+                requester = %from.short(),
+                function = name_for_span.as_str(),
+                executor = tracing::field::Empty,
+                chain = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            )
+        });
+        let work = tracing::Instrument::instrument(work, span.clone());
         ctx.spawn(work.into_actor(self).map(move |r, _, _| {
+            match &r {
+                Ok(OrchestratorResponse::Located(e)) => {
+                    span.record("executor", tracing::field::display(e.short()));
+                    span.record("chain", "local");
+                    span.record("outcome", "accepted");
+                }
+                Ok(OrchestratorResponse::OffloadedAbroad { executor, .. }) => {
+                    span.record("executor", tracing::field::display(executor.short()));
+                    span.record("chain", "consortium");
+                    span.record("outcome", "accepted_abroad");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    span.record("outcome", "failed");
+                    crate::telemetry::record_error(&span, e);
+                }
+            }
             let metrics = crate::metrics::Metrics::global();
             metrics.offload(if r.is_ok() { "accepted" } else { "failed" });
             waiter.answer(r.unwrap_or_else(OrchestratorResponse::Failed))
@@ -1226,12 +1309,17 @@ impl OrchestratorActor {
             .collect();
         let list = shortlist(&name, &candidates, OFFLOAD_CANDIDATES_MAX);
         let transport = self.transport.clone();
+        let failed = self.candidates_failed.clone();
         let work = async move {
-            match first_acceptor(&transport, &list, task_id, &name).await {
+            match first_acceptor(&transport, &list, task_id, &name, &failed).await {
                 Some(e) => OrchestratorResponse::Located(e),
                 None => OrchestratorResponse::Failed(FunctionError::NoCapacity { name }),
             }
         };
+        let span = crate::telemetry::sampled_root(
+            || tracing::info_span!("offload.abroad", federact.root = true, task.id = %task_id, requester = %from.short()),
+        );
+        let work = tracing::Instrument::instrument(work, span);
         ctx.spawn(work.into_actor(self).map(move |r, _, _| waiter.answer(r)));
     }
 }
@@ -1243,13 +1331,14 @@ async fn first_acceptor(
     list: &[NodeId],
     task_id: Hash,
     name: &str,
+    failed: &FailedCandidates,
 ) -> Option<NodeId> {
     for &candidate in list {
         let req = ServerRequest::Accept {
             task_id,
             name: name.to_string(),
         };
-        if let Ok(reply) = transport
+        let why = match transport
             .request(
                 candidate,
                 SERVER_ACTOR,
@@ -1258,14 +1347,21 @@ async fn first_acceptor(
             )
             .await
         {
-            if matches!(
-                wire::decode::<ServerResponse>(&reply),
-                Ok(ServerResponse::Accepted)
-            ) {
-                return Some(candidate);
+            Ok(reply) => match wire::decode::<ServerResponse>(&reply) {
+                Ok(ServerResponse::Accepted) => return Some(candidate),
+                _ => {
+                    crate::metrics::Metrics::global().offload("refused");
+                    "refused".to_string()
+                }
+            },
+            Err(e) => {
+                crate::metrics::Metrics::global().offload("unreachable");
+                format!("unreachable: {e}")
             }
-            crate::metrics::Metrics::global().offload("refused");
-        }
+        };
+        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // An event on the offload span: the trace shows each candidate tried.
+        info!(task = %task_id.short(), candidate = %candidate.short(), why, "offload candidate did not accept; trying the next");
     }
     None
 }
@@ -1304,9 +1400,34 @@ impl StreamHandler<Incoming> for OrchestratorActor {
                 from,
                 body,
                 responder,
+                trace,
                 ..
             } => match wire::decode::<OrchestratorRequest>(&body) {
-                Ok(req) => self.handle_request(from, req, Waiter::Remote(responder), ctx),
+                Ok(req) => {
+                    let span = if trace.is_empty() {
+                        tracing::Span::none()
+                    } else {
+                        crate::telemetry::continue_trace(
+                            tracing::info_span!(
+                                "orchestrator.request",
+                                cloud = self.cloud.as_str(),
+                                request = match &req {
+                                    OrchestratorRequest::Locate { .. } => "locate",
+                                    OrchestratorRequest::Deactivated { .. } => "deactivated",
+                                    OrchestratorRequest::Offload { .. } => "offload",
+                                    OrchestratorRequest::OffloadAbroad { .. } => "offload_abroad",
+                                    OrchestratorRequest::Migrate { .. } => "migrate",
+                                    OrchestratorRequest::Drain { .. } => "drain",
+                                    OrchestratorRequest::Adopt { .. } => "adopt",
+                                },
+                                peer = %from.short(),
+                            ),
+                            &trace,
+                        )
+                    };
+                    let _entered = span.enter();
+                    self.handle_request(from, req, Waiter::Remote(responder), ctx)
+                }
                 Err(e) => {
                     self.counters.malformed += 1;
                     let msg = format!("malformed request: {e}");
@@ -1427,7 +1548,16 @@ pub struct OrchestratorStatus;
 impl Handler<OrchestratorStatus> for OrchestratorActor {
     type Result = MessageResult<OrchestratorStatus>;
     fn handle(&mut self, _: OrchestratorStatus, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.counters)
+        let mut c = self.counters;
+        c.candidates_failed = self
+            .candidates_failed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        c.servers_joined = self
+            .servers
+            .values()
+            .filter(|s| s.joined == Joined::Yes)
+            .count() as u64;
+        MessageResult(c)
     }
 }
 

@@ -35,8 +35,8 @@ use federact_ledger::record::{Record, Scope};
 
 use crate::client::LedgerClient;
 use crate::function::{
-    check_names, Call, Deactivate, FunctionError, FunctionRegistry, InstanceActor, Snapshot,
-    SNAPSHOT_BYTES_MAX,
+    check_names, entity_name, Call, Deactivate, FunctionError, FunctionRegistry, InstanceActor,
+    Snapshot, SNAPSHOT_BYTES_MAX,
 };
 use crate::placement::{InstanceHeat, ServerLoad, FUNCTIONS_MAX, HEAT_MAX};
 use crate::wire::{
@@ -130,6 +130,10 @@ pub struct ServerActor {
     inbox: Option<Inbox>,
     /// The node's migration actor and its directory (issue 8).
     migration: Option<(Addr<crate::migration::MigrationActor>, PathBuf)>,
+    /// Serialises the provenance submissions of auditable calls: one
+    /// author's transactions then reach the chain in nonce order (racing
+    /// submissions of one author can be refused as stale).
+    audit_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ServerActor {
@@ -154,6 +158,7 @@ impl ServerActor {
             reserved: HashMap::new(),
             inbox: Some(inbox),
             migration: None,
+            audit_turn: Arc::default(),
         })
     }
 
@@ -223,11 +228,15 @@ impl ServerActor {
         self.inflight = self.inflight.saturating_sub(expired);
     }
 
-    fn handle_request(&mut self, req: ServerRequest) -> ResponseActFuture<Self, ServerResponse> {
+    fn handle_request(
+        &mut self,
+        from: NodeId,
+        req: ServerRequest,
+    ) -> ResponseActFuture<Self, ServerResponse> {
         self.expire_reservations();
         match req {
             ServerRequest::Invoke { name, key, payload } => {
-                self.invoke(name, key, Bytes::from(payload))
+                self.invoke(from, name, key, Bytes::from(payload))
             }
             ServerRequest::Host {
                 name,
@@ -321,57 +330,39 @@ impl ServerActor {
         let Some(orch) = self.orchestrator else {
             return Box::pin(fut::ready(ServerResponse::Failed(FunctionError::Busy)));
         };
-        self.task_seq += 1;
+        // One fresh task id per attempt: an executor that accepted and then
+        // failed (crashed, unreachable, busy) leaves its contract on the
+        // ledger without an `OffloadCompleted`; the retry is a new contract
+        // for the same task digest, so the ledger shows what happened.
         let me = self.transport.id();
-        let task_id = Hash::of_parts(&[
-            me.as_bytes(),
-            &self.task_seq.to_be_bytes(),
-            &crate::clock::now_micros().to_be_bytes(),
-        ]);
+        let mut task_ids = Vec::with_capacity(OFFLOAD_ATTEMPTS);
+        for _ in 0..OFFLOAD_ATTEMPTS {
+            self.task_seq += 1;
+            task_ids.push(Hash::of_parts(&[
+                me.as_bytes(),
+                &self.task_seq.to_be_bytes(),
+                &crate::clock::now_micros().to_be_bytes(),
+            ]));
+        }
         let task_digest = Hash::of_parts(&[name.as_bytes(), b"/", &payload]);
         let t = self.transport.clone();
         let timeout = self.limits.call_timeout;
         let work = async move {
-            let req = OrchestratorRequest::Offload {
-                task_id,
-                task_digest,
-                name: name.clone(),
-            };
-            let reply = t
-                .request(orch, ORCHESTRATOR_ACTOR, wire::encode(&req), INVOKE_TIMEOUT)
-                .await
-                .map_err(transport_error)?;
-            let (executor, task_id, scope) = match wire::decode::<OrchestratorResponse>(&reply) {
-                Ok(OrchestratorResponse::Located(e)) => (e, task_id, Scope::Local),
-                Ok(OrchestratorResponse::OffloadedAbroad { executor, task_id }) => {
-                    (executor, task_id, Scope::Inter)
+            let mut last = FunctionError::NoCapacity { name: name.clone() };
+            for task_id in task_ids {
+                match offload_once(&t, orch, task_id, task_digest, &name, &payload, timeout).await {
+                    Ok(r) => return Ok(r),
+                    Err((e, retry)) => {
+                        if !retry {
+                            return Err(e);
+                        }
+                        warn!(task = %task_id.short(), error = %e, "offloaded task failed at its executor; offloading again");
+                        crate::metrics::Metrics::global().offload("executor_failed");
+                        last = e;
+                    }
                 }
-                Ok(OrchestratorResponse::Failed(e)) => return Err(e),
-                Ok(_) | Err(_) => {
-                    return Err(FunctionError::Transport {
-                        detail: "unexpected answer to offload".into(),
-                    })
-                }
-            };
-            debug!(task = %task_id.short(), executor = %executor.short(), "task offloaded");
-            let run = ServerRequest::RunTask {
-                task_id,
-                name,
-                payload: payload.to_vec(),
-                scope,
-            };
-            let reply = t
-                .request(
-                    executor,
-                    SERVER_ACTOR,
-                    wire::encode(&run),
-                    timeout + INVOKE_TIMEOUT,
-                )
-                .await
-                .map_err(transport_error)?;
-            wire::decode::<ServerResponse>(&reply).map_err(|e| FunctionError::Transport {
-                detail: e.to_string(),
-            })
+            }
+            Err(last)
         };
         Box::pin(
             work.into_actor(self)
@@ -453,11 +444,32 @@ impl ServerActor {
 
     fn invoke(
         &mut self,
+        caller: NodeId,
         name: String,
         key: String,
         payload: Bytes,
     ) -> ResponseActFuture<Self, ServerResponse> {
         let full = self.inflight >= self.limits.inflight_max;
+        // An auditable function's provenance: digests taken now, records
+        // committed after the call and before the output leaves.
+        let audit = match (&self.ledger, self.registry.is_auditable(&name)) {
+            (Some(ledger), true) => {
+                self.task_seq += 1;
+                let call = Hash::of_parts(&[
+                    self.transport.id().as_bytes(),
+                    &self.task_seq.to_be_bytes(),
+                    &crate::clock::now_micros().to_be_bytes(),
+                ]);
+                Some((
+                    (ledger.clone(), self.audit_turn.clone()),
+                    entity_name(&name, &key),
+                    caller,
+                    call,
+                    Hash::of_parts(&[call.as_bytes(), b"in", &payload]),
+                ))
+            }
+            _ => None,
+        };
         let id = (name, key);
         let Some(inst) = self.instances.get_mut(&id) else {
             return Box::pin(fut::ready(ServerResponse::NotHere));
@@ -485,6 +497,28 @@ impl ServerActor {
                     self.limits.call_timeout,
                 )),
             };
+        // An auditable call's output leaves only once its provenance is on
+        // the ledger (in this server's submission order).
+        let call = async move {
+            match (call.await, audit) {
+                (
+                    ServerResponse::Output(out),
+                    Some(((ledger, turn), entity, caller, call, input)),
+                ) => {
+                    // A tokio mutex, held across the submissions on
+                    // purpose: it orders them (FIFO), nothing else.
+                    let _turn = turn.lock().await;
+                    match record_provenance(&ledger, &entity, caller, call, input, &out).await {
+                        Ok(()) => ServerResponse::Output(out),
+                        Err(reason) => {
+                            warn!(%entity, %reason, "auditable call's provenance not recorded; output withheld");
+                            ServerResponse::Failed(FunctionError::Audit { reason })
+                        }
+                    }
+                }
+                (r, _) => r,
+            }
+        };
         Box::pin(call.into_actor(self).map(move |r, act, _| {
             act.inflight = act.inflight.saturating_sub(1);
             if let Some(inst) = act.instances.get_mut(&id) {
@@ -788,6 +822,7 @@ impl StreamHandler<Incoming> for ServerActor {
                 from,
                 body,
                 responder,
+                trace,
                 ..
             } => match wire::decode::<ServerRequest>(&body) {
                 // Only the cloud's orchestrator places instances here (the
@@ -806,12 +841,16 @@ impl StreamHandler<Incoming> for ServerActor {
                     });
                 }
                 Ok(req) => {
-                    let f = self.handle_request(req).map(|r, _, _| {
+                    let span = request_span(&req, &self.transport, &trace);
+                    let f = self.handle_request(from, req).map(move |r, _, _| {
+                        if let ServerResponse::Failed(e) = &r {
+                            crate::telemetry::record_error(&tracing::Span::current(), e);
+                        }
                         actix::spawn(async move {
                             let _ = responder.respond(wire::encode(&r)).await;
                         });
                     });
-                    ctx.spawn(f);
+                    ctx.spawn(crate::telemetry::in_span(f, span));
                 }
                 Err(e) => {
                     let msg = format!("malformed request: {e}");
@@ -830,6 +869,169 @@ impl StreamHandler<Incoming> for ServerActor {
     }
 }
 
+/// Offload attempts per task (each a new contract) when accepted
+/// executors fail.
+const OFFLOAD_ATTEMPTS: usize = 3;
+
+/// One offload attempt: the orchestrator commits the contract and names an
+/// executor, which runs the task. `Err((e, true))`: the executor failed
+/// after the contract (unreachable, crashed, busy) and another attempt may
+/// succeed; `Err((e, false))`: final (no capacity, the function failed).
+async fn offload_once(
+    t: &Transport,
+    orch: NodeId,
+    task_id: Hash,
+    task_digest: Hash,
+    name: &str,
+    payload: &Bytes,
+    timeout: Duration,
+) -> Result<ServerResponse, (FunctionError, bool)> {
+    let req = OrchestratorRequest::Offload {
+        task_id,
+        task_digest,
+        name: name.to_string(),
+    };
+    let reply = t
+        .request(orch, ORCHESTRATOR_ACTOR, wire::encode(&req), INVOKE_TIMEOUT)
+        .await
+        .map_err(|e| (transport_error(e), false))?;
+    let (executor, task_id, scope) = match wire::decode::<OrchestratorResponse>(&reply) {
+        Ok(OrchestratorResponse::Located(e)) => (e, task_id, Scope::Local),
+        Ok(OrchestratorResponse::OffloadedAbroad { executor, task_id }) => {
+            (executor, task_id, Scope::Inter)
+        }
+        Ok(OrchestratorResponse::Failed(e)) => return Err((e, false)),
+        Ok(_) | Err(_) => {
+            return Err((
+                FunctionError::Transport {
+                    detail: "unexpected answer to offload".into(),
+                },
+                false,
+            ))
+        }
+    };
+    debug!(task = %task_id.short(), executor = %executor.short(), "task offloaded");
+    let run = ServerRequest::RunTask {
+        task_id,
+        name: name.to_string(),
+        payload: payload.to_vec(),
+        scope,
+    };
+    let reply = t
+        .request(
+            executor,
+            SERVER_ACTOR,
+            wire::encode(&run),
+            timeout + INVOKE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| (transport_error(e), true))?;
+    match wire::decode::<ServerResponse>(&reply) {
+        Ok(ServerResponse::Failed(FunctionError::Busy)) => Err((FunctionError::Busy, true)),
+        Ok(r) => Ok(r),
+        Err(e) => Err((
+            FunctionError::Transport {
+                detail: e.to_string(),
+            },
+            false,
+        )),
+    }
+}
+
+/// Commits the provenance of one auditable call, in order (each record's
+/// rule needs the one before it committed): the input left its producer
+/// (the caller), the call used it, the call produced the output.
+///
+/// The call is a PROV activity named `function/key#CALL` (`CALL` a fresh
+/// hash per call), and both digests are salted with it:
+/// `sha256(CALL ‖ "in" ‖ input)` and `sha256(CALL ‖ "out" ‖ output)` (an
+/// echo's input and output are still two items). So every call's data are
+/// distinct items (the
+/// chain rules let a data item leave its producer once, identical payloads
+/// are common, and a refused duplicate would only show after the
+/// gateway's commit deadline), and an auditor holding the bytes and the
+/// record recomputes the digest.
+async fn record_provenance(
+    ledger: &LedgerClient,
+    entity: &str,
+    caller: NodeId,
+    call: Hash,
+    input: Hash,
+    output: &[u8],
+) -> Result<(), String> {
+    let producer = caller.to_string();
+    let activity = format!("{entity}#{call}");
+    let records = [
+        Record::ProvData {
+            data_digest: input,
+            generated_by: producer.clone(),
+            used_by: None,
+        },
+        Record::ProvData {
+            data_digest: input,
+            generated_by: producer,
+            used_by: Some(activity.clone()),
+        },
+        Record::ProvData {
+            data_digest: Hash::of_parts(&[call.as_bytes(), b"out", output]),
+            generated_by: activity,
+            used_by: None,
+        },
+    ];
+    for record in records {
+        ledger.submit(record).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The span of a request a server handles: `invoke` (function, key,
+/// server), `task`, `accept`, `run_task` (offloaded work) or `host`;
+/// continuing the caller's trace. Disabled when the caller was not tracing
+/// (untraced calls cost nothing here).
+fn request_span(
+    req: &ServerRequest,
+    transport: &Transport,
+    cx: &federact_federation::trace::TraceContext,
+) -> tracing::Span {
+    if cx.is_empty() {
+        return tracing::Span::none();
+    }
+    let server = transport.id().short();
+    let span = match req {
+        ServerRequest::Invoke { name, key, .. } => {
+            tracing::info_span!("server.invoke", function = name.as_str(), key = key.as_str(), server = %server)
+        }
+        ServerRequest::Host { name, key, .. } => {
+            tracing::info_span!("server.host", function = name.as_str(), key = key.as_str(), server = %server)
+        }
+        ServerRequest::Task { name, .. } => {
+            tracing::info_span!("server.task", function = name.as_str(), server = %server)
+        }
+        ServerRequest::Accept { task_id, name } => {
+            tracing::info_span!("server.accept", task.id = %task_id, function = name.as_str(), server = %server)
+        }
+        ServerRequest::RunTask { task_id, name, .. } => {
+            tracing::info_span!("server.run_task", task.id = %task_id, function = name.as_str(), server = %server)
+        }
+        ServerRequest::Migrate {
+            name,
+            key,
+            migration_id,
+            ..
+        } => {
+            tracing::info_span!("server.migrate", function = name.as_str(), key = key.as_str(), migration.id = %migration_id, server = %server)
+        }
+        ServerRequest::Adopt {
+            name,
+            key,
+            migration_id,
+        } => {
+            tracing::info_span!("server.adopt", function = name.as_str(), key = key.as_str(), migration.id = %migration_id, server = %server)
+        }
+    };
+    crate::telemetry::continue_trace(span, cx)
+}
+
 /// A request from this node's own process (no QUIC hop).
 #[derive(Message)]
 #[rtype(result = "ServerResponse")]
@@ -838,7 +1040,35 @@ pub struct LocalRequest(pub ServerRequest);
 impl Handler<LocalRequest> for ServerActor {
     type Result = ResponseActFuture<Self, ServerResponse>;
     fn handle(&mut self, msg: LocalRequest, _: &mut Context<Self>) -> Self::Result {
-        self.handle_request(msg.0)
+        let me = self.transport.id();
+        self.handle_request(me, msg.0)
+    }
+}
+
+/// A local request sent with the caller's span ([`Traced`]): handled like
+/// [`LocalRequest`], in a child span, so what the server does for it (an
+/// offload request to the orchestrator, ledger submissions) continues the
+/// caller's trace across the mailbox.
+///
+/// [`Traced`]: crate::telemetry::Traced
+impl Handler<crate::telemetry::Traced<LocalRequest>> for ServerActor {
+    type Result = ResponseActFuture<Self, ServerResponse>;
+    fn handle(
+        &mut self,
+        msg: crate::telemetry::Traced<LocalRequest>,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let me = self.transport.id();
+        if msg.span.is_disabled() {
+            return self.handle_request(me, msg.msg.0);
+        }
+        let span =
+            tracing::info_span!(parent: &msg.span, "server.local", request = msg.msg.0.kind());
+        let f = {
+            let _entered = span.enter();
+            self.handle_request(me, msg.msg.0)
+        };
+        Box::pin(crate::telemetry::in_span(f, span))
     }
 }
 
@@ -991,14 +1221,36 @@ impl Invoker {
     /// Calls instance `key` of function `name` with `payload`, activating
     /// it on first call. Errors are typed: the function's own failure,
     /// capacity, timeout, transport.
+    ///
+    /// Runs in an `invoke` span (function, key); the call to the server
+    /// carries it across QUIC.
     pub async fn invoke(
         &self,
         name: &str,
         key: &str,
         payload: impl Into<Bytes>,
     ) -> Result<Bytes, FunctionError> {
+        use tracing::Instrument;
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!("invoke", federact.root = true, function = name, key = key)
+        });
+        let result = self
+            .invoke_untraced(name, key, payload.into())
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            crate::telemetry::record_error(&span, e);
+        }
+        result
+    }
+
+    async fn invoke_untraced(
+        &self,
+        name: &str,
+        key: &str,
+        payload: Bytes,
+    ) -> Result<Bytes, FunctionError> {
         check_names(name, key)?;
-        let payload: Bytes = payload.into();
         let deadline = Instant::now() + self.timeout;
         let id = (name.to_string(), key.to_string());
         let timed_out = || FunctionError::Timeout {
@@ -1076,10 +1328,30 @@ impl Invoker {
         name: &str,
         payload: impl Into<Bytes>,
     ) -> Result<Bytes, FunctionError> {
+        use tracing::Instrument;
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!("task", federact.root = true, function = name)
+        });
+        let result = self
+            .task_untraced(server, name, payload.into())
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            crate::telemetry::record_error(&span, e);
+        }
+        result
+    }
+
+    async fn task_untraced(
+        &self,
+        server: NodeId,
+        name: &str,
+        payload: Bytes,
+    ) -> Result<Bytes, FunctionError> {
         check_names(name, "task")?;
         let req = ServerRequest::Task {
             name: name.to_string(),
-            payload: payload.into().to_vec(),
+            payload: payload.to_vec(),
         };
         match self.call_server(server, req, self.timeout).await? {
             ServerResponse::Output(out) => Ok(Bytes::from(out)),
@@ -1099,7 +1371,7 @@ impl Invoker {
         if server == self.transport.id() {
             if let Some(local) = &self.local_server {
                 return local
-                    .send(LocalRequest(req))
+                    .send(crate::telemetry::Traced::new(LocalRequest(req)))
                     .await
                     .map_err(|_| FunctionError::Transport {
                         detail: "local server stopped".into(),

@@ -92,7 +92,16 @@ pub struct ValidatorActor {
     refused_order: VecDeque<TxId>,
     inbox: Option<Inbox>,
     counters: ValidatorCounters,
+    /// Trace contexts of admitted transactions whose submit was traced, so
+    /// their commit gets a `validator.commit` span in the same trace
+    /// (bounded: the oldest are forgotten first).
+    traced: HashMap<TxId, federact_federation::trace::TraceContext>,
+    traced_order: VecDeque<TxId>,
+    metrics: crate::metrics::Metrics,
 }
+
+/// Traced transactions a validator remembers until their commit.
+const TRACED_MAX: usize = 4096;
 
 impl ValidatorActor {
     /// Opens the store and WAL, restores the core, and registers on the
@@ -143,6 +152,9 @@ impl ValidatorActor {
             refused_order: VecDeque::new(),
             inbox: Some(inbox),
             counters: ValidatorCounters::default(),
+            traced: HashMap::new(),
+            traced_order: VecDeque::new(),
+            metrics: crate::metrics::Metrics::global(),
         })
     }
 
@@ -280,6 +292,26 @@ impl ValidatorActor {
             }
         }
         self.counters.blocks_committed += 1;
+        self.metrics.block_height(&self.chain_id, height);
+        self.metrics
+            .tx_committed(&self.chain_id, block.txs.len() as u64);
+        if !self.traced.is_empty() {
+            for tx in &block.txs {
+                if let Some(cx) = self.traced.remove(&tx.id()) {
+                    let span = crate::telemetry::continue_trace(
+                        tracing::info_span!(
+                            "validator.commit",
+                            chain = self.chain_id.as_str(),
+                            height,
+                            round = block.header.round,
+                            tx.id = %tx.id(),
+                        ),
+                        &cx,
+                    );
+                    drop(span);
+                }
+            }
+        }
         self.mempool.remove_committed(&block.txs);
         if let Err(e) = self.wal.prune_below(height + 1) {
             warn!(chain = %self.chain_id, error = %e, "WAL prune failed");
@@ -373,10 +405,25 @@ impl ValidatorActor {
         Some(CertifiedBlock { block, certificate })
     }
 
+    fn remember_traced(&mut self, id: TxId, cx: federact_federation::trace::TraceContext) {
+        if self.traced.len() >= TRACED_MAX {
+            if let Some(old) = self.traced_order.pop_front() {
+                self.traced.remove(&old);
+            }
+        }
+        if self.traced.insert(id, cx).is_none() {
+            self.traced_order.push_back(id);
+        }
+    }
+
+    /// `trace`: the submitter's context when it was tracing (then a
+    /// `Submit` is handled in a `validator.submit` span, see the stream
+    /// handler, and its admitted transactions' commits are traced too).
     fn handle_request(
         &mut self,
         from: NodeId,
         req: ValidatorRequest,
+        trace: Option<&federact_federation::trace::TraceContext>,
         ctx: &mut Context<Self>,
     ) -> ValidatorResponse {
         match req {
@@ -390,7 +437,25 @@ impl ValidatorActor {
                         txs.len()
                     ]);
                 }
+                let traced = trace.as_ref().map(|cx| {
+                    (
+                        (*cx).clone(),
+                        txs.iter().map(Transaction::id).collect::<Vec<_>>(),
+                    )
+                });
                 let results = self.admit(txs);
+                for r in &results {
+                    if r.is_err() {
+                        self.metrics.tx_rejected(&self.chain_id, "admission");
+                    }
+                }
+                if let Some((cx, ids)) = traced {
+                    for (id, r) in ids.into_iter().zip(&results) {
+                        if r.is_ok() {
+                            self.remember_traced(id, cx.clone());
+                        }
+                    }
+                }
                 self.core.handle_txs_available(
                     now_ms(),
                     self.mempool.len() as u64,
@@ -529,10 +594,32 @@ impl StreamHandler<Incoming> for ValidatorActor {
                 from,
                 body,
                 responder,
+                trace,
                 ..
             } => {
                 let reply = match wire::decode::<ValidatorRequest>(&body) {
-                    Ok(req) => wire::encode(&self.handle_request(from, req, ctx)),
+                    Ok(req) if !trace.is_empty() && matches!(req, ValidatorRequest::Submit(_)) => {
+                        let txs = match &req {
+                            ValidatorRequest::Submit(txs) => txs.len(),
+                            _ => 0,
+                        };
+                        let span = crate::telemetry::continue_trace(
+                            tracing::info_span!(
+                                "validator.submit",
+                                chain = self.chain_id.as_str(),
+                                txs,
+                                peer = %from.short(),
+                            ),
+                            &trace,
+                        );
+                        let _entered = span.enter();
+                        // Commits of these transactions become children of
+                        // this span.
+                        let own = federact_federation::trace::TraceContext::of_span(&span);
+                        let traced = (!own.is_empty()).then_some(&own);
+                        wire::encode(&self.handle_request(from, req, traced, ctx))
+                    }
+                    Ok(req) => wire::encode(&self.handle_request(from, req, None, ctx)),
                     Err(e) => {
                         self.counters.malformed += 1;
                         let msg = format!("malformed request: {e}");

@@ -324,6 +324,21 @@ pub enum ServerRequest {
     },
 }
 
+impl ServerRequest {
+    /// The request's kind, for span and log fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerRequest::Invoke { .. } => "invoke",
+            ServerRequest::Host { .. } => "host",
+            ServerRequest::Task { .. } => "task",
+            ServerRequest::Accept { .. } => "accept",
+            ServerRequest::RunTask { .. } => "run_task",
+            ServerRequest::Migrate { .. } => "migrate",
+            ServerRequest::Adopt { .. } => "adopt",
+        }
+    }
+}
+
 /// Answers of a server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ServerResponse {

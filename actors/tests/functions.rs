@@ -156,3 +156,148 @@ async fn c1s2_first_call_places_idle_deactivates_and_state_survives() {
         .position(|r| matches!(r, Record::ProvOrch { deployed, .. } if deployed == "adder/a"));
     assert!(first_join < first_orch);
 }
+
+/// Echoes its payload (for provenance digests that are easy to predict).
+#[derive(Default)]
+struct Echo;
+
+impl Function for Echo {
+    fn call(&mut self, _key: &str, payload: Bytes) -> Result<Bytes, FunctionError> {
+        Ok(payload)
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore(_: &[u8]) -> Result<Self, FunctionError> {
+        Ok(Echo)
+    }
+}
+
+#[actix_rt::test]
+async fn auditable_function_commits_input_and_output_digests_before_answering() {
+    use federact_ledger::hash::Hash;
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 1,
+        local_validators: 1,
+        inter_validators: 0,
+    };
+    write_local_federation(dir.path(), &topo, false).unwrap();
+    let options = NodeOptions::default()
+        .auditable_function::<Adder>("audited")
+        .function::<Echo>("plain");
+    let fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    let node = fed.node("c1-server-1").unwrap();
+    let caller = node.transport().id();
+    let invoker = node.invoker().unwrap();
+
+    assert_eq!(
+        invoker.invoke("audited", "k", "5").await.unwrap(),
+        Bytes::from("5")
+    );
+    // The same input again: a distinct call, recorded on its own.
+    assert_eq!(
+        invoker.invoke("audited", "k", "5").await.unwrap(),
+        Bytes::from("10")
+    );
+    assert_eq!(
+        invoker.invoke("plain", "k", "zzz").await.unwrap(),
+        Bytes::from("zzz")
+    );
+    fed.shutdown().await;
+
+    let recs = records(dir.path(), "c1-validator-1", "cloud-1.local");
+    let data: Vec<(Hash, String, Option<String>)> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::ProvData {
+                data_digest,
+                generated_by,
+                used_by,
+            } => Some((*data_digest, generated_by.clone(), used_by.clone())),
+            _ => None,
+        })
+        .collect();
+    // Three records per audited call, none for `plain`: the input left
+    // the caller, the call used it, the call produced the output; digests
+    // salted with the call's id (named in the records).
+    let me = caller.to_string();
+    assert_eq!(data.len(), 6, "{data:#?}");
+    for (call, (payload, output)) in data.chunks(3).zip([("5", "5"), ("5", "10")]) {
+        let activity = call[1].2.clone().expect("a use");
+        let id = activity
+            .strip_prefix("audited/k#")
+            .expect("the call's activity");
+        let id = Hash::from_hex(id).expect("a hash");
+        let input = Hash::of_parts(&[id.as_bytes(), b"in", payload.as_bytes()]);
+        assert_eq!(call[0], (input, me.clone(), None));
+        assert_eq!(call[1], (input, me.clone(), Some(activity.clone())));
+        assert_eq!(
+            call[2],
+            (
+                Hash::of_parts(&[id.as_bytes(), b"out", output.as_bytes()]),
+                activity.clone(),
+                None
+            )
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn restarted_orchestrator_keeps_its_placements() {
+    use federact_actors::orchestrator::OrchestratorStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 2,
+        local_validators: 1,
+        inter_validators: 0,
+    };
+    write_local_federation(dir.path(), &topo, false).unwrap();
+    let options = NodeOptions::default().function::<Adder>("adder");
+    let mut fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    let first = fed.node("c1-server-1").unwrap().invoker().unwrap();
+    assert_eq!(
+        first.invoke("adder", "a", "5").await.unwrap(),
+        Bytes::from("5")
+    );
+
+    fed.stop_node("c1-orchestrator").await;
+    // The old actor releases its stores as it stops: retry the start
+    // (bounded) until the directory opens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(e) = fed.start_node("c1-orchestrator").await {
+        assert!(std::time::Instant::now() < deadline, "restart: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A caller with no cached location asks the restarted orchestrator:
+    // the instance is where it was, with its state, and nothing is placed
+    // again.
+    let fresh = fed.node("c1-server-2").unwrap().invoker().unwrap();
+    assert_eq!(
+        fresh.invoke("adder", "a", "1").await.unwrap(),
+        Bytes::from("6")
+    );
+    let counters = fed
+        .node("c1-orchestrator")
+        .unwrap()
+        .orchestrator()
+        .unwrap()
+        .send(OrchestratorStatus)
+        .await
+        .unwrap();
+    assert_eq!(counters.placed, 0, "no new placement after the restart");
+    fed.shutdown().await;
+
+    let recs = records(dir.path(), "c1-validator-1", "cloud-1.local");
+    let placements = recs
+        .iter()
+        .filter(|r| matches!(r, Record::ProvOrch { deployed, .. } if deployed == "adder/a"))
+        .count();
+    assert_eq!(placements, 1, "one ProvOrch for adder/a");
+}

@@ -191,3 +191,105 @@ async fn c2s1_saturated_cloud_offloads_abroad_on_the_consortium() {
         "{tasks:?}"
     );
 }
+
+/// A candidate that crashed after its last load report is still on the
+/// orchestrator's shortlist: asking it fails, the orchestrator counts that
+/// and asks the next candidate, and every contract on the ledger names the
+/// server that actually ran the task.
+#[actix_rt::test]
+async fn c1s3_crashed_candidate_is_skipped_and_the_next_one_runs_the_task() {
+    use federact_actors::orchestrator::OrchestratorStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 3,
+        local_validators: 1,
+        inter_validators: 0,
+    };
+    write_local_federation(dir.path(), &topo, false).unwrap();
+    let limits = ServerLimits {
+        inflight_max: 2,
+        report_every: Duration::from_millis(100),
+        ..ServerLimits::default()
+    };
+    let options = NodeOptions::default()
+        .function::<Square>("square")
+        .server_limits(limits);
+    let mut fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    let orchestrator = fed
+        .node("c1-orchestrator")
+        .unwrap()
+        .orchestrator()
+        .unwrap()
+        .clone();
+    // Bounded wait for the three servers to join.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while orchestrator
+        .send(OrchestratorStatus)
+        .await
+        .unwrap()
+        .servers_joined
+        < 3
+    {
+        assert!(std::time::Instant::now() < deadline, "servers join");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Idle candidates tie on load and are asked in id order: crash the
+    // first one, so the first offload is sure to try it.
+    let id = |n: &str| fed.federation().node(n).unwrap().id();
+    let (crashed, survivor) = if id("c1-server-2") < id("c1-server-3") {
+        ("c1-server-2", "c1-server-3")
+    } else {
+        ("c1-server-3", "c1-server-2")
+    };
+    let survivor_id = id(survivor);
+    fed.stop_node(crashed).await;
+
+    let invoker = fed.node("c1-server-1").unwrap().invoker().unwrap();
+    let tasks = (1..=6u64).map(|i| {
+        let inv = invoker.clone();
+        async move { (i, inv.task("square", i.to_string()).await) }
+    });
+    for (i, r) in futures::future::join_all(tasks).await {
+        assert_eq!(r.unwrap(), Bytes::from((i * i).to_string()), "task {i}");
+    }
+    let counters = orchestrator.send(OrchestratorStatus).await.unwrap();
+    assert!(counters.offloads >= 1, "{counters:?}");
+    assert!(
+        counters.candidates_failed >= 1,
+        "the crashed candidate was tried: {counters:?}"
+    );
+    fed.shutdown().await;
+
+    let store = ChainStore::open(
+        &dir.path()
+            .join("data/c1-validator-1/chains/cloud-1.local/chain"),
+        None,
+    )
+    .unwrap();
+    let mut accepted = 0;
+    let mut completed = std::collections::HashSet::new();
+    let mut contracts = Vec::new();
+    for tx in (1..=store.tip().height).flat_map(|h| store.block(h).unwrap().unwrap().txs) {
+        match tx.record() {
+            Record::OffloadAccepted {
+                task_id, executor, ..
+            } => {
+                accepted += 1;
+                assert_eq!(*executor, survivor_id, "contracts name the survivor");
+                contracts.push(*task_id);
+            }
+            Record::OffloadCompleted { task_id, .. } => {
+                completed.insert(*task_id);
+            }
+            _ => {}
+        }
+    }
+    assert!(accepted >= 1);
+    assert!(
+        contracts.iter().all(|t| completed.contains(t)),
+        "every contract completed"
+    );
+}

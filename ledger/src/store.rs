@@ -28,8 +28,10 @@
 //! [`BlockError`] value inside `Ok`.
 
 mod cursor;
+mod placements;
 mod wal;
 pub use cursor::CursorStore;
+pub use placements::PlacementStore;
 pub use wal::VoteWal;
 
 use std::collections::BTreeSet;
