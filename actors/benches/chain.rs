@@ -2,7 +2,9 @@
 //! over loopback QUIC with durable sled (flush per block), driven through
 //! the cloud's gateway at increasing offered load until saturation.
 //!
-//! For each offered rate it reports committed transactions per second and
+//! The driver is `federact_actors::loadgen` (shared with `federact bench
+//! ledger`, which also runs the nodes as separate processes). For each
+//! offered rate it reports committed transactions per second and
 //! submit → commit latency (p50, p99). Run:
 //!
 //! ```text
@@ -10,14 +12,15 @@
 //! ```
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
+use federact_actors::loadgen::submit_at_rate;
 use federact_actors::{EmbeddedFederation, LedgerClient};
 use federact_config::{write_local_federation, Topology};
-use federact_ledger::hash::Hash;
-use federact_ledger::record::Record;
+
+/// Outstanding submissions beyond which offered load is shed.
+const IN_FLIGHT_MAX: u64 = 200_000;
 
 struct Args {
     validators: usize,
@@ -79,100 +82,6 @@ fn write_federation(dir: &Path, a: &Args) {
     std::fs::write(&w.federation_file, text).expect("write");
 }
 
-fn quantile(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
-async fn step(
-    clients: &[LedgerClient],
-    rate: u64,
-    secs: u64,
-    seq: &AtomicU64,
-) -> (u64, u64, f64, f64, u64) {
-    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let refused = Arc::new(AtomicU64::new(0));
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let max_in_flight = 200_000u64;
-    let start = Instant::now();
-    let total = rate * secs;
-    let tick = Duration::from_millis(2);
-    let per_tick = (rate as f64 * tick.as_secs_f64()).max(1.0);
-    let mut owed = 0.0f64;
-    let mut sent = 0u64;
-    let mut handles = Vec::new();
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    while sent < total {
-        interval.tick().await;
-        owed += per_tick;
-        while owed >= 1.0 && sent < total {
-            owed -= 1.0;
-            if in_flight.load(Ordering::Relaxed) >= max_in_flight {
-                continue; // the system is saturated: drop offered load rather than queue without bound
-            }
-            let n = seq.fetch_add(1, Ordering::Relaxed);
-            let client = clients[(n as usize) % clients.len()].clone();
-            let (lat, refused, in_flight) = (latencies.clone(), refused.clone(), in_flight.clone());
-            in_flight.fetch_add(1, Ordering::Relaxed);
-            handles.push(tokio::spawn(async move {
-                let t = Instant::now();
-                let r = client
-                    .submit(Record::ProvData {
-                        data_digest: Hash::of(&n.to_be_bytes()),
-                        generated_by: "bench".into(),
-                        used_by: None,
-                    })
-                    .await;
-                in_flight.fetch_sub(1, Ordering::Relaxed);
-                match r {
-                    Ok(_) => lat
-                        .lock()
-                        .map(|mut l| l.push(t.elapsed().as_micros() as u64))
-                        .unwrap_or(()),
-                    Err(_) => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }));
-            sent += 1;
-        }
-    }
-    for h in handles {
-        let _ = h.await;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
-    l.sort_unstable();
-    let committed = l.len() as u64;
-    (
-        sent,
-        committed,
-        committed as f64 / elapsed,
-        quantile(&l, 0.5),
-        refused.load(Ordering::Relaxed),
-    )
-        .into_with_p99(quantile(&l, 0.99))
-}
-
-trait WithP99 {
-    fn into_with_p99(self, p99: f64) -> (u64, u64, f64, f64, u64);
-}
-
-impl WithP99 for (u64, u64, f64, f64, u64) {
-    fn into_with_p99(self, p99: f64) -> (u64, u64, f64, f64, u64) {
-        P99.with(|c| c.set(p99));
-        self
-    }
-}
-
-thread_local! {
-    static P99: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
-}
-
 fn main() {
     let a = args();
     if std::env::args().any(|x| x == "--bench" || x == "--list")
@@ -198,11 +107,18 @@ fn main() {
             .collect();
         let seq = AtomicU64::new(0);
         // Warm up connections.
-        let _ = step(&clients, 200, 1, &seq).await;
+        let _ = submit_at_rate(&clients, 200, Duration::from_secs(1), IN_FLIGHT_MAX, &seq, |_| {}).await;
         for &rate in &a.rates {
-            let (sent, committed, tps, p50, refused) = step(&clients, rate, a.secs, &seq).await;
-            let p99 = P99.with(|c| c.get());
-            println!("{rate:>10} {sent:>10} {committed:>10} {tps:>12.0} {p50:>10.1} {p99:>10.1} {refused:>8}");
+            let s = submit_at_rate(&clients, rate, Duration::from_secs(a.secs), IN_FLIGHT_MAX, &seq, |_| {}).await;
+            println!(
+                "{rate:>10} {:>10} {:>10} {:>12.0} {:>10.1} {:>10.1} {:>8}",
+                s.started,
+                s.completed,
+                s.completed_per_s(),
+                s.latencies.quantile_ms(0.5),
+                s.latencies.quantile_ms(0.99),
+                s.failed
+            );
         }
         fed.shutdown().await;
     });

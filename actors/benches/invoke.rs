@@ -13,9 +13,10 @@
 //! | instance, same server         | 477 207     | 2      | 2      | 349 012               |
 //! | instance, other server (QUIC) | 16 272      | 47     | 93     | 88 725                |
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
+use federact_actors::loadgen::closed_loop;
 use federact_actors::{Bytes, EmbeddedFederation, Function, FunctionError, Invoker, NodeOptions};
 use federact_config::{write_local_federation, Topology};
 
@@ -52,49 +53,30 @@ impl Handler<Ping> for Bare {
 struct Row {
     name: &'static str,
     seq_per_s: f64,
-    p50_us: u128,
-    p99_us: u128,
+    p50_us: f64,
+    p99_us: f64,
     conc_per_s: f64,
 }
 
 const CONCURRENCY: usize = 32;
 
+/// One caller back to back, then [`CONCURRENCY`] callers, with the shared
+/// closed-loop driver (`federact_actors::loadgen`, also behind `federact
+/// bench actors`).
 async fn measure<F, Fut>(name: &'static str, calls: usize, f: F) -> Row
 where
-    F: Fn() -> Fut + Clone,
+    F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    for _ in 0..calls / 10 {
-        f().await;
-    }
-    let mut lat = Vec::with_capacity(calls);
-    let start = Instant::now();
-    for _ in 0..calls {
-        let t = Instant::now();
-        f().await;
-        lat.push(t.elapsed());
-    }
-    let seq = start.elapsed();
-    lat.sort();
-    let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)].as_micros();
-    let start = Instant::now();
-    let per = calls / CONCURRENCY;
-    let workers = (0..CONCURRENCY).map(|_| {
-        let f = f.clone();
-        async move {
-            for _ in 0..per {
-                f().await;
-            }
-        }
-    });
-    futures::future::join_all(workers).await;
-    let conc = start.elapsed();
+    closed_loop(1, calls / 10, &f).await;
+    let seq = closed_loop(1, calls, &f).await;
+    let conc = closed_loop(CONCURRENCY, calls / CONCURRENCY, &f).await;
     Row {
         name,
-        seq_per_s: calls as f64 / seq.as_secs_f64(),
-        p50_us: pct(50),
-        p99_us: pct(99),
-        conc_per_s: (per * CONCURRENCY) as f64 / conc.as_secs_f64(),
+        seq_per_s: seq.calls_per_s(),
+        p50_us: seq.latencies.quantile_ms(0.5) * 1000.0,
+        p99_us: seq.latencies.quantile_ms(0.99) * 1000.0,
+        conc_per_s: conc.calls_per_s(),
     }
 }
 
@@ -183,7 +165,7 @@ async fn main() {
     );
     for r in rows {
         println!(
-            "| {:<30} | {:>12.0} | {:>8} | {:>8} | {:>16.0} |",
+            "| {:<30} | {:>12.0} | {:>8.0} | {:>8.0} | {:>16.0} |",
             r.name, r.seq_per_s, r.p50_us, r.p99_us, r.conc_per_s
         );
     }

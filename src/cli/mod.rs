@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use federact::config::{write_local_federation, Federation, NodeKey, Topology};
 
+mod bench;
 mod invoke;
 mod ledger;
 mod migrate;
@@ -43,6 +44,9 @@ enum Command {
     Invoke(invoke::InvokeArgs),
     /// Migrate a VM image file between servers with the BASICS protocol (notarised on the ledgers).
     Migrate(migrate::MigrateArgs),
+    /// Benchmark this machine's federation and write a report (summary.md, CSV, SVG plots).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
     /// Run one node with the roles its configuration gives it, until ctrl-c or SIGTERM.
     Node {
         /// The node's configuration file (e.g. DIR/nodes/c1-gateway.toml).
@@ -119,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger(cmd) => ledger::run(cmd),
         Command::Migrate(args) => migrate::run(&args),
         Command::Invoke(args) => invoke::run(&args),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Config(ConfigCmd::Check { file }) => {
             let fed = Federation::load(&file)?;
             print!("{}", fed.summary());
