@@ -91,6 +91,10 @@ fn quick_ledger_bench_writes_a_consistent_report() {
         let (p50, p99, max) = (num(row, "p50 ms"), num(row, "p99 ms"), num(row, "max ms"));
         assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{row:?}");
         assert!(num(row, "avg ms") > 0.0, "{row:?}");
+        assert!(
+            num(row, "CPU ms per committed tx (all processes)") > 0.0,
+            "{row:?}"
+        );
     }
 
     let roles = csv(&out.join("resources.csv"));
@@ -102,7 +106,7 @@ fn quick_ledger_bench_writes_a_consistent_report() {
     }
 
     let reads = csv(&out.join("reads.csv"));
-    assert_eq!(reads.len(), 2);
+    assert_eq!(reads.len(), 3);
     for r in &reads {
         assert!(num(r, "reads/s") > 0.0, "{r:?}");
         assert!(num(r, "p50 µs") <= num(r, "p99 µs"), "{r:?}");

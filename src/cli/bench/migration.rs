@@ -97,6 +97,8 @@ struct Step {
     block: u32,
     scope: Scope,
     step: RateStep,
+    /// CPU seconds the process (every node and the driver) used in the step.
+    cpu_s: f64,
     early_p50_ms: f64,
     late_p50_ms: f64,
     bounded: bool,
@@ -268,6 +270,7 @@ async fn sweep(
                     write_image(&images, n, a.image_kib)?;
                 }
                 let pb = bar(total, format!("block {block} {} {rate}/s", scope.name()));
+                let cpu0 = super::procs::own_cpu_s();
                 let step = open_loop(
                     rate,
                     Duration::from_secs_f64(secs),
@@ -298,6 +301,7 @@ async fn sweep(
                     |n| pb.set_position(n),
                 )
                 .await;
+                let cpu_s = super::procs::own_cpu_s() - cpu0;
                 pb.finish_and_clear();
                 for n in first..seq.load(Ordering::Relaxed) {
                     let _ = std::fs::remove_file(image_path(&images, n));
@@ -321,6 +325,7 @@ async fn sweep(
                     block,
                     scope,
                     step,
+                    cpu_s,
                     early_p50_ms: early,
                     late_p50_ms: late,
                     bounded,
@@ -335,6 +340,14 @@ async fn sweep(
     .await;
     fed.shutdown().await;
     result
+}
+
+/// CPU milliseconds per completed migration (all nodes and the driver).
+fn cpu_ms_per_migration(s: &Step) -> f64 {
+    if s.step.completed == 0 {
+        return 0.0;
+    }
+    s.cpu_s * 1000.0 / s.step.completed as f64
 }
 
 fn image_path(dir: &Path, n: u64) -> PathBuf {
@@ -425,6 +438,23 @@ fn write_report(
     ];
     r.table(&lh, &lim_rows);
     r.csv("stability.csv", &lh, &lim_rows)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for scope in [Scope::Local, Scope::Inter] {
+        if let Some(s) = steps.iter().find(|s| s.scope == scope && s.step.completed > 0) {
+            let ms = cpu_ms_per_migration(s);
+            if ms > 0.0 {
+                r.text(&format!(
+                    "CPU cost of a {} migration (block size {}, {}/s): {} ms of CPU for all nodes and the driver; with the whole federation in one process on one actix thread, one free core would bound the rate near {}/s ({cores} cores if the nodes ran in separate processes: near {}/s).\n",
+                    scope.name(),
+                    s.block,
+                    s.step.offered_per_s,
+                    f(ms, 2),
+                    f(1000.0 / ms, 0),
+                    f(cores * 1000.0 / ms, 0)
+                ));
+            }
+        }
+    }
     r.text(&format!(
         "Goals (issue 12): local stability limit ≥ 2,560/s (10× BASICS' 128–256/s in simulation); inter-cloud p50 at low rate ≤ 3 × one-way delay + 20 ms = {} ms here.\n",
         3 * a.delay_ms + 20
@@ -446,6 +476,8 @@ fn write_report(
         "first-third p50 ms",
         "last-third p50 ms",
         "bounded",
+        "CPU % (of one core)",
+        "CPU ms per migration",
     ];
     let rows: Vec<Vec<String>> = steps
         .iter()
@@ -467,6 +499,8 @@ fn write_report(
                 f(s.early_p50_ms, 1),
                 f(s.late_p50_ms, 1),
                 s.bounded.to_string(),
+                f(s.cpu_s / st.elapsed_s.max(1e-9) * 100.0, 0),
+                f(cpu_ms_per_migration(s), 2),
             ]
         })
         .collect();

@@ -41,6 +41,8 @@ pub struct RoleUse {
     pub cpu_pct_sum: f64,
     /// Largest peak RSS (VmHWM) of a process of the role, MiB.
     pub peak_rss_mib: f64,
+    /// CPU seconds used by the role's processes together.
+    pub cpu_s: f64,
 }
 
 impl NodeProcs {
@@ -109,9 +111,11 @@ impl NodeProcs {
             let Some((_, _, t0)) = from.ticks.iter().find(|(_, p, _)| p == pid) else {
                 continue;
             };
-            let pct = t1.saturating_sub(*t0) as f64 / hz / wall * 100.0;
+            let cpu_s = t1.saturating_sub(*t0) as f64 / hz;
+            let pct = cpu_s / wall * 100.0;
             let r = roles.entry(role.clone()).or_default();
             r.processes += 1;
+            r.cpu_s += cpu_s;
             r.cpu_pct_sum += pct;
             r.peak_rss_mib = r.peak_rss_mib.max(peak_rss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
         }
@@ -175,6 +179,11 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// CPU seconds this process has used.
+pub fn own_cpu_s() -> f64 {
+    cpu_ticks(std::process::id()).map_or(0.0, |t| t as f64 / clock_ticks_per_s())
 }
 
 fn clock_ticks_per_s() -> f64 {

@@ -39,6 +39,11 @@ impl Report {
         let _ = writeln!(summary, "- machine: {}", machine());
         let _ = writeln!(
             summary,
+            "- load average (1, 5, 15 min) at start: {} — other work on the machine shares its cores",
+            load_average()
+        );
+        let _ = writeln!(
+            summary,
             "- build: federact {} ({} profile)\n",
             env!("CARGO_PKG_VERSION"),
             if cfg!(debug_assertions) {
@@ -252,6 +257,14 @@ pub fn machine() -> String {
         std::env::consts::OS,
         std::env::consts::ARCH
     )
+}
+
+/// The 1, 5 and 15 minute load averages from /proc/loadavg.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The current UTC time as `YYYY-MM-DD HH:MM:SS`.
