@@ -98,7 +98,7 @@ impl Node {
         let spec = config.spec();
         let membership = Membership::from_federation(fed);
         let options = TransportOptions::from(*fed.transport());
-        let transport = Transport::bind(&key, membership, options, spec.listen()).await?;
+        let transport = Transport::bind(&key, membership, options, config.bind_addr()).await?;
         let data = config.data_dir().to_path_buf();
         let mut validators = Vec::new();
         if spec.roles().contains(Role::Validator) {
@@ -177,7 +177,7 @@ impl Node {
             _ => None,
         };
         // ---- end migration ----
-        info!(node = %spec.name(), id = %spec.id().short(), listen = %spec.listen(), roles = %spec.roles(), "node started");
+        info!(node = %spec.name(), id = %spec.id().short(), listen = %spec.listen(), bind = %config.bind_addr(), roles = %spec.roles(), "node started");
         Ok(Node {
             name: spec.name().to_string(),
             key,

@@ -7,8 +7,12 @@
 //! # optional overrides of the federation's entry for this node:
 //! # key_file = "../keys/c1-gateway.key"
 //! # data_dir = "/var/lib/federact/c1-gateway"
+//! # the address this process binds, when peers reach it through another
+//! # one (a NAT, a proxy, the fault tests' UDP relay); default: its `listen`
+//! # bind = "127.0.0.1:7100"
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -25,6 +29,7 @@ pub struct NodeConfig {
     name: String,
     key_file: PathBuf,
     data_dir: PathBuf,
+    bind: Option<SocketAddr>,
     source: PathBuf,
 }
 
@@ -35,6 +40,7 @@ struct RawNodeConfig {
     node: Spanned<String>,
     key_file: Option<String>,
     data_dir: Option<String>,
+    bind: Option<Spanned<String>>,
 }
 
 impl NodeConfig {
@@ -72,11 +78,24 @@ impl NodeConfig {
             .data_dir
             .map(|d| base.join(d))
             .unwrap_or_else(|| spec.data_dir().to_path_buf());
+        let bind = match raw.bind {
+            None => None,
+            Some(b) => Some(b.get_ref().parse::<SocketAddr>().map_err(|_| {
+                err(
+                    Some(b.span()),
+                    ConfigErrorKind::BadAddress {
+                        node: spec.name().to_string(),
+                        value: b.get_ref().clone(),
+                    },
+                )
+            })?),
+        };
         Ok(NodeConfig {
             name: spec.name().to_string(),
             federation,
             key_file,
             data_dir,
+            bind,
             source: path.to_path_buf(),
         })
     }
@@ -97,6 +116,7 @@ impl NodeConfig {
             name: spec.name().to_string(),
             key_file: spec.key_file().to_path_buf(),
             data_dir: spec.data_dir().to_path_buf(),
+            bind: None,
             source: federation.source().to_path_buf(),
             federation,
         })
@@ -123,6 +143,13 @@ impl NodeConfig {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The address this node's QUIC endpoint binds: the node file's `bind`
+    /// if given, else its `listen` address in the federation (where peers
+    /// dial it).
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind.unwrap_or_else(|| self.spec().listen())
     }
 
     /// Reads the key file and checks it holds the key the federation declares.

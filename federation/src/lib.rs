@@ -45,6 +45,8 @@
 //! - [`membership`]: [`Membership`], who may connect and where they listen.
 //! - [`trace`]: [`TraceContext`], W3C trace-context propagation.
 //! - [`metrics`]: [`Metrics`] counters and the latency histogram.
+//! - [`netem`]: [`netem::Relay`], a user-space UDP relay that delays,
+//!   drops, duplicates and partitions datagrams, for fault tests.
 //! - [`codes`]: QUIC application error codes.
 //! - [`error`]: [`TransportError`] and the refusal reasons.
 
@@ -62,6 +64,7 @@ pub mod frame;
 pub mod inbound;
 pub mod membership;
 pub mod metrics;
+pub mod netem;
 pub mod tls;
 pub mod trace;
 pub mod transfer;
