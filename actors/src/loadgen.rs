@@ -83,6 +83,9 @@ pub struct RateStep {
     /// (the system was saturated; offered load is shed rather than queued
     /// without bound).
     pub shed: u64,
+    /// Operations still running when the drain limit passed (abandoned:
+    /// their tasks were aborted, so their outcome is unknown).
+    pub unfinished: u64,
     /// Seconds from the first start to the last completion.
     pub elapsed_s: f64,
     /// Latency of each successful operation.
@@ -121,6 +124,26 @@ pub async fn open_loop<F, Fut, P>(
     rate: u64,
     duration: Duration,
     in_flight_max: u64,
+    seq: &AtomicU64,
+    op: F,
+    progress: P,
+) -> RateStep
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+    P: Fn(u64),
+{
+    open_loop_drain(rate, duration, in_flight_max, None, seq, op, progress).await
+}
+
+/// [`open_loop`] that waits at most `drain_max` after the last start;
+/// operations still running then are abandoned and counted in
+/// [`RateStep::unfinished`] (so an overloaded step ends in bounded time).
+pub async fn open_loop_drain<F, Fut, P>(
+    rate: u64,
+    duration: Duration,
+    in_flight_max: u64,
+    drain_max: Option<Duration>,
     seq: &AtomicU64,
     op: F,
     progress: P,
@@ -184,8 +207,20 @@ where
         }
     }
     progress(started);
-    for h in handles {
-        let _ = h.await;
+    let deadline = drain_max.map(|d| tokio::time::Instant::now() + d);
+    let mut unfinished = 0u64;
+    for mut h in handles {
+        match deadline {
+            None => {
+                let _ = h.await;
+            }
+            Some(at) => {
+                if tokio::time::timeout_at(at, &mut h).await.is_err() {
+                    h.abort();
+                    unfinished += 1;
+                }
+            }
+        }
     }
     let elapsed_s = start.elapsed().as_secs_f64();
     let s = std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
@@ -197,6 +232,7 @@ where
         completed: s.latencies_us.len() as u64,
         failed: s.failed,
         shed,
+        unfinished,
         elapsed_s,
         latencies: Latencies::from_micros(s.latencies_us),
         timeline_ms,
@@ -360,6 +396,28 @@ mod tests {
         assert_eq!(step.started, 5);
         assert_eq!(step.shed, 95);
         assert_eq!(step.completed, 5);
+    }
+
+    #[actix_rt::test]
+    async fn open_loop_abandons_operations_running_past_the_drain_limit() {
+        let seq = AtomicU64::new(0);
+        let step = open_loop_drain(
+            100,
+            Duration::from_millis(100),
+            1000,
+            Some(Duration::from_millis(50)),
+            &seq,
+            |n| async move {
+                if n == 0 {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            },
+            |_| {},
+        )
+        .await;
+        assert_eq!(step.started, 10);
+        assert_eq!((step.completed, step.unfinished), (9, 1));
     }
 
     #[actix_rt::test]

@@ -34,7 +34,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use federact::config::{write_local_federation, Topology};
 use federact::ledger::record::Site;
-use federact_actors::loadgen::{open_loop, Latencies, RateStep};
+use federact_actors::loadgen::{open_loop_drain, Latencies, RateStep};
 use federact_actors::migration::{MigrationActor, MigrationLimits, StartMigration};
 use federact_actors::{EmbeddedFederation, NodeOptions};
 
@@ -76,6 +76,10 @@ pub struct MigrationArgs {
     /// Emulated one-way inter-cloud delay in ms (0 or 50).
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// Seconds to wait for a step's migrations after the last start before
+    /// abandoning them (default 2 × secs + 2 with --quick, else 3 × secs + 10).
+    #[arg(long)]
+    drain_secs: Option<f64>,
     /// Keep sweeping rates after the first unbounded one.
     #[arg(long)]
     no_stop: bool,
@@ -117,6 +121,16 @@ pub fn run(a: &MigrationArgs) -> anyhow::Result<PathBuf> {
         inter_validators: a.inter_validators.unwrap_or(if quick { 4 } else { 12 }),
     };
     let secs = a.secs.unwrap_or(if quick { 2.0 } else { 10.0 });
+    if !(secs > 0.0 && secs <= 3600.0) {
+        bail!("--secs must be in (0, 3600]");
+    }
+    let drain_s = a
+        .drain_secs
+        .unwrap_or(if quick { 2.0 * secs + 2.0 } else { 3.0 * secs + 10.0 });
+    if !(drain_s > 0.0 && drain_s <= 3600.0) {
+        bail!("--drain-secs must be in (0, 3600]");
+    }
+    let drain = Duration::from_secs_f64(drain_s);
     let rates = a.rates.clone().unwrap_or_else(|| {
         if quick {
             vec![32, 128, 512]
@@ -155,7 +169,15 @@ pub fn run(a: &MigrationArgs) -> anyhow::Result<PathBuf> {
         let dir = work.path().join(format!("block-{block}"));
         write_federation(&dir, &topo, block)?;
         let system = actix::System::new();
-        let mut s = system.block_on(sweep(&dir, &topo, block, &scopes, &rates, secs, a))?;
+        let mut s = system.block_on(sweep(
+            &dir,
+            &topo,
+            (block, drain),
+            &scopes,
+            &rates,
+            secs,
+            a,
+        ))?;
         steps.append(&mut s);
         // The stores of this block size are not needed any more.
         let _ = std::fs::remove_dir_all(&dir);
@@ -201,7 +223,7 @@ impl Servers {
 async fn sweep(
     dir: &Path,
     topo: &Topology,
-    block: u32,
+    (block, drain): (u32, Duration),
     scopes: &[Scope],
     rates: &[u64],
     secs: f64,
@@ -283,10 +305,11 @@ async fn sweep(
                 }
                 let pb = bar(total, format!("block {block} {} {rate}/s", scope.name()));
                 let cpu0 = super::procs::own_cpu_s();
-                let step = open_loop(
+                let step = open_loop_drain(
                     rate,
                     Duration::from_secs_f64(secs),
                     (rate * 3).max(256),
+                    Some(drain),
                     &seq,
                     |n| {
                         let (src, to) = servers.pair(n, scope);
@@ -323,17 +346,19 @@ async fn sweep(
                 let base = *baseline.get_or_insert(step.latencies.quantile_ms(0.5));
                 let bounded = step.failed == 0
                     && step.shed == 0
+                    && step.unfinished == 0
                     && step.completed == step.started
                     && late <= 2.0 * early + 50.0
                     && late <= 2.0 * base + 50.0;
                 eprintln!(
-                    "block {block:>2} {:<5} {rate:>5}/s: {:>6.0} done/s, p50 {:>8.1} ms, p99 {:>8.1} ms, early/late p50 {early:.1}/{late:.1} ms, failed {}, shed {}{}",
+                    "block {block:>2} {:<5} {rate:>5}/s: {:>6.0} done/s, p50 {:>8.1} ms, p99 {:>8.1} ms, early/late p50 {early:.1}/{late:.1} ms, failed {}, shed {}, unfinished {}{}",
                     scope.name(),
                     step.completed_per_s(),
                     step.latencies.quantile_ms(0.5),
                     step.latencies.quantile_ms(0.99),
                     step.failed,
                     step.shed,
+                    step.unfinished,
                     if bounded { "" } else { "  (unbounded)" }
                 );
                 steps.push(Step {
@@ -483,7 +508,7 @@ fn write_report(
         "Federation: {} clouds, {} servers and {} local validators per cloud, {} inter validators (consortium), batch_timeout_ms 20, durable sled, loopback QUIC; every node in this process (embedded). Emulated one-way inter-cloud delay: {} ms (user-space UDP relays in front of the inter validators, and of the servers during inter-cloud runs; 0 = no relays). Images of {} KiB, each unique. {secs} s per rate; migrations start open-loop, round-robin over the source servers.\n",
         topo.clouds, topo.servers_per_cloud, topo.local_validators, topo.inter_validators, a.delay_ms, a.image_kib
     ));
-    r.text("Delay = request at the source server's migration actor → last record committed (local: Confirmation; inter: Leave). Bounded = all started migrations completed, none shed, and the median delay of the migrations started in the last third of the step ≤ 2 × that of the first third + 50 ms and ≤ 2 × the lowest rate's median + 50 ms.\n");
+    r.text("Delay = request at the source server's migration actor → last record committed (local: Confirmation; inter: Leave). Unfinished = still running when the step's drain limit passed (abandoned). Bounded = all started migrations completed, none shed, and the median delay of the migrations started in the last third of the step ≤ 2 × that of the first third + 50 ms and ≤ 2 × the lowest rate's median + 50 ms.\n");
     r.text("## Stability limit (highest bounded rate)\n");
     let mut lim_rows = Vec::new();
     let mut pairs: Vec<(u32, Scope)> = steps.iter().map(|s| (s.block, s.scope)).collect();
@@ -555,6 +580,7 @@ fn write_report(
         "completed",
         "failed",
         "shed",
+        "unfinished",
         "completed/s",
         "avg ms",
         "p50 ms",
@@ -578,6 +604,7 @@ fn write_report(
                 st.completed.to_string(),
                 st.failed.to_string(),
                 st.shed.to_string(),
+                st.unfinished.to_string(),
                 f(st.completed_per_s(), 0),
                 f(st.latencies.mean_ms(), 1),
                 f(st.latencies.quantile_ms(0.5), 1),
