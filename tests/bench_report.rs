@@ -78,7 +78,10 @@ fn quick_ledger_bench_writes_a_consistent_report() {
         "Peak committed throughput",
         "![",
     ] {
-        assert!(summary.contains(needle), "summary lacks {needle:?}:\n{summary}");
+        assert!(
+            summary.contains(needle),
+            "summary lacks {needle:?}:\n{summary}"
+        );
     }
 
     let steps = csv(&out.join("ledger.csv"));
@@ -102,7 +105,10 @@ fn quick_ledger_bench_writes_a_consistent_report() {
     assert_eq!(names, vec!["driver", "gateway", "validator"], "{roles:?}");
     for r in &roles {
         assert!(num(r, "peak RSS MiB (largest process)") > 0.0, "{r:?}");
-        assert!(num(r, "max CPU % per process (of one core)") >= 0.0, "{r:?}");
+        assert!(
+            num(r, "max CPU % per process (of one core)") >= 0.0,
+            "{r:?}"
+        );
     }
 
     let reads = csv(&out.join("reads.csv"));
@@ -114,6 +120,9 @@ fn quick_ledger_bench_writes_a_consistent_report() {
 
     for plot in ["throughput.svg", "latency.svg"] {
         let svg = std::fs::read_to_string(out.join(plot)).expect(plot);
-        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{plot}");
+        assert!(
+            svg.starts_with("<svg") && svg.contains("<polyline"),
+            "{plot}"
+        );
     }
 }

@@ -101,15 +101,36 @@ fn main() {
     );
     let system = actix::System::new();
     system.block_on(async move {
-        let fed = EmbeddedFederation::start(dir.path()).await.expect("federation");
+        let fed = EmbeddedFederation::start(dir.path())
+            .await
+            .expect("federation");
         let clients: Vec<LedgerClient> = (1..=a.authors)
-            .filter_map(|i| fed.node(&format!("c1-server-{i}")).and_then(|n| n.ledger_client()))
+            .filter_map(|i| {
+                fed.node(&format!("c1-server-{i}"))
+                    .and_then(|n| n.ledger_client())
+            })
             .collect();
         let seq = AtomicU64::new(0);
         // Warm up connections.
-        let _ = submit_at_rate(&clients, 200, Duration::from_secs(1), IN_FLIGHT_MAX, &seq, |_| {}).await;
+        let _ = submit_at_rate(
+            &clients,
+            200,
+            Duration::from_secs(1),
+            IN_FLIGHT_MAX,
+            &seq,
+            |_| {},
+        )
+        .await;
         for &rate in &a.rates {
-            let s = submit_at_rate(&clients, rate, Duration::from_secs(a.secs), IN_FLIGHT_MAX, &seq, |_| {}).await;
+            let s = submit_at_rate(
+                &clients,
+                rate,
+                Duration::from_secs(a.secs),
+                IN_FLIGHT_MAX,
+                &seq,
+                |_| {},
+            )
+            .await;
             println!(
                 "{rate:>10} {:>10} {:>10} {:>12.0} {:>10.1} {:>10.1} {:>8}",
                 s.started,

@@ -57,11 +57,9 @@ impl Function for Echo {
         self.0.to_be_bytes().to_vec()
     }
     fn restore(state: &[u8]) -> Result<Self, FunctionError> {
-        let b: [u8; 8] = state
-            .try_into()
-            .map_err(|_| FunctionError::Restore {
-                detail: "echo state is 8 bytes".into(),
-            })?;
+        let b: [u8; 8] = state.try_into().map_err(|_| FunctionError::Restore {
+            detail: "echo state is 8 bytes".into(),
+        })?;
         Ok(Echo(u64::from_be_bytes(b)))
     }
 }
@@ -163,7 +161,11 @@ async fn measure(
             let pb = bar(1, format!("{name} ×{c}"));
             let call = |warm: usize| {
                 let (bare, inv, p) = (bare.clone(), invoker.clone(), payload.clone());
-                let key = if i == 1 { local.clone() } else { remote.clone() };
+                let key = if i == 1 {
+                    local.clone()
+                } else {
+                    remote.clone()
+                };
                 closed_loop(c, warm, move || {
                     let (bare, inv, p, key) = (bare.clone(), inv.clone(), p.clone(), key.clone());
                     async move {

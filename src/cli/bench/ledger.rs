@@ -143,7 +143,9 @@ fn write_federation(dir: &Path, a: &LedgerArgs) -> anyhow::Result<Federation> {
             &format!("batch_timeout_ms = {}", a.batch_ms),
         );
     if edited == text {
-        bail!("federation.toml written by init no longer has the chain parameters this bench edits");
+        bail!(
+            "federation.toml written by init no longer has the chain parameters this bench edits"
+        );
     }
     std::fs::write(&w.federation_file, edited)?;
     Ok(Federation::load(&w.federation_file)?)
@@ -199,12 +201,7 @@ fn run_processes(
 }
 
 /// Every node in this process (one thread: the actix System's).
-fn run_embedded(
-    dir: &Path,
-    a: &LedgerArgs,
-    rates: &[u64],
-    secs: f64,
-) -> anyhow::Result<Vec<Step>> {
+fn run_embedded(dir: &Path, a: &LedgerArgs, rates: &[u64], secs: f64) -> anyhow::Result<Vec<Step>> {
     let mut procs = NodeProcs::spawn(dir, &[])?;
     let system = actix::System::new();
     system.block_on(async {
@@ -420,10 +417,7 @@ fn write_report(
         }
     }
     let roles: Vec<String> = {
-        let mut v: Vec<String> = steps
-            .iter()
-            .flat_map(|s| s.usage.keys().cloned())
-            .collect();
+        let mut v: Vec<String> = steps.iter().flat_map(|s| s.usage.keys().cloned()).collect();
         v.sort();
         v.dedup();
         v
@@ -464,7 +458,11 @@ fn write_report(
                 f(st.latencies.max_ms(), 1),
             ];
             for role in &roles {
-                row.push(s.usage.get(role).map_or("-".into(), |u| f(u.cpu_pct_avg, 0)));
+                row.push(
+                    s.usage
+                        .get(role)
+                        .map_or("-".into(), |u| f(u.cpu_pct_avg, 0)),
+                );
             }
             row.push(f(cpu_ms_per_tx(s), 3));
             row

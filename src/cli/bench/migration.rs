@@ -124,9 +124,11 @@ pub fn run(a: &MigrationArgs) -> anyhow::Result<PathBuf> {
     if !(secs > 0.0 && secs <= 3600.0) {
         bail!("--secs must be in (0, 3600]");
     }
-    let drain_s = a
-        .drain_secs
-        .unwrap_or(if quick { 2.0 * secs + 2.0 } else { 3.0 * secs + 10.0 });
+    let drain_s = a.drain_secs.unwrap_or(if quick {
+        2.0 * secs + 2.0
+    } else {
+        3.0 * secs + 10.0
+    });
     if !(drain_s > 0.0 && drain_s <= 3600.0) {
         bail!("--drain-secs must be in (0, 3600]");
     }
@@ -169,15 +171,8 @@ pub fn run(a: &MigrationArgs) -> anyhow::Result<PathBuf> {
         let dir = work.path().join(format!("block-{block}"));
         write_federation(&dir, &topo, block)?;
         let system = actix::System::new();
-        let mut s = system.block_on(sweep(
-            &dir,
-            &topo,
-            (block, drain),
-            &scopes,
-            &rates,
-            secs,
-            a,
-        ))?;
+        let mut s =
+            system.block_on(sweep(&dir, &topo, (block, drain), &scopes, &rates, secs, a))?;
         steps.append(&mut s);
         // The stores of this block size are not needed any more.
         let _ = std::fs::remove_dir_all(&dir);
@@ -189,10 +184,7 @@ pub fn run(a: &MigrationArgs) -> anyhow::Result<PathBuf> {
 fn write_federation(dir: &Path, topo: &Topology, block: u32) -> anyhow::Result<()> {
     let w = write_local_federation(dir, topo, false)?;
     let text = std::fs::read_to_string(&w.federation_file)?;
-    let edited = text.replace(
-        "block_size_txs = 16",
-        &format!("block_size_txs = {block}"),
-    );
+    let edited = text.replace("block_size_txs = 16", &format!("block_size_txs = {block}"));
     if !text.contains("block_size_txs = 16") {
         bail!("federation.toml written by init no longer has the block size this bench edits");
     }
@@ -214,7 +206,10 @@ impl Servers {
         let s = ((n / clouds) % servers) as usize;
         let (dc, ds) = match scope {
             Scope::Local => (c, (s + 1) % servers as usize),
-            Scope::Inter => ((c + 1) % clouds as usize, s % self.by_cloud[(c + 1) % clouds as usize].len()),
+            Scope::Inter => (
+                (c + 1) % clouds as usize,
+                s % self.by_cloud[(c + 1) % clouds as usize].len(),
+            ),
         };
         (&self.by_cloud[c][s].1, self.by_cloud[dc][ds].0.clone())
     }
@@ -534,10 +529,7 @@ fn write_report(
             match (limit, tested_all) {
                 (Some(l), true) => format!("≥ {l} (highest tested)"),
                 (Some(l), false) => l.to_string(),
-                (None, _) => format!(
-                    "< {}",
-                    of.first().map_or(0, |s| s.step.offered_per_s)
-                ),
+                (None, _) => format!("< {}", of.first().map_or(0, |s| s.step.offered_per_s)),
             },
             low.map_or("-".into(), |x| f(x, 1)),
         ]);
@@ -552,7 +544,10 @@ fn write_report(
     r.csv("stability.csv", &lh, &lim_rows)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     for scope in [Scope::Local, Scope::Inter] {
-        if let Some(s) = steps.iter().find(|s| s.scope == scope && s.step.completed > 0) {
+        if let Some(s) = steps
+            .iter()
+            .find(|s| s.scope == scope && s.step.completed > 0)
+        {
             let ms = cpu_ms_per_migration(s);
             if ms > 0.0 {
                 r.text(&format!(

@@ -117,7 +117,9 @@ impl NodeProcs {
             r.processes += 1;
             r.cpu_s += cpu_s;
             r.cpu_pct_sum += pct;
-            r.peak_rss_mib = r.peak_rss_mib.max(peak_rss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
+            r.peak_rss_mib = r
+                .peak_rss_mib
+                .max(peak_rss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
         }
         for r in roles.values_mut() {
             r.cpu_pct_avg = r.cpu_pct_sum / r.processes.max(1) as f64;

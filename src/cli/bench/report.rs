@@ -180,11 +180,7 @@ fn draw(
                     .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
                     .label(s.name.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-                chart.draw_series(
-                    s.points
-                        .iter()
-                        .map(|&p| Circle::new(p, 3, c.filled())),
-                )?;
+                chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
             }
             chart
                 .configure_series_labels()
