@@ -167,15 +167,26 @@ pub fn run(a: &MigrationArgs) -> anyhow::Result<PathBuf> {
         .prefix("federact-bench-migration-")
         .tempdir()?;
     let mut steps = Vec::new();
+    // A fresh federation per (block size, scope): migrations abandoned by
+    // an overloaded step would otherwise still load the next sweep.
     for &block in &a.block_sizes {
-        let dir = work.path().join(format!("block-{block}"));
-        write_federation(&dir, &topo, block)?;
-        let system = actix::System::new();
-        let mut s =
-            system.block_on(sweep(&dir, &topo, (block, drain), &scopes, &rates, secs, a))?;
-        steps.append(&mut s);
-        // The stores of this block size are not needed any more.
-        let _ = std::fs::remove_dir_all(&dir);
+        for &scope in &scopes {
+            let dir = work.path().join(format!("block-{block}-{}", scope.name()));
+            write_federation(&dir, &topo, block)?;
+            let system = actix::System::new();
+            let mut s = system.block_on(sweep(
+                &dir,
+                &topo,
+                (block, drain),
+                &[scope],
+                &rates,
+                secs,
+                a,
+            ))?;
+            steps.append(&mut s);
+            // The stores of this run are not needed any more.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
     write_report(&mut report, a, &topo, secs, &steps)?;
     report.finish()
