@@ -58,6 +58,8 @@ fn quick_ledger_bench_writes_a_consistent_report() {
             "100,300",
             "--reads",
             "300",
+            "--timeout-s",
+            "5",
             "--out",
         ])
         .arg(&out)

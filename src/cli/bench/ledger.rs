@@ -60,6 +60,9 @@ pub struct LedgerArgs {
     /// Outstanding submissions beyond which offered load is shed.
     #[arg(long, default_value_t = 100_000)]
     in_flight_max: u64,
+    /// How long a submission waits for its commit before counting as failed, in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout_s: u64,
     /// Keep sweeping after the chain saturates.
     #[arg(long)]
     no_stop: bool,
@@ -187,7 +190,8 @@ fn run_processes(
             .context("binding the driver's endpoint")?;
             transports.push(transport.clone());
             clients.push(
-                LedgerClient::new(transport, key, gateway).with_timeout(Duration::from_secs(60)),
+                LedgerClient::new(transport, key, gateway)
+                    .with_timeout(Duration::from_secs(a.timeout_s.max(1))),
             );
         }
         let r = drive(&clients, &mut procs, a, rates, secs).await;
@@ -211,7 +215,7 @@ fn run_embedded(dir: &Path, a: &LedgerArgs, rates: &[u64], secs: f64) -> anyhow:
                 fed.node(&format!("c1-server-{i}"))
                     .and_then(|n| n.ledger_client())
             })
-            .map(|c| c.with_timeout(Duration::from_secs(60)))
+            .map(|c| c.with_timeout(Duration::from_secs(a.timeout_s.max(1))))
             .collect();
         let r = drive(&clients, &mut procs, a, rates, secs).await;
         fed.shutdown().await;
