@@ -158,8 +158,8 @@ pub fn run(a: &MigrationArgs) -> anyhow::Result<PathBuf> {
     if topo.clouds < 2 && scopes.contains(&Scope::Inter) {
         bail!("inter-cloud migrations need --clouds of at least 2");
     }
-    if rates.is_empty() || rates.contains(&0) || a.block_sizes.is_empty() || !(secs > 0.0) {
-        bail!("--rates, --block-sizes and --secs must be positive");
+    if rates.is_empty() || rates.contains(&0) || a.block_sizes.is_empty() {
+        bail!("--rates and --block-sizes must be positive");
     }
     let out = a.common.out_dir("migration");
     let mut report = Report::create(&out, "federact bench migration")?;
@@ -262,7 +262,7 @@ async fn sweep(
                 .and_then(|n| n.migration())
                 .with_context(|| format!("{name} runs no migration actor"))?
                 .clone();
-            v.push((Site::new(&format!("cloud-{c}"), &name), addr));
+            v.push((Site::new(format!("cloud-{c}"), &name), addr));
         }
         by_cloud.push(v);
     }
