@@ -381,21 +381,21 @@ mod tests {
     #[actix_rt::test]
     async fn open_loop_sheds_load_beyond_the_in_flight_bound() {
         let seq = AtomicU64::new(0);
-        let step = open_loop(
+        // Operations never finish, so exactly `in_flight_max` start
+        // whatever the scheduling; the drain limit then abandons them.
+        let step = open_loop_drain(
             1000,
             Duration::from_millis(100),
             5,
+            Some(Duration::from_millis(10)),
             &seq,
-            |_| async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(())
-            },
+            |_| std::future::pending::<Result<(), String>>(),
             |_| {},
         )
         .await;
         assert_eq!(step.started, 5);
         assert_eq!(step.shed, 95);
-        assert_eq!(step.completed, 5);
+        assert_eq!((step.completed, step.unfinished), (0, 5));
     }
 
     #[actix_rt::test]
