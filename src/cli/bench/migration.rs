@@ -77,7 +77,7 @@ pub struct MigrationArgs {
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
     /// Seconds to wait for a step's migrations after the last start before
-    /// abandoning them (default 2 × secs + 2 with --quick, else 3 × secs + 10).
+    /// abandoning them (default secs + 2 with --quick, else 3 × secs + 10).
     #[arg(long)]
     drain_secs: Option<f64>,
     /// Keep sweeping rates after the first unbounded one.
