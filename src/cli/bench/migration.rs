@@ -124,11 +124,9 @@ pub fn run(a: &MigrationArgs) -> anyhow::Result<PathBuf> {
     if !(secs > 0.0 && secs <= 3600.0) {
         bail!("--secs must be in (0, 3600]");
     }
-    let drain_s = a.drain_secs.unwrap_or(if quick {
-        2.0 * secs + 2.0
-    } else {
-        3.0 * secs + 10.0
-    });
+    let drain_s = a
+        .drain_secs
+        .unwrap_or(if quick { secs + 2.0 } else { 3.0 * secs + 10.0 });
     if !(drain_s > 0.0 && drain_s <= 3600.0) {
         bail!("--drain-secs must be in (0, 3600]");
     }
