@@ -14,6 +14,7 @@
 //! - [`migration`]: the migration actor of every server (BASICS image and
 //!   instance moves, driving `federact_ledger::migration`).
 //! - [`client`]: sign, submit and wait for receipts through a gateway.
+//! - [`loadgen`]: open- and closed-loop load drivers for benchmarks.
 //! - [`function`]: the serverless [`function::Function`] trait, registry and instance actor.
 //! - [`server`]: hosts instances, enforces capacity, reports load; [`server::Invoker`] calls instances.
 //! - [`orchestrator`]: one per cloud: places instances, keeps the directory, records PROV.
@@ -36,6 +37,7 @@ pub mod embedded;
 pub mod error;
 pub mod function;
 pub mod gateway;
+pub mod loadgen;
 pub mod metrics;
 pub mod migration;
 pub mod node;

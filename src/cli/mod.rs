@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use federact::config::{write_local_federation, Federation, NodeKey, Topology};
 
+mod bench;
 mod demo;
 mod drain;
 mod invoke;
@@ -54,6 +55,9 @@ enum Command {
     Status(up::StatusArgs),
     /// Migrate every function instance of a server to other servers of its cloud (live, BASICS).
     Drain(drain::DrainArgs),
+    /// Benchmark this machine's federation and write a report (summary.md, CSV, SVG plots).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
     /// Run one node with the roles its configuration gives it, until ctrl-c or SIGTERM.
     Node {
         /// The node's configuration file (e.g. DIR/nodes/c1-gateway.toml).
@@ -140,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(&args),
         Command::Invoke(args) => invoke::run(&args),
         Command::Drain(args) => drain::run(&args),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Config(ConfigCmd::Check { file }) => {
             let fed = Federation::load(&file)?;
             print!("{}", fed.summary());

@@ -1,0 +1,674 @@
+//! `federact bench migration`: the BASICS experiments on this system —
+//! migration delay vs migration rate for local and inter-cloud migrations
+//! at block sizes 4 and 16, and the stability limit (the highest rate whose
+//! delay stays bounded over the run).
+//!
+//! Each migration is a real BASICS image migration: a fresh image file is
+//! hashed at the source, `Indication` commits on the cloud's chain (local)
+//! or the consortium (inter), the image streams over QUIC, the destination
+//! re-hashes it and `Confirmation` commits; an inter-cloud move then
+//! commits `Leave` and `Arrival` on the two local chains with cross-chain
+//! proofs. The delay is from the request at the source server's migration
+//! actor to the last record committed (its answer). Every node runs in this
+//! process (an embedded federation over loopback QUIC with durable sled
+//! stores): 44 node processes would not fit beside each other on a small
+//! machine any better than one process does.
+//!
+//! Migrations start open-loop at a fixed rate, round-robin over the source
+//! servers. A rate is *bounded* when every migration started completed, no
+//! offered migration was shed, and the median delay of migrations started
+//! in the last third of the step is at most twice that of the first third
+//! and at most twice the lowest rate's median, plus 50 ms each (the delay
+//! neither grows during the step nor leaves the unloaded level; with short
+//! steps the first test alone misses a queue that built up in the first
+//! third). The stability limit is the highest rate of the ascending sweep
+//! below the first unbounded one.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::Addr;
+use anyhow::{bail, Context};
+use clap::Args;
+use federact::config::{write_local_federation, Topology};
+use federact::ledger::record::Site;
+use federact_actors::loadgen::{open_loop_drain, Latencies, RateStep};
+use federact_actors::migration::{MigrationActor, MigrationLimits, StartMigration};
+use federact_actors::{EmbeddedFederation, NodeOptions};
+
+use super::report::{f, Report, Series};
+use super::{bar, CommonArgs};
+
+/// Arguments of `federact bench migration`.
+#[derive(Debug, Args)]
+pub struct MigrationArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Clouds (BASICS Table I: 4; default 2 with --quick).
+    #[arg(long)]
+    clouds: Option<usize>,
+    /// Local validators per cloud (Table I: 4).
+    #[arg(long, default_value_t = 4)]
+    local_validators: usize,
+    /// Inter validators running the consortium (Table I: 12; default 4 with --quick).
+    #[arg(long)]
+    inter_validators: Option<usize>,
+    /// Servers per cloud (sources and destinations of migrations).
+    #[arg(long, default_value_t = 2)]
+    servers_per_cloud: usize,
+    /// Block sizes (`block_size_txs`) to run, comma-separated (BASICS: 4 and 16).
+    #[arg(long, value_delimiter = ',', default_value = "4,16")]
+    block_sizes: Vec<u32>,
+    /// Migration rates per second, ascending, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<u64>>,
+    /// Seconds per rate (default 2 with --quick, else 10).
+    #[arg(long)]
+    secs: Option<f64>,
+    /// Scopes to run: `local`, `inter` or both.
+    #[arg(long, value_delimiter = ',', default_value = "local,inter")]
+    scopes: Vec<String>,
+    /// Image size in KiB.
+    #[arg(long, default_value_t = 4)]
+    image_kib: usize,
+    /// Emulated one-way inter-cloud delay in ms (0 or 50).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Seconds to wait for a step's migrations after the last start before
+    /// abandoning them (default secs + 2 with --quick, else 3 × secs + 10).
+    #[arg(long)]
+    drain_secs: Option<f64>,
+    /// Keep sweeping rates after the first unbounded one.
+    #[arg(long)]
+    no_stop: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scope {
+    Local,
+    Inter,
+}
+
+impl Scope {
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Local => "local",
+            Scope::Inter => "inter",
+        }
+    }
+}
+
+struct Step {
+    block: u32,
+    scope: Scope,
+    step: RateStep,
+    /// CPU seconds the process (every node and the driver) used in the step.
+    cpu_s: f64,
+    early_p50_ms: f64,
+    late_p50_ms: f64,
+    bounded: bool,
+}
+
+/// Runs the benchmark; returns the summary file.
+pub fn run(a: &MigrationArgs) -> anyhow::Result<PathBuf> {
+    let quick = a.common.quick;
+    let topo = Topology {
+        clouds: a.clouds.unwrap_or(if quick { 2 } else { 4 }),
+        servers_per_cloud: a.servers_per_cloud,
+        local_validators: a.local_validators,
+        inter_validators: a.inter_validators.unwrap_or(if quick { 4 } else { 12 }),
+    };
+    let secs = a.secs.unwrap_or(if quick { 2.0 } else { 10.0 });
+    if !(secs > 0.0 && secs <= 3600.0) {
+        bail!("--secs must be in (0, 3600]");
+    }
+    let drain_s = a
+        .drain_secs
+        .unwrap_or(if quick { secs + 2.0 } else { 3.0 * secs + 10.0 });
+    if !(drain_s > 0.0 && drain_s <= 3600.0) {
+        bail!("--drain-secs must be in (0, 3600]");
+    }
+    let drain = Duration::from_secs_f64(drain_s);
+    let rates = a.rates.clone().unwrap_or_else(|| {
+        if quick {
+            vec![32, 128, 512]
+        } else {
+            vec![16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+        }
+    });
+    let scopes: Vec<Scope> = a
+        .scopes
+        .iter()
+        .map(|s| match s.as_str() {
+            "local" => Ok(Scope::Local),
+            "inter" => Ok(Scope::Inter),
+            other => bail!("--scopes {other}: expected local or inter"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if a.delay_ms > 10_000 {
+        bail!("--delay-ms {}: at most 10000", a.delay_ms);
+    }
+    if topo.servers_per_cloud < 2 && scopes.contains(&Scope::Local) {
+        bail!("local migrations need --servers-per-cloud of at least 2");
+    }
+    if topo.clouds < 2 && scopes.contains(&Scope::Inter) {
+        bail!("inter-cloud migrations need --clouds of at least 2");
+    }
+    if rates.is_empty() || rates.contains(&0) || a.block_sizes.is_empty() {
+        bail!("--rates and --block-sizes must be positive");
+    }
+    let out = a.common.out_dir("migration");
+    let mut report = Report::create(&out, "federact bench migration")?;
+    let work = tempfile::Builder::new()
+        .prefix("federact-bench-migration-")
+        .tempdir()?;
+    let mut steps = Vec::new();
+    // A fresh federation per (block size, scope): migrations abandoned by
+    // an overloaded step would otherwise still load the next sweep.
+    for &block in &a.block_sizes {
+        for &scope in &scopes {
+            let dir = work.path().join(format!("block-{block}-{}", scope.name()));
+            write_federation(&dir, &topo, block)?;
+            let system = actix::System::new();
+            let mut s = system.block_on(sweep(
+                &dir,
+                &topo,
+                (block, drain),
+                &[scope],
+                &rates,
+                secs,
+                a,
+            ))?;
+            steps.append(&mut s);
+            // The stores of this run are not needed any more.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    write_report(&mut report, a, &topo, secs, &steps)?;
+    report.finish()
+}
+
+fn write_federation(dir: &Path, topo: &Topology, block: u32) -> anyhow::Result<()> {
+    let w = write_local_federation(dir, topo, false)?;
+    let text = std::fs::read_to_string(&w.federation_file)?;
+    let edited = text.replace("block_size_txs = 16", &format!("block_size_txs = {block}"));
+    if !text.contains("block_size_txs = 16") {
+        bail!("federation.toml written by init no longer has the block size this bench edits");
+    }
+    std::fs::write(&w.federation_file, edited)?;
+    Ok(())
+}
+
+struct Servers {
+    /// (site, migration actor) per cloud, per server.
+    by_cloud: Vec<Vec<(Site, Addr<MigrationActor>)>>,
+}
+
+impl Servers {
+    /// Source and destination of migration `n`.
+    fn pair(&self, n: u64, scope: Scope) -> (&Addr<MigrationActor>, Site) {
+        let clouds = self.by_cloud.len() as u64;
+        let c = (n % clouds) as usize;
+        let servers = self.by_cloud[c].len() as u64;
+        let s = ((n / clouds) % servers) as usize;
+        let (dc, ds) = match scope {
+            Scope::Local => (c, (s + 1) % servers as usize),
+            Scope::Inter => (
+                (c + 1) % clouds as usize,
+                s % self.by_cloud[(c + 1) % clouds as usize].len(),
+            ),
+        };
+        (&self.by_cloud[c][s].1, self.by_cloud[dc][ds].0.clone())
+    }
+}
+
+async fn sweep(
+    dir: &Path,
+    topo: &Topology,
+    (block, drain): (u32, Duration),
+    scopes: &[Scope],
+    rates: &[u64],
+    secs: f64,
+    a: &MigrationArgs,
+) -> anyhow::Result<Vec<Step>> {
+    let options = NodeOptions {
+        migration: MigrationLimits {
+            // The bench measures the protocol's capacity, not the
+            // per-server admission limit (a deployment's choice).
+            concurrent_max: 1 << 16,
+            protocol_timeout: Duration::from_secs(60),
+            transfer_timeout: Duration::from_secs(60),
+            ..MigrationLimits::default()
+        },
+        ..NodeOptions::default()
+    };
+    let relays = if a.delay_ms > 0 {
+        Some(start_relays(dir, a.delay_ms).await?)
+    } else {
+        None
+    };
+    let fed = EmbeddedFederation::start_with(dir, options).await?;
+    let mut by_cloud = Vec::new();
+    for c in 1..=topo.clouds {
+        let mut v = Vec::new();
+        for s in 1..=topo.servers_per_cloud {
+            let name = format!("c{c}-server-{s}");
+            let addr = fed
+                .node(&name)
+                .and_then(|n| n.migration())
+                .with_context(|| format!("{name} runs no migration actor"))?
+                .clone();
+            v.push((Site::new(format!("cloud-{c}"), &name), addr));
+        }
+        by_cloud.push(v);
+    }
+    let servers = Servers { by_cloud };
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images)?;
+    let seq = AtomicU64::new(0);
+    let result = async {
+        // Warm up: one migration of each scope must complete (chains elected, connections up).
+        for &scope in scopes {
+            if let Some(r) = &relays {
+                r.set_scope(scope);
+            }
+            let n = seq.fetch_add(1, Ordering::Relaxed);
+            let img = write_image(&images, n, a.image_kib)?;
+            let (src, to) = servers.pair(n, scope);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let r = src
+                    .send(StartMigration {
+                        image: img.clone(),
+                        destination: to.clone(),
+                        tamper: false,
+                    })
+                    .await;
+                match r {
+                    Ok(Ok(rep)) if rep.completed => break,
+                    other if tokio::time::Instant::now() >= deadline => {
+                        bail!("warm-up {} migration did not complete within 60 s: {other:?}", scope.name())
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        let mut steps = Vec::new();
+        for &scope in scopes {
+            if let Some(r) = &relays {
+                r.set_scope(scope);
+            }
+            let mut baseline: Option<f64> = None;
+            for &rate in rates {
+                let total = (rate as f64 * secs).round() as u64;
+                let first = seq.load(Ordering::Relaxed);
+                for n in first..first + total {
+                    write_image(&images, n, a.image_kib)?;
+                }
+                let pb = bar(total, format!("block {block} {} {rate}/s", scope.name()));
+                let cpu0 = super::procs::own_cpu_s();
+                let step = open_loop_drain(
+                    rate,
+                    Duration::from_secs_f64(secs),
+                    (rate * 3).max(256),
+                    Some(drain),
+                    &seq,
+                    |n| {
+                        let (src, to) = servers.pair(n, scope);
+                        let (src, image) = (src.clone(), image_path(&images, n));
+                        async move {
+                            match src
+                                .send(StartMigration {
+                                    image,
+                                    destination: to,
+                                    tamper: false,
+                                })
+                                .await
+                            {
+                                Ok(Ok(r)) if r.completed => Ok(()),
+                                Ok(Ok(r)) => Err(format!(
+                                    "aborted: {}",
+                                    r.reason.unwrap_or_default()
+                                )),
+                                Ok(Err(e)) => Err(e.to_string()),
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
+                    },
+                    |n| pb.set_position(n),
+                )
+                .await;
+                let cpu_s = super::procs::own_cpu_s() - cpu0;
+                pb.finish_and_clear();
+                for n in first..seq.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(image_path(&images, n));
+                }
+                let (early, late) = trend(&step, secs);
+                // The unloaded delay: the lowest rate's median.
+                let base = *baseline.get_or_insert(step.latencies.quantile_ms(0.5));
+                let bounded = step.failed == 0
+                    && step.shed == 0
+                    && step.unfinished == 0
+                    && step.completed == step.started
+                    && late <= 2.0 * early + 50.0
+                    && late <= 2.0 * base + 50.0;
+                eprintln!(
+                    "block {block:>2} {:<5} {rate:>5}/s: {:>6.0} done/s, p50 {:>8.1} ms, p99 {:>8.1} ms, early/late p50 {early:.1}/{late:.1} ms, failed {}, shed {}, unfinished {}{}",
+                    scope.name(),
+                    step.completed_per_s(),
+                    step.latencies.quantile_ms(0.5),
+                    step.latencies.quantile_ms(0.99),
+                    step.failed,
+                    step.shed,
+                    step.unfinished,
+                    if bounded { "" } else { "  (unbounded)" }
+                );
+                steps.push(Step {
+                    block,
+                    scope,
+                    step,
+                    cpu_s,
+                    early_p50_ms: early,
+                    late_p50_ms: late,
+                    bounded,
+                });
+                if !bounded && !a.no_stop {
+                    break;
+                }
+            }
+        }
+        Ok(steps)
+    }
+    .await;
+    fed.shutdown().await;
+    drop(relays);
+    result
+}
+
+/// UDP relays in front of the servers and the inter validators, adding the
+/// emulated one-way inter-cloud delay.
+///
+/// A relay delays every datagram to and from its node, whoever the peer
+/// is, so the delay is placed where inter-cloud traffic goes: on the inter
+/// validators (the consortium's consensus runs between clouds) always, and
+/// on the servers (image transfer and protocol notices between source and
+/// destination) only while inter-cloud migrations run. Consortium traffic
+/// between two inter validators of the same cloud, and between a gateway
+/// and its own cloud's inter validators, is delayed too: an overestimate
+/// of the inter-cloud delay, never an underestimate.
+struct Relays {
+    delay: Duration,
+    servers: Vec<federact::federation::netem::Relay>,
+    _inter: Vec<federact::federation::netem::Relay>,
+}
+
+impl Relays {
+    fn set_scope(&self, scope: Scope) {
+        let d = match scope {
+            Scope::Local => Duration::ZERO,
+            Scope::Inter => self.delay,
+        };
+        for r in &self.servers {
+            r.handle().set_delay(d, Duration::ZERO);
+        }
+    }
+}
+
+async fn start_relays(dir: &Path, delay_ms: u64) -> anyhow::Result<Relays> {
+    use federact::federation::netem::{Relay, RelayOptions};
+    let fed = federact::config::Federation::load(&dir.join("federation.toml"))?;
+    let delay = Duration::from_millis(delay_ms);
+    let (mut servers, mut inter) = (Vec::new(), Vec::new());
+    for (i, n) in fed.nodes().iter().enumerate() {
+        let is_server = n.name().contains("-server-");
+        if !is_server && !n.name().contains("-inter-") {
+            continue;
+        }
+        // The node binds a fresh port; peers keep dialling its `listen`
+        // address, where the relay now sits.
+        let bind = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+        let file = dir.join("nodes").join(format!("{}.toml", n.name()));
+        let mut text = std::fs::read_to_string(&file)?;
+        text.push_str(&format!("bind = \"{bind}\"\n"));
+        std::fs::write(&file, text)?;
+        let relay = Relay::start(
+            n.listen(),
+            bind,
+            RelayOptions {
+                seed: i as u64,
+                sessions_max: 1024,
+                in_flight_max: 1 << 20,
+            },
+        )
+        .await
+        .with_context(|| format!("starting the relay in front of {}", n.name()))?;
+        relay.handle().set_delay(delay, Duration::ZERO);
+        if is_server {
+            servers.push(relay);
+        } else {
+            inter.push(relay);
+        }
+    }
+    Ok(Relays {
+        delay,
+        servers,
+        _inter: inter,
+    })
+}
+
+/// CPU milliseconds per completed migration (all nodes and the driver).
+fn cpu_ms_per_migration(s: &Step) -> f64 {
+    if s.step.completed == 0 {
+        return 0.0;
+    }
+    s.cpu_s * 1000.0 / s.step.completed as f64
+}
+
+fn image_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("vm-{n}.img"))
+}
+
+/// A `kib`-KiB image whose content (hence vm id) is unique to `n`.
+fn write_image(dir: &Path, n: u64, kib: usize) -> anyhow::Result<PathBuf> {
+    let path = image_path(dir, n);
+    let mut file = std::fs::File::create(&path)?;
+    let mut block = vec![0u8; 1024];
+    for (i, b) in block.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31);
+    }
+    block[..8].copy_from_slice(&n.to_be_bytes());
+    for _ in 0..kib.max(1) {
+        file.write_all(&block)?;
+    }
+    Ok(path)
+}
+
+/// Median delay of migrations started in the first and the last third of the step.
+fn trend(step: &RateStep, secs: f64) -> (f64, f64) {
+    let third = secs * 1000.0 / 3.0;
+    let pick = |lo: f64, hi: f64| {
+        Latencies::from_micros(
+            step.timeline_ms
+                .iter()
+                .filter(|(t, _)| *t >= lo && *t < hi)
+                .map(|(_, d)| (d * 1000.0) as u64)
+                .collect(),
+        )
+        .quantile_ms(0.5)
+    };
+    (pick(0.0, third), pick(2.0 * third, f64::MAX))
+}
+
+fn write_report(
+    r: &mut Report,
+    a: &MigrationArgs,
+    topo: &Topology,
+    secs: f64,
+    steps: &[Step],
+) -> anyhow::Result<()> {
+    r.text(&format!(
+        "Federation: {} clouds, {} servers and {} local validators per cloud, {} inter validators (consortium), batch_timeout_ms 20, durable sled, loopback QUIC; every node in this process (embedded). Emulated one-way inter-cloud delay: {} ms (user-space UDP relays in front of the inter validators, and of the servers during inter-cloud runs; 0 = no relays). Images of {} KiB, each unique. {secs} s per rate; migrations start open-loop, round-robin over the source servers.\n",
+        topo.clouds, topo.servers_per_cloud, topo.local_validators, topo.inter_validators, a.delay_ms, a.image_kib
+    ));
+    r.text("Delay = request at the source server's migration actor → last record committed (local: Confirmation; inter: Leave). Unfinished = still running when the step's drain limit passed (abandoned). Bounded = all started migrations completed, none shed, and the median delay of the migrations started in the last third of the step ≤ 2 × that of the first third + 50 ms and ≤ 2 × the lowest rate's median + 50 ms.\n");
+    r.text("## Stability limit (highest bounded rate)\n");
+    let mut lim_rows = Vec::new();
+    let mut pairs: Vec<(u32, Scope)> = steps.iter().map(|s| (s.block, s.scope)).collect();
+    pairs.dedup();
+    for (block, scope) in &pairs {
+        let of: Vec<&Step> = steps
+            .iter()
+            .filter(|s| s.block == *block && s.scope == *scope)
+            .collect();
+        let mut limit = None;
+        for s in &of {
+            if s.bounded {
+                limit = Some(s.step.offered_per_s);
+            } else {
+                break;
+            }
+        }
+        let tested_all = of.iter().all(|s| s.bounded);
+        let low = of.first().map(|s| s.step.latencies.quantile_ms(0.5));
+        lim_rows.push(vec![
+            block.to_string(),
+            scope.name().to_string(),
+            match (limit, tested_all) {
+                (Some(l), true) => format!("≥ {l} (highest tested)"),
+                (Some(l), false) => l.to_string(),
+                (None, _) => format!("< {}", of.first().map_or(0, |s| s.step.offered_per_s)),
+            },
+            low.map_or("-".into(), |x| f(x, 1)),
+        ]);
+    }
+    let lh = [
+        "block size",
+        "scope",
+        "stability limit (migrations/s)",
+        "p50 delay at the lowest rate (ms)",
+    ];
+    r.table(&lh, &lim_rows);
+    r.csv("stability.csv", &lh, &lim_rows)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for scope in [Scope::Local, Scope::Inter] {
+        if let Some(s) = steps
+            .iter()
+            .find(|s| s.scope == scope && s.step.completed > 0)
+        {
+            let ms = cpu_ms_per_migration(s);
+            if ms > 0.0 {
+                r.text(&format!(
+                    "CPU cost of one {} migration (block size {}, {}/s): {} ms of CPU for all nodes and the driver; with the whole federation in one process on one actix thread, one free core would bound the rate near {}/s ({cores} cores if the nodes ran in separate processes: near {}/s).\n",
+                    scope.name(),
+                    s.block,
+                    s.step.offered_per_s,
+                    f(ms, 2),
+                    f(1000.0 / ms, 0),
+                    f(cores * 1000.0 / ms, 0)
+                ));
+            }
+        }
+    }
+    r.text(&format!(
+        "Goals (issue 12): local stability limit ≥ 2,560/s (10× BASICS' 128–256/s in simulation); inter-cloud p50 at low rate ≤ 3 × one-way delay + 20 ms = {} ms here.\n",
+        3 * a.delay_ms + 20
+    ));
+    r.text("## Delay vs rate\n");
+    let header = [
+        "block size",
+        "scope",
+        "rate/s",
+        "started",
+        "completed",
+        "failed",
+        "shed",
+        "unfinished",
+        "completed/s",
+        "avg ms",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "first-third p50 ms",
+        "last-third p50 ms",
+        "bounded",
+        "CPU % (of one core)",
+        "CPU ms per migration",
+    ];
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| {
+            let st = &s.step;
+            vec![
+                s.block.to_string(),
+                s.scope.name().to_string(),
+                st.offered_per_s.to_string(),
+                st.started.to_string(),
+                st.completed.to_string(),
+                st.failed.to_string(),
+                st.shed.to_string(),
+                st.unfinished.to_string(),
+                f(st.completed_per_s(), 0),
+                f(st.latencies.mean_ms(), 1),
+                f(st.latencies.quantile_ms(0.5), 1),
+                f(st.latencies.quantile_ms(0.99), 1),
+                f(st.latencies.max_ms(), 1),
+                f(s.early_p50_ms, 1),
+                f(s.late_p50_ms, 1),
+                s.bounded.to_string(),
+                f(s.cpu_s / st.elapsed_s.max(1e-9) * 100.0, 0),
+                f(cpu_ms_per_migration(s), 2),
+            ]
+        })
+        .collect();
+    r.table(&header, &rows);
+    r.csv("delay_vs_rate.csv", &header, &rows)?;
+    if let Some(e) = steps.iter().find_map(|s| s.step.first_error.clone()) {
+        r.text(&format!("First failure seen: `{e}`\n"));
+    }
+    let raw: Vec<Vec<String>> = steps
+        .iter()
+        .flat_map(|s| {
+            s.step.timeline_ms.iter().map(move |(t, d)| {
+                vec![
+                    s.block.to_string(),
+                    s.scope.name().to_string(),
+                    s.step.offered_per_s.to_string(),
+                    f(*t, 3),
+                    f(*d, 3),
+                ]
+            })
+        })
+        .collect();
+    r.csv(
+        "migrations.csv",
+        &["block_size", "scope", "rate", "start_ms", "delay_ms"],
+        &raw,
+    )?;
+    let series: Vec<Series> = pairs
+        .iter()
+        .map(|(block, scope)| Series {
+            name: format!("{} block {block} (p50)", scope.name()),
+            points: steps
+                .iter()
+                .filter(|s| s.block == *block && s.scope == *scope)
+                .map(|s| {
+                    (
+                        s.step.offered_per_s as f64,
+                        s.step.latencies.quantile_ms(0.5).max(0.01),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    r.plot(
+        "delay_vs_rate.svg",
+        "Migration delay vs migration rate",
+        "migrations/s",
+        "p50 delay ms (log)",
+        &series,
+        true,
+    )?;
+    Ok(())
+}
