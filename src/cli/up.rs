@@ -232,8 +232,33 @@ impl Procs {
         }
     }
 
+    /// The pid of node `name`'s process.
+    pub(crate) fn pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|p| p.name == name && !p.exited)
+            .map(|p| p.child.id())
+    }
+
+    /// Fails if a node process has exited on its own (name and status).
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
+        for p in self.procs.iter_mut().filter(|p| !p.exited) {
+            if let Some(status) = p.child.try_wait()? {
+                p.exited = true;
+                bail!("node {} exited early: {status}; log: {}", p.name, p.log.display());
+            }
+        }
+        Ok(())
+    }
+
     /// SIGTERM to every running node, then waits; SIGKILL after 10 s.
     pub(crate) fn stop_all(&mut self) {
+        self.stop_within(Duration::from_secs(10));
+    }
+
+    /// SIGTERM to every running node (they flush their stores), then waits
+    /// up to `grace` before killing what is left.
+    pub(crate) fn stop_within(&mut self, grace: Duration) {
         for p in self.procs.iter_mut() {
             if let Ok(None) = p.child.try_wait() {
                 if let Ok(pid) = i32::try_from(p.child.id()) {
@@ -244,13 +269,13 @@ impl Procs {
                 }
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + grace;
         for p in self.procs.iter_mut() {
             loop {
                 match p.child.try_wait() {
                     Ok(Some(_)) | Err(_) => break,
                     Ok(None) if Instant::now() >= deadline => {
-                        eprintln!("{} did not stop in 10 s: killing it", p.name);
+                        eprintln!("{} did not stop in {grace:?}: killing it", p.name);
                         let _ = p.child.kill();
                         let _ = p.child.wait();
                         break;

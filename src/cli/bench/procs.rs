@@ -5,21 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use crate::cli::up::Procs;
 
-/// One node process.
-struct NodeProc {
-    name: String,
-    role: String,
-    child: Child,
-}
-
-/// The node processes of a benchmark; killed on drop if not terminated.
+/// The node processes of a benchmark (started and stopped by `up`'s
+/// [`Procs`]: logs in `DIR/logs/`, nodes die with the bench), each with
+/// the role its CPU and memory are reported under.
 pub struct NodeProcs {
-    procs: Vec<NodeProc>,
+    procs: Procs,
+    /// (node name, role).
+    roles: Vec<(String, String)>,
 }
 
 /// CPU time of processes at one instant.
@@ -47,49 +43,32 @@ pub struct RoleUse {
 
 impl NodeProcs {
     /// Starts `federact node --config DIR/nodes/NAME.toml` for each
-    /// `(name, role)`, logging to `DIR/NAME.log`.
+    /// `(name, role)`.
     pub fn spawn(dir: &Path, nodes: &[(String, String)]) -> anyhow::Result<NodeProcs> {
-        let exe = std::env::current_exe().context("locating the federact binary")?;
-        let mut procs = NodeProcs { procs: Vec::new() };
-        for (name, role) in nodes {
-            let cfg = dir.join("nodes").join(format!("{name}.toml"));
-            let log_path = dir.join(format!("{name}.log"));
-            let log = std::fs::File::create(&log_path)
-                .with_context(|| format!("creating {}", log_path.display()))?;
-            let child = Command::new(&exe)
-                .args(["node", "--config"])
-                .arg(&cfg)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting node {name}"))?;
-            procs.procs.push(NodeProc {
-                name: name.clone(),
-                role: role.clone(),
-                child,
-            });
+        let mut procs = Procs::new(dir, "warn", Vec::new())?;
+        for (name, _) in nodes {
+            procs.spawn(name)?;
         }
-        Ok(procs)
+        Ok(NodeProcs {
+            procs,
+            roles: nodes.to_vec(),
+        })
     }
 
     /// Fails if a node process has exited (with its name and status).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        for p in &mut self.procs {
-            if let Some(status) = p.child.try_wait()? {
-                anyhow::bail!("node {} exited early: {status}", p.name);
-            }
-        }
-        Ok(())
+        self.procs.check_alive()
     }
 
     /// CPU ticks of every node process and of this process (role `driver`).
     pub fn cpu_mark(&self) -> CpuMark {
         let mut ticks: Vec<(String, u32, u64)> = self
-            .procs
+            .roles
             .iter()
-            .filter_map(|p| cpu_ticks(p.child.id()).map(|t| (p.role.clone(), p.child.id(), t)))
+            .filter_map(|(name, role)| {
+                let pid = self.procs.pid(name)?;
+                cpu_ticks(pid).map(|t| (role.clone(), pid, t))
+            })
             .collect();
         let me = std::process::id();
         if let Some(t) = cpu_ticks(me) {
@@ -130,34 +109,7 @@ impl NodeProcs {
     /// SIGTERM to every node (they flush their stores), then waits up to
     /// `grace` for each before killing it.
     pub fn terminate(&mut self, grace: Duration) {
-        for p in &self.procs {
-            // SAFETY: kill(2) on a child we spawned and have not yet reaped.
-            unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + grace;
-        for p in &mut self.procs {
-            loop {
-                match p.child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = p.child.kill();
-                        let _ = p.child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        }
-        self.procs.clear();
-    }
-}
-
-impl Drop for NodeProcs {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
+        self.procs.stop_within(grace);
     }
 }
 
