@@ -96,9 +96,14 @@ impl LedgerClient {
                 })?;
         let membership = federact_federation::Membership::from_federation(fed);
         let options = federact_federation::TransportOptions::from(*fed.transport());
-        let addr = std::net::SocketAddr::new(spec.listen().ip(), 0);
+        let addr = std::net::SocketAddr::new(config.bind_addr().ip(), 0);
         let transport = Transport::bind(&key, membership, options, addr).await?;
         Ok(LedgerClient::new(transport, key, gateway).with_federation(fed))
+    }
+
+    /// The client's transport (e.g. to probe peers with the same endpoint).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// Closes the client's endpoint (for [`LedgerClient::connect`]).

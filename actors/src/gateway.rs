@@ -37,6 +37,8 @@ use crate::wire::{
     ValidatorOneWay, ValidatorRequest, ValidatorResponse,
 };
 
+/// Ledger queries relayed at once, at most (each may hold a large answer).
+const QUERIES_MAX: usize = 64;
 /// Transactions waiting for their commit, at most.
 const WAITING_MAX: usize = 200_000;
 /// Out-of-order blocks buffered per chain, at most.
@@ -212,7 +214,12 @@ pub struct GatewayActor {
     transport: Transport,
     local: Followed,
     consortium: Option<Followed>,
-    waiting: HashMap<TxId, (String, Vec<Waiter>, u64)>,
+    /// Per waiting transaction: its chain, its submitters, when it was
+    /// first submitted (commit latency) and when the validators were last
+    /// asked about it (ms).
+    waiting: HashMap<TxId, (String, Vec<Waiter>, u64, u64)>,
+    /// Ledger queries relayed and not answered yet (at most [`QUERIES_MAX`]).
+    queries_in_flight: usize,
     relay: Option<RelayCore>,
     cursor: CursorStore,
     /// Relayed consortium heights whose deliveries have not all committed.
@@ -281,6 +288,7 @@ impl GatewayActor {
             local,
             consortium,
             waiting: HashMap::new(),
+            queries_in_flight: 0,
             relay,
             cursor,
             relay_pending: BTreeMap::new(),
@@ -448,7 +456,7 @@ impl GatewayActor {
                 let entry = self
                     .waiting
                     .entry(id)
-                    .or_insert_with(|| (chain_id.clone(), Vec::new(), now));
+                    .or_insert_with(|| (chain_id.clone(), Vec::new(), now, now));
                 entry.1.push(w);
             }
         }
@@ -551,7 +559,7 @@ impl GatewayActor {
         }
         let now = now_ms();
         for (i, proof) in CrossChainProof::build_many(&b.block, &b.certificate, &answered) {
-            if let Some((_, waiters, since)) = self.waiting.remove(&ids[i]) {
+            if let Some((_, waiters, since, _)) = self.waiting.remove(&ids[i]) {
                 self.metrics
                     .commit_latency(chain_id, now.saturating_sub(since) as f64);
                 let receipt = Receipt {
@@ -805,13 +813,13 @@ impl GatewayActor {
         let overdue: Vec<(TxId, String)> = self
             .waiting
             .iter()
-            .filter(|(_, (_, _, since))| now.saturating_sub(*since) > deadline)
-            .map(|(id, (chain, _, _))| (*id, chain.clone()))
+            .filter(|(_, (_, _, _, asked))| now.saturating_sub(*asked) > deadline)
+            .map(|(id, (chain, _, _, _))| (*id, chain.clone()))
             .take(256)
             .collect();
         for (id, chain_id) in overdue {
-            if let Some((_, _, since)) = self.waiting.get_mut(&id) {
-                *since = now;
+            if let Some((_, _, _, asked)) = self.waiting.get_mut(&id) {
+                *asked = now;
             }
             self.ask_status(id, chain_id, ctx);
         }
@@ -909,7 +917,7 @@ impl GatewayActor {
                 }
                 None => return, // pending or committed: the block will answer
             };
-            if let Some((_, waiters, _)) = act.waiting.remove(&id) {
+            if let Some((_, waiters, _, _)) = act.waiting.remove(&id) {
                 act.counters.refused += 1;
                 act.metrics.tx_rejected(&chain_id, "lost_or_refused");
                 act.end_traced(&id, Some(why.as_str()), None);
@@ -930,6 +938,12 @@ impl GatewayActor {
         waiter: Waiter,
         ctx: &mut Context<Self>,
     ) {
+        if self.queries_in_flight >= QUERIES_MAX {
+            waiter.answer(GatewayResponse::Refused(format!(
+                "gateway has {QUERIES_MAX} queries in flight; ask again later"
+            )));
+            return;
+        }
         let Some(chain) = self.chain_mut(&chain_id) else {
             waiter.answer(GatewayResponse::Refused(format!(
                 "this gateway follows no chain `{chain_id}`"
@@ -960,7 +974,11 @@ impl GatewayActor {
             }
             GatewayResponse::Refused(format!("no validator of `{chain_id}` answered ({last})"))
         };
-        ctx.spawn(fut.into_actor(self).map(move |r, _, _| waiter.answer(r)));
+        self.queries_in_flight += 1;
+        ctx.spawn(fut.into_actor(self).map(move |r, act, _| {
+            act.queries_in_flight -= 1;
+            waiter.answer(r)
+        }));
     }
 
     fn status(&self) -> Vec<(String, u64)> {

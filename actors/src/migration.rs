@@ -863,7 +863,7 @@ impl MigrationActor {
 }
 
 /// sha256 and size of a file, read in chunks; refuses files over `max`.
-async fn hash_file(path: &Path, max: u64) -> Result<(Hash, u64), MigrationError> {
+pub async fn hash_file(path: &Path, max: u64) -> Result<(Hash, u64), MigrationError> {
     let io = |e: std::io::Error| MigrationError::Image {
         path: path.display().to_string(),
         detail: e.to_string(),

@@ -1173,7 +1173,7 @@ impl Invoker {
             })?;
         let membership = federact_federation::Membership::from_federation(fed);
         let options = federact_federation::TransportOptions::from(*fed.transport());
-        let addr = std::net::SocketAddr::new(spec.listen().ip(), 0);
+        let addr = std::net::SocketAddr::new(config.bind_addr().ip(), 0);
         let transport = Transport::bind(&key, membership, options, addr).await?;
         Ok(Invoker::new(transport, orchestrator, None, None))
     }

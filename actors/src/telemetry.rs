@@ -808,6 +808,9 @@ impl TelemetryPipeline {
         if std::mem::replace(&mut self.shut_down, true) {
             return Ok(());
         }
+        // The root ratio is process-wide state this pipeline set: without
+        // a pipeline every root samples again (a later pipeline sets its own).
+        set_root_ratio(1.0);
         let budget = self.shutdown_timeout;
         let deadline = Instant::now() + budget;
         let (tx, rx) = mpsc::channel::<(&'static str, OTelSdkResult)>();

@@ -406,7 +406,9 @@ impl ValidatorActor {
     }
 
     fn remember_traced(&mut self, id: TxId, cx: federact_federation::trace::TraceContext) {
-        if self.traced.len() >= TRACED_MAX {
+        // The order queue bounds both: ids of committed transactions leave
+        // `traced` at commit but stay queued until they age out here.
+        while self.traced_order.len() >= TRACED_MAX {
             if let Some(old) = self.traced_order.pop_front() {
                 self.traced.remove(&old);
             }

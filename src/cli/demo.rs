@@ -20,7 +20,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use federact::actors::migration::{migration_outcome, request_migration};
+use federact::actors::migration::{hash_file, migration_outcome, request_migration};
 use federact::actors::wire::{self, MigrationReport};
 use federact::actors::{EmbeddedFederation, Invoker, NodeOptions, ServerLimits};
 use federact::config::{write_local_federation, Federation, NodeConfig, NodeSpec, Role, Topology};
@@ -365,14 +365,12 @@ fn in_processes(
     })?;
     let mut nodes = Nodes::Processes(procs);
     phase("every chain commits a block", || {
-        wait_committed(federation, Duration::from_secs(90))
+        wait_committed(dir, federation, Duration::from_secs(90))
     })?;
     let result = actix::System::new()
         .block_on(async { drive(&mut nodes, federation, &clouds, dir, args, report).await });
     phase("stop the node processes (stores flush)", || {
-        if let Nodes::Processes(mut p) = nodes {
-            p.stop_all();
-        }
+        actix::System::new().block_on(nodes.shutdown());
         Ok(())
     })?;
     result
@@ -679,7 +677,7 @@ async fn phases(
             .join(vm.to_string());
         report.check(
             &format!("hop {}: image at {to} hashes to the vm id", k + 1),
-            at.is_file() && file_hash(&at)? == vm,
+            at.is_file() && hash_file(&at, u64::MAX).await?.0 == vm,
             at.display().to_string(),
         );
     }
@@ -836,20 +834,6 @@ fn write_image(path: &Path, len: u64, seed: u64) -> anyhow::Result<(PathBuf, Has
     }
     f.flush()?;
     Ok((path.to_path_buf(), hasher.finish()))
-}
-
-fn file_hash(path: &Path) -> anyhow::Result<Hash> {
-    use std::io::Read as _;
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = federact::ledger::hash::Hasher::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finish());
-        }
-        hasher.update(&buf[..n]);
-    }
 }
 
 /// Verifies every validator's store of every chain, checks that the

@@ -12,8 +12,8 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 
 use federact::actors::{ActorError, LedgerClient};
-use federact::config::{Federation, NodeKey, NodeSpec, Role};
-use federact::federation::{Membership, Transport, TransportOptions};
+use federact::config::{Federation, NodeConfig, NodeSpec, Role};
+use federact::federation::Transport;
 use federact::ledger::record::Record;
 
 /// Arguments of `federact up`.
@@ -199,9 +199,7 @@ impl Procs {
                         tail(&p.log, 10)
                     );
                 }
-                let log = std::fs::read(&p.log).unwrap_or_default();
-                let since = String::from_utf8_lossy(log.get(p.log_from..).unwrap_or_default());
-                listening[i] = since.contains(" listening on ");
+                listening[i] = logged_since(&p.log, p.log_from, " listening on ");
             }
             if Instant::now() > deadline {
                 let late: Vec<&str> = self
@@ -245,7 +243,11 @@ impl Procs {
         for p in self.procs.iter_mut().filter(|p| !p.exited) {
             if let Some(status) = p.child.try_wait()? {
                 p.exited = true;
-                bail!("node {} exited early: {status}; log: {}", p.name, p.log.display());
+                bail!(
+                    "node {} exited early: {status}; log: {}",
+                    p.name,
+                    p.log.display()
+                );
             }
         }
         Ok(())
@@ -303,7 +305,7 @@ pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.ready_timeout_s);
     let ready = procs.wait_listening(timeout).and_then(|()| {
         println!("\nevery node listens; waiting for every chain to commit ...");
-        wait_committed(&fed, timeout)
+        wait_committed(dir, &fed, timeout)
     });
     match ready {
         Ok(heights) => {
@@ -344,13 +346,14 @@ pub fn run_up(args: &UpArgs) -> anyhow::Result<()> {
 /// their servers' joins; the consortium commits the membership of each
 /// cloud's client identity, which is submitted here. Returns the heights.
 pub(crate) fn wait_committed(
+    dir: &Path,
     fed: &Federation,
     timeout: Duration,
 ) -> anyhow::Result<BTreeMap<String, u64>> {
     let deadline = Instant::now() + timeout;
     let system = actix::System::new();
     system.block_on(async {
-        let clients = Clients::connect(fed).await?;
+        let clients = Clients::connect(dir, fed).await?;
         let result = async {
             // A consortium that already has blocks (an earlier `up`) is
             // live: nothing to record.
@@ -402,6 +405,19 @@ pub(crate) fn wait_committed(
     })
 }
 
+/// Whether `needle` was logged in `path` after byte `from` (what an
+/// earlier run of the node appended is not read again).
+fn logged_since(path: &Path, from: usize, needle: &str) -> bool {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(from as u64))?;
+            f.read_to_string(&mut text)
+        })
+        .is_ok_and(|_| text.contains(needle))
+}
+
 /// The last `n` lines of a file.
 fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -417,7 +433,7 @@ struct Clients {
 }
 
 impl Clients {
-    async fn connect(fed: &Federation) -> anyhow::Result<Clients> {
+    async fn connect(dir: &Path, fed: &Federation) -> anyhow::Result<Clients> {
         let mut transports = Vec::new();
         let mut by_cloud = Vec::new();
         for cloud in fed.clouds() {
@@ -427,22 +443,13 @@ impl Clients {
                     cloud.name()
                 );
             };
-            let gateway = fed
-                .gateway(cloud.name())
-                .with_context(|| format!("cloud {} has no gateway", cloud.name()))?;
-            let key = NodeKey::read_file(me.key_file())
-                .with_context(|| format!("reading {}'s key", me.name()))?;
-            let transport = Transport::bind(
-                &key,
-                Membership::from_federation(fed),
-                TransportOptions::from(*fed.transport()),
-                std::net::SocketAddr::new(me.listen().ip(), 0),
-            )
-            .await
-            .with_context(|| format!("binding an endpoint as {}", me.name()))?;
-            let client = LedgerClient::new(transport.clone(), key, gateway.id())
+            let cfg = NodeConfig::load(&dir.join("nodes").join(format!("{}.toml", me.name())))?;
+            let key = cfg.load_key()?;
+            let client = LedgerClient::connect(&cfg, key)
+                .await
+                .with_context(|| format!("connecting as {}", me.name()))?
                 .with_timeout(Duration::from_secs(10));
-            transports.push(transport);
+            transports.push(client.transport().clone());
             by_cloud.push((cloud.name().to_string(), client, me.id()));
         }
         Ok(Clients {
@@ -484,7 +491,7 @@ pub fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout_s);
     let system = actix::System::new();
     system.block_on(async {
-        let clients = Clients::connect(&fed).await?;
+        let clients = Clients::connect(dir, &fed).await?;
         println!("{:<12} {:<22} {:>7}", "CLOUD", "CHAIN", "HEIGHT");
         for (cloud, client, _) in &clients.by_cloud {
             match client.clone().with_timeout(timeout).status().await {
