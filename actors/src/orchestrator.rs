@@ -917,10 +917,20 @@ impl OrchestratorActor {
             return waiter.answer(refused("not a server of this cloud"));
         };
         let id = (name, key);
-        if self.directory.contains_key(&id) {
+        match self.directory.get(&id) {
+            // An instance this cloud handed abroad may come back.
+            None | Some(Entry::Abroad(_)) => {}
+            Some(_) => {
+                return waiter.answer(refused(&format!(
+                    "{}/{} is already active in {}",
+                    id.0, id.1, self.cloud
+                )))
+            }
+        }
+        if !self.directory.contains_key(&id) && self.directory.len() >= DIRECTORY_MAX {
             return waiter.answer(refused(&format!(
-                "{}/{} is already active in {}",
-                id.0, id.1, self.cloud
+                "{} tracks {DIRECTORY_MAX} instances already",
+                self.cloud
             )));
         }
         if let Some(l) = self.servers.get_mut(&server).and_then(|s| s.load.as_mut()) {
@@ -1060,7 +1070,11 @@ impl OrchestratorActor {
         waiter: Waiter,
         ctx: &mut Context<Self>,
     ) {
-        // Locators wait as during the migration.
+        // Locators wait as during the migration. Adopted or not, the
+        // instance leaves this cloud: a restart must not route to the source.
+        if let Err(e) = self.placements.remove(&id.0, &id.1) {
+            warn!(function = %id.0, key = %id.1, error = %e, "placement removal not persisted");
+        }
         self.directory.insert(id.clone(), Entry::Migrating(waiters));
         let req = OrchestratorRequest::Adopt {
             name: id.0.clone(),

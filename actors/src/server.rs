@@ -827,11 +827,13 @@ impl StreamHandler<Incoming> for ServerActor {
             } => match wire::decode::<ServerRequest>(&body) {
                 // Only the cloud's orchestrator places instances here (the
                 // instance table is bounded by `instances_max`, and only
-                // placements recorded on the ledger may fill it).
+                // placements recorded on the ledger may fill it) or asks it
+                // to accept an offload (an acceptance holds a call slot).
                 Ok(
                     ServerRequest::Host { .. }
                     | ServerRequest::Migrate { .. }
-                    | ServerRequest::Adopt { .. },
+                    | ServerRequest::Adopt { .. }
+                    | ServerRequest::Accept { .. },
                 ) if Some(from) != self.orchestrator => {
                     let r = ServerResponse::Failed(FunctionError::Placement {
                         reason: "only the cloud's orchestrator places instances".into(),
