@@ -42,6 +42,8 @@ use tokio::time::Instant;
 
 /// Largest UDP payload the relay forwards (the largest IPv4 datagram).
 const DATAGRAM_MAX: usize = 65_535;
+/// Most bytes of delayed datagrams held at once.
+const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 
 /// Which way a datagram travels through the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -246,6 +248,8 @@ struct Shared {
     impairment: Mutex<Impairment>,
     counters: Counters,
     in_flight: AtomicUsize,
+    /// Bytes held by the delayed datagrams of `in_flight`.
+    in_flight_bytes: AtomicUsize,
     options: RelayOptions,
 }
 
@@ -371,6 +375,7 @@ impl Relay {
             impairment: Mutex::new(Impairment::new(options.seed)),
             counters: Counters::default(),
             in_flight: AtomicUsize::new(0),
+            in_flight_bytes: AtomicUsize::new(0),
             options,
         });
         let task = tokio::spawn(run_front(socket, upstream, shared.clone()));
@@ -530,7 +535,8 @@ async fn run_session(
 }
 
 /// Carries out a verdict: counts drops, sends undelayed copies at once and
-/// hands delayed ones to a timer task (bounded by `in_flight_max`).
+/// hands delayed ones to a timer task (bounded by `in_flight_max` and
+/// [`IN_FLIGHT_BYTES_MAX`]).
 async fn forward<F, Fut>(
     verdict: Verdict,
     data: &[u8],
@@ -571,8 +577,15 @@ async fn forward<F, Fut>(
             }
             continue;
         }
-        if shared.in_flight.fetch_add(1, Relaxed) >= shared.options.in_flight_max {
+        // Bounded by count and by bytes: a peer sending 64 KiB datagrams
+        // must not make the relay hold `in_flight_max` of them.
+        let bytes = data.len();
+        let count_full = shared.in_flight.fetch_add(1, Relaxed) >= shared.options.in_flight_max;
+        let bytes_full =
+            shared.in_flight_bytes.fetch_add(bytes, Relaxed) + bytes > IN_FLIGHT_BYTES_MAX;
+        if count_full || bytes_full {
             shared.in_flight.fetch_sub(1, Relaxed);
+            shared.in_flight_bytes.fetch_sub(bytes, Relaxed);
             c.dropped_overload.fetch_add(1, Relaxed);
             continue;
         }
@@ -590,6 +603,7 @@ async fn forward<F, Fut>(
                 };
             }
             shared.in_flight.fetch_sub(1, Relaxed);
+            shared.in_flight_bytes.fetch_sub(bytes, Relaxed);
         });
     }
 }

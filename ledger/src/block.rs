@@ -136,7 +136,7 @@ impl Block {
 
     /// [`Self::check_body`], skipping the signatures of transactions for
     /// which `already_verified` returns true — e.g. the exact transaction
-    /// (same id and signature) this node strictly verified when it entered
+    /// (same id and signature) this node verified (batch or strict) when it entered
     /// its mempool. The verdict is the same as verifying everything: a
     /// strictly valid signature adds nothing to the batch equation.
     pub fn check_body_with(
