@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use actix::{Addr, Arbiter};
 use federact_config::{Federation, NodeConfig};
@@ -22,8 +23,11 @@ pub struct EmbeddedFederation {
     node_files: BTreeMap<String, PathBuf>,
     nodes: BTreeMap<String, Node>,
     arbiters: BTreeMap<String, Arbiter>,
-    options: NodeOptions,
+    options: OptionsFor,
 }
+
+/// Which [`NodeOptions`] a node (by name) starts with.
+type OptionsFor = Arc<dyn Fn(&str) -> NodeOptions + Send + Sync>;
 
 /// How long a stopping node's actors get to finish (flush their stores)
 /// before its thread is stopped.
@@ -43,6 +47,16 @@ impl EmbeddedFederation {
         dir: &Path,
         options: NodeOptions,
     ) -> Result<EmbeddedFederation, ActorError> {
+        EmbeddedFederation::start_each(dir, move |_| options.clone()).await
+    }
+
+    /// [`EmbeddedFederation::start`] with the options `options_for(name)`
+    /// for node `name` (say, one server with other limits than the rest);
+    /// a restarted node gets its options again.
+    pub async fn start_each(
+        dir: &Path,
+        options_for: impl Fn(&str) -> NodeOptions + Send + Sync + 'static,
+    ) -> Result<EmbeddedFederation, ActorError> {
         let federation = Federation::load(&dir.join("federation.toml"))?;
         let node_files: BTreeMap<String, PathBuf> = federation
             .nodes()
@@ -59,7 +73,7 @@ impl EmbeddedFederation {
             node_files,
             nodes: BTreeMap::new(),
             arbiters: BTreeMap::new(),
-            options,
+            options: Arc::new(options_for),
         };
         // Client identities (tools) run no actors: nothing to start.
         let names: Vec<String> = fed
@@ -108,7 +122,7 @@ impl EmbeddedFederation {
         }
         let cfg = self.node_config(name)?;
         let key = cfg.load_key()?;
-        let options = self.options.clone();
+        let options = (self.options)(name);
         let arbiter = Arbiter::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = arbiter.spawn(async move {

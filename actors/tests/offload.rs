@@ -34,6 +34,22 @@ impl Function for Square {
     }
 }
 
+/// Node options for a federation in which server `full` has no call slot
+/// of its own (every task it gets must be offloaded: saturation that does
+/// not depend on how fast the tasks arrive) and every other server has two.
+fn saturated(full: &'static str) -> impl Fn(&str) -> NodeOptions + Send + Sync + 'static {
+    move |name| {
+        let limits = ServerLimits {
+            inflight_max: if name == full { 0 } else { 2 },
+            report_every: Duration::from_millis(100),
+            ..ServerLimits::default()
+        };
+        NodeOptions::default()
+            .function::<Square>("square")
+            .server_limits(limits)
+    }
+}
+
 #[actix_rt::test]
 async fn c1s2_saturated_server_offloads_to_its_neighbour_with_three_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,20 +60,11 @@ async fn c1s2_saturated_server_offloads_to_its_neighbour_with_three_records() {
         inter_validators: 0,
     };
     write_local_federation(dir.path(), &topo, false).unwrap();
-    let limits = ServerLimits {
-        inflight_max: 2,
-        ..ServerLimits::default()
-    };
-    let options = NodeOptions::default()
-        .function::<Square>("square")
-        .server_limits(limits);
-    let fed = EmbeddedFederation::start_with(dir.path(), options)
+    let fed = EmbeddedFederation::start_each(dir.path(), saturated("c1-server-1"))
         .await
         .unwrap();
     let invoker = fed.node("c1-server-1").unwrap().invoker().unwrap();
     let executor = fed.federation().node("c1-server-2").unwrap().id();
-    // Both servers join (first load reports) before work arrives.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let tasks = (1..=12u64).map(|i| {
         let inv = invoker.clone();
@@ -103,10 +110,12 @@ async fn c1s2_saturated_server_offloads_to_its_neighbour_with_three_records() {
         }
     }
     // A request no server had room for stays a bare OffloadRequested (the
-    // requester asks again later); every accepted contract completed.
-    assert!(
-        tasks.values().any(|t| t.1),
-        "some tasks were offloaded: {tasks:?}"
+    // requester asks again later); every task ran under one accepted
+    // contract, and every accepted contract completed.
+    assert_eq!(
+        tasks.values().filter(|t| t.1).count(),
+        12,
+        "every task was offloaded: {tasks:?}"
     );
     assert!(
         tasks
@@ -127,19 +136,11 @@ async fn c2s1_saturated_cloud_offloads_abroad_on_the_consortium() {
         inter_validators: 1,
     };
     write_local_federation(dir.path(), &topo, false).unwrap();
-    let limits = ServerLimits {
-        inflight_max: 2,
-        ..ServerLimits::default()
-    };
-    let options = NodeOptions::default()
-        .function::<Square>("square")
-        .server_limits(limits);
-    let fed = EmbeddedFederation::start_with(dir.path(), options)
+    let fed = EmbeddedFederation::start_each(dir.path(), saturated("c1-server-1"))
         .await
         .unwrap();
     let invoker = fed.node("c1-server-1").unwrap().invoker().unwrap();
     let executor = fed.federation().node("c2-server-1").unwrap().id();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let tasks = (1..=8u64).map(|i| {
         let inv = invoker.clone();
@@ -179,9 +180,10 @@ async fn c2s1_saturated_cloud_offloads_abroad_on_the_consortium() {
             _ => {}
         }
     }
-    assert!(
-        tasks.values().any(|t| t.1),
-        "some tasks were offloaded abroad: {tasks:?}"
+    assert_eq!(
+        tasks.values().filter(|t| t.1).count(),
+        8,
+        "every task was offloaded abroad: {tasks:?}"
     );
     assert!(
         tasks
@@ -207,15 +209,7 @@ async fn c1s3_crashed_candidate_is_skipped_and_the_next_one_runs_the_task() {
         inter_validators: 0,
     };
     write_local_federation(dir.path(), &topo, false).unwrap();
-    let limits = ServerLimits {
-        inflight_max: 2,
-        report_every: Duration::from_millis(100),
-        ..ServerLimits::default()
-    };
-    let options = NodeOptions::default()
-        .function::<Square>("square")
-        .server_limits(limits);
-    let mut fed = EmbeddedFederation::start_with(dir.path(), options)
+    let mut fed = EmbeddedFederation::start_each(dir.path(), saturated("c1-server-1"))
         .await
         .unwrap();
     let orchestrator = fed
@@ -287,7 +281,7 @@ async fn c1s3_crashed_candidate_is_skipped_and_the_next_one_runs_the_task() {
             _ => {}
         }
     }
-    assert!(accepted >= 1);
+    assert_eq!(accepted, 6, "every task ran under a contract");
     assert!(
         contracts.iter().all(|t| completed.contains(t)),
         "every contract completed"
