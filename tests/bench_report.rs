@@ -128,3 +128,64 @@ fn quick_ledger_bench_writes_a_consistent_report() {
         );
     }
 }
+
+/// `federact bench migration --experiment clouds` on two 1-validator
+/// clouds: every migration started completed, the report has a row per
+/// (cloud count, scope) with p50 ≤ p99, and the blocks read back from the
+/// stores are consistent (inter migrations committed consortium blocks;
+/// each migration's records fill at least one local block).
+#[test]
+fn clouds_experiment_reports_delay_and_blocks_per_cloud_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let run = Command::new(env!("CARGO_BIN_EXE_federact"))
+        .args([
+            "bench",
+            "migration",
+            "--quick",
+            "--experiment",
+            "clouds",
+            "--cloud-counts",
+            "2",
+            "--local-validators",
+            "1",
+            "--inter-validators",
+            "1",
+            "--rate",
+            "4",
+            "--secs",
+            "1",
+            "--drain-secs",
+            "60",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("federact runs");
+    assert!(
+        run.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("![Delay vs clouds](delay_vs_clouds.svg)"),
+        "{summary}"
+    );
+    assert!(out.join("blocks_vs_clouds.svg").exists());
+    let rows = csv(&out.join("delay_vs_clouds.csv"));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        assert_eq!(num(row, "clouds"), 2.0);
+        let started = num(row, "started");
+        assert!(started >= 1.0, "{row:?}");
+        assert_eq!(num(row, "completed"), started, "{row:?}");
+        assert!(num(row, "p50 ms") > 0.0 && num(row, "p50 ms") <= num(row, "p99 ms"));
+        assert!(num(row, "local blocks") >= 1.0, "{row:?}");
+    }
+    let inter = rows
+        .iter()
+        .find(|r| r["scope"] == "inter")
+        .expect("an inter row");
+    assert!(num(inter, "consortium blocks") >= 1.0, "{inter:?}");
+}

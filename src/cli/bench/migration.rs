@@ -1,7 +1,13 @@
 //! `federact bench migration`: the BASICS experiments on this system —
 //! migration delay vs migration rate for local and inter-cloud migrations
-//! at block sizes 4 and 16, and the stability limit (the highest rate whose
-//! delay stays bounded over the run).
+//! at block sizes 4 and 16 and the stability limit (the highest rate whose
+//! delay stays bounded over the run) (`--experiment rate`, the default);
+//! migration delay and block-commit delay vs the number of local
+//! validators (`validators`, BASICS Fig. 5); migration delay and number of
+//! blocks vs the number of clouds, local and inter migrations at 4:1
+//! (`clouds`, BASICS Fig. 9). Every step also reports the blocks each kind
+//! of chain committed during it and the inter-block delay (BASICS Fig. 6(b)
+//! and 8), read afterwards from the validators' stores.
 //!
 //! Each migration is a real BASICS image migration: a fresh image file is
 //! hashed at the source, `Indication` commits on the cloud's chain (local)
@@ -83,6 +89,32 @@ pub struct MigrationArgs {
     /// Keep sweeping rates after the first unbounded one.
     #[arg(long)]
     no_stop: bool,
+    /// Which BASICS experiment to run.
+    #[arg(long, value_enum, default_value_t = Experiment::Rate)]
+    experiment: Experiment,
+    /// `validators`: local validator counts to compare, comma-separated
+    /// (default 4,8,16,32; with --quick 1,4,7).
+    #[arg(long, value_delimiter = ',')]
+    validator_counts: Option<Vec<usize>>,
+    /// `clouds`: cloud counts to compare, comma-separated (default
+    /// 4,8,12,16,20; with --quick 2,4).
+    #[arg(long, value_delimiter = ',')]
+    cloud_counts: Option<Vec<usize>>,
+    /// `validators` and `clouds`: local migrations per second per cloud
+    /// (inter-cloud ones run at a quarter of it, BASICS' 4:1).
+    #[arg(long, default_value_t = 8)]
+    rate: u64,
+}
+
+/// The BASICS experiments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Experiment {
+    /// Migration delay vs rate, local and inter, per block size; stability limit.
+    Rate,
+    /// Local migration delay and block-commit delay vs local validators (one cloud).
+    Validators,
+    /// Local and inter migration delay and blocks vs number of clouds.
+    Clouds,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -103,6 +135,14 @@ impl Scope {
 struct Step {
     block: u32,
     scope: Scope,
+    /// The compared quantity of `validators`/`clouds` runs (0 for `rate`).
+    x: usize,
+    /// Wall clock (ms since the epoch) the step ran between.
+    window_ms: (u64, u64),
+    /// Blocks committed during the step, read from the stores afterwards.
+    blocks: BlockStats,
+    /// `validators`: submit → commit of one transaction on the idle chain (ms).
+    commit_p50_ms: Option<f64>,
     step: RateStep,
     /// CPU seconds the process (every node and the driver) used in the step.
     cpu_s: f64,
@@ -165,29 +205,104 @@ pub fn run(a: &MigrationArgs) -> anyhow::Result<PathBuf> {
         .prefix("federact-bench-migration-")
         .tempdir()?;
     let mut steps = Vec::new();
-    // A fresh federation per (block size, scope): migrations abandoned by
-    // an overloaded step would otherwise still load the next sweep.
-    for &block in &a.block_sizes {
-        for &scope in &scopes {
-            let dir = work.path().join(format!("block-{block}-{}", scope.name()));
-            write_federation(&dir, &topo, block)?;
-            let system = actix::System::new();
-            let mut s = system.block_on(sweep(
-                &dir,
-                &topo,
-                (block, drain),
-                &[scope],
-                &rates,
-                secs,
-                a,
-            ))?;
-            steps.append(&mut s);
-            // The stores of this run are not needed any more.
-            let _ = std::fs::remove_dir_all(&dir);
+    // A fresh federation per run: migrations abandoned by an overloaded
+    // step would otherwise still load the next one.
+    let mut runs: Vec<(Topology, u32, usize, Load)> = Vec::new();
+    match a.experiment {
+        Experiment::Rate => {
+            for &block in &a.block_sizes {
+                for &scope in &scopes {
+                    runs.push((topo, block, 0, Load::Sweep(scope)));
+                }
+            }
+        }
+        Experiment::Validators => {
+            let counts = a.validator_counts.clone().unwrap_or_else(|| {
+                if quick {
+                    vec![1, 4, 7]
+                } else {
+                    vec![4, 8, 16, 32]
+                }
+            });
+            if counts.is_empty() || counts.iter().any(|&n| n == 0 || n > 256) {
+                bail!("--validator-counts must be from 1 to 256");
+            }
+            for n in counts {
+                let t = Topology {
+                    clouds: 1,
+                    local_validators: n,
+                    inter_validators: 0,
+                    ..topo
+                };
+                runs.push((
+                    t,
+                    a.block_sizes[0],
+                    n,
+                    Load::Fixed(vec![(Scope::Local, a.rate)]),
+                ));
+            }
+        }
+        Experiment::Clouds => {
+            let counts = a.cloud_counts.clone().unwrap_or_else(|| {
+                if quick {
+                    vec![2, 4]
+                } else {
+                    vec![4, 8, 12, 16, 20]
+                }
+            });
+            if counts.is_empty() || counts.iter().any(|&n| !(2..=64).contains(&n)) {
+                bail!("--cloud-counts must be from 2 to 64");
+            }
+            let inter = (a.rate / 4).max(1);
+            for c in counts {
+                let t = Topology { clouds: c, ..topo };
+                let load = vec![
+                    (Scope::Local, a.rate * c as u64),
+                    (Scope::Inter, inter * c as u64),
+                ];
+                runs.push((t, a.block_sizes[0], c, Load::Fixed(load)));
+            }
         }
     }
-    write_report(&mut report, a, &topo, secs, &steps)?;
+    if a.experiment != Experiment::Rate && (a.rate == 0 || a.rate > 100_000) {
+        bail!("--rate must be from 1 to 100000");
+    }
+    for (i, (topo, block, x, load)) in runs.into_iter().enumerate() {
+        let dir = work.path().join(format!("run-{i}"));
+        write_federation(&dir, &topo, block)?;
+        let system = actix::System::new();
+        let mut s = system.block_on(run_federation(
+            &dir,
+            &topo,
+            (block, drain),
+            &load,
+            &rates,
+            secs,
+            a,
+        ))?;
+        for step in &mut s {
+            step.x = x;
+            step.blocks = block_stats(&dir, &topo, step.window_ms);
+        }
+        steps.append(&mut s);
+        // The stores of this run are not needed any more.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match a.experiment {
+        Experiment::Rate => write_report(&mut report, a, &topo, secs, &steps)?,
+        Experiment::Validators | Experiment::Clouds => {
+            write_compare_report(&mut report, a, &topo, secs, &steps)?
+        }
+    }
     report.finish()
+}
+
+/// The load of one federation's run.
+enum Load {
+    /// Ascending `--rates` of one scope, until the first unbounded one.
+    Sweep(Scope),
+    /// These (scope, total rate) loads at once, one step each.
+    Fixed(Vec<(Scope, u64)>),
 }
 
 fn write_federation(dir: &Path, topo: &Topology, block: u32) -> anyhow::Result<()> {
@@ -224,11 +339,13 @@ impl Servers {
     }
 }
 
-async fn sweep(
+/// Starts the federation in `dir`, warms it up (one migration of each
+/// scope completes) and runs `load` on it; the steps it measured.
+async fn run_federation(
     dir: &Path,
     topo: &Topology,
     (block, drain): (u32, Duration),
-    scopes: &[Scope],
+    load: &Load,
     rates: &[u64],
     secs: f64,
     a: &MigrationArgs,
@@ -250,132 +367,72 @@ async fn sweep(
         None
     };
     let fed = EmbeddedFederation::start_with(dir, options).await?;
-    let mut by_cloud = Vec::new();
-    for c in 1..=topo.clouds {
-        let mut v = Vec::new();
-        for s in 1..=topo.servers_per_cloud {
-            let name = format!("c{c}-server-{s}");
-            let addr = fed
-                .node(&name)
-                .and_then(|n| n.migration())
-                .with_context(|| format!("{name} runs no migration actor"))?
-                .clone();
-            v.push((Site::new(format!("cloud-{c}"), &name), addr));
-        }
-        by_cloud.push(v);
-    }
-    let servers = Servers { by_cloud };
-    let images = dir.join("images");
-    std::fs::create_dir_all(&images)?;
-    let seq = AtomicU64::new(0);
+    let scopes: Vec<Scope> = match load {
+        Load::Sweep(scope) => vec![*scope],
+        Load::Fixed(loads) => loads.iter().map(|(s, _)| *s).collect(),
+    };
     let result = async {
-        // Warm up: one migration of each scope must complete (chains elected, connections up).
-        for &scope in scopes {
+        let mut by_cloud = Vec::new();
+        for c in 1..=topo.clouds {
+            let mut v = Vec::new();
+            for s in 1..=topo.servers_per_cloud {
+                let name = format!("c{c}-server-{s}");
+                let addr = fed
+                    .node(&name)
+                    .and_then(|n| n.migration())
+                    .with_context(|| format!("{name} runs no migration actor"))?
+                    .clone();
+                v.push((Site::new(format!("cloud-{c}"), &name), addr));
+            }
+            by_cloud.push(v);
+        }
+        let run = Run {
+            servers: Servers { by_cloud },
+            images: dir.join("images"),
+            seq: AtomicU64::new(0),
+            block,
+            drain,
+            secs,
+            image_kib: a.image_kib,
+        };
+        std::fs::create_dir_all(&run.images)?;
+        for &scope in &scopes {
             if let Some(r) = &relays {
                 r.set_scope(scope);
             }
-            let n = seq.fetch_add(1, Ordering::Relaxed);
-            let img = write_image(&images, n, a.image_kib)?;
-            let (src, to) = servers.pair(n, scope);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                let r = src
-                    .send(StartMigration {
-                        image: img.clone(),
-                        destination: to.clone(),
-                        tamper: false,
-                    })
-                    .await;
-                match r {
-                    Ok(Ok(rep)) if rep.completed => break,
-                    other if tokio::time::Instant::now() >= deadline => {
-                        bail!("warm-up {} migration did not complete within 60 s: {other:?}", scope.name())
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
+            run.warm_up(scope).await?;
         }
         let mut steps = Vec::new();
-        for &scope in scopes {
-            if let Some(r) = &relays {
-                r.set_scope(scope);
+        match load {
+            Load::Sweep(scope) => {
+                let mut baseline: Option<f64> = None;
+                for &rate in rates {
+                    let step = run.step(*scope, rate, &mut baseline).await?;
+                    let stop = !step.bounded && !a.no_stop;
+                    steps.push(step);
+                    if stop {
+                        break;
+                    }
+                }
             }
-            let mut baseline: Option<f64> = None;
-            for &rate in rates {
-                let total = (rate as f64 * secs).round() as u64;
-                let first = seq.load(Ordering::Relaxed);
-                for n in first..first + total {
-                    write_image(&images, n, a.image_kib)?;
+            Load::Fixed(loads) => {
+                // Mixed scopes share the servers' relays: with a delay they
+                // carry it for local transfers too (an overestimate).
+                if let (Some(r), true) = (&relays, scopes.contains(&Scope::Inter)) {
+                    r.set_scope(Scope::Inter);
                 }
-                let pb = bar(total, format!("block {block} {} {rate}/s", scope.name()));
-                let cpu0 = super::procs::own_cpu_s();
-                let step = open_loop_drain(
-                    rate,
-                    Duration::from_secs_f64(secs),
-                    (rate * 3).max(256),
-                    Some(drain),
-                    &seq,
-                    |n| {
-                        let (src, to) = servers.pair(n, scope);
-                        let (src, image) = (src.clone(), image_path(&images, n));
-                        async move {
-                            match src
-                                .send(StartMigration {
-                                    image,
-                                    destination: to,
-                                    tamper: false,
-                                })
-                                .await
-                            {
-                                Ok(Ok(r)) if r.completed => Ok(()),
-                                Ok(Ok(r)) => Err(format!(
-                                    "aborted: {}",
-                                    r.reason.unwrap_or_default()
-                                )),
-                                Ok(Err(e)) => Err(e.to_string()),
-                                Err(e) => Err(e.to_string()),
-                            }
-                        }
-                    },
-                    |n| pb.set_position(n),
-                )
-                .await;
-                let cpu_s = super::procs::own_cpu_s() - cpu0;
-                pb.finish_and_clear();
-                for n in first..seq.load(Ordering::Relaxed) {
-                    let _ = std::fs::remove_file(image_path(&images, n));
-                }
-                let (early, late) = trend(&step, secs);
-                // The unloaded delay: the lowest rate's median.
-                let base = *baseline.get_or_insert(step.latencies.quantile_ms(0.5));
-                let bounded = step.failed == 0
-                    && step.shed == 0
-                    && step.unfinished == 0
-                    && step.completed == step.started
-                    && late <= 2.0 * early + 50.0
-                    && late <= 2.0 * base + 50.0;
-                eprintln!(
-                    "block {block:>2} {:<5} {rate:>5}/s: {:>6.0} done/s, p50 {:>8.1} ms, p99 {:>8.1} ms, early/late p50 {early:.1}/{late:.1} ms, failed {}, shed {}, unfinished {}{}",
-                    scope.name(),
-                    step.completed_per_s(),
-                    step.latencies.quantile_ms(0.5),
-                    step.latencies.quantile_ms(0.99),
-                    step.failed,
-                    step.shed,
-                    step.unfinished,
-                    if bounded { "" } else { "  (unbounded)" }
-                );
-                steps.push(Step {
-                    block,
-                    scope,
-                    step,
-                    cpu_s,
-                    early_p50_ms: early,
-                    late_p50_ms: late,
-                    bounded,
+                let runs = loads.iter().map(|&(scope, rate)| {
+                    let run = &run;
+                    async move { run.step(scope, rate, &mut None).await }
                 });
-                if !bounded && !a.no_stop {
-                    break;
+                for step in futures::future::join_all(runs).await {
+                    steps.push(step?);
+                }
+                if a.experiment == Experiment::Validators {
+                    let p50 = commit_delay(&fed).await?;
+                    for s in &mut steps {
+                        s.commit_p50_ms = Some(p50);
+                    }
                 }
             }
         }
@@ -385,6 +442,215 @@ async fn sweep(
     fed.shutdown().await;
     drop(relays);
     result
+}
+
+/// Submit → commit of one transaction at a time on cloud 1's idle chain
+/// (20 in a row): the block-commit delay as a client sees it.
+async fn commit_delay(fed: &EmbeddedFederation) -> anyhow::Result<f64> {
+    let client = fed
+        .node("c1-server-1")
+        .and_then(|n| n.ledger_client())
+        .context("c1-server-1 has no gateway")?;
+    let mut lat = Vec::new();
+    for n in 0..20u64 {
+        let t = std::time::Instant::now();
+        client
+            .submit(federact_actors::loadgen::bench_record(u64::MAX - n))
+            .await
+            .context("commit-delay probe")?;
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    Ok(Latencies::from_micros(lat).quantile_ms(0.5))
+}
+
+/// What the steps of one federation share.
+struct Run {
+    servers: Servers,
+    images: PathBuf,
+    /// Migration numbers (image names, source/destination choice).
+    seq: AtomicU64,
+    block: u32,
+    drain: Duration,
+    secs: f64,
+    image_kib: usize,
+}
+
+impl Run {
+    /// One migration of `scope` must complete (chains elected, connections up).
+    async fn warm_up(&self, scope: Scope) -> anyhow::Result<()> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let img = write_image(&self.images, n, self.image_kib)?;
+        let (src, to) = self.servers.pair(n, scope);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = src
+                .send(StartMigration {
+                    image: img.clone(),
+                    destination: to.clone(),
+                    tamper: false,
+                })
+                .await;
+            match r {
+                Ok(Ok(rep)) if rep.completed => return Ok(()),
+                other if tokio::time::Instant::now() >= deadline => {
+                    bail!(
+                        "warm-up {} migration did not complete within 60 s: {other:?}",
+                        scope.name()
+                    )
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Migrations of `scope` started open-loop at `rate` for the step's
+    /// seconds; `baseline` is the unloaded median (set by the first step).
+    async fn step(
+        &self,
+        scope: Scope,
+        rate: u64,
+        baseline: &mut Option<f64>,
+    ) -> anyhow::Result<Step> {
+        let (block, secs) = (self.block, self.secs);
+        let total = (rate as f64 * secs).round() as u64;
+        // Images are written before the clock starts; numbers are taken
+        // from the shared sequence, so concurrent steps never share one.
+        let first = self.seq.fetch_add(total, Ordering::Relaxed);
+        for n in first..first + total {
+            write_image(&self.images, n, self.image_kib)?;
+        }
+        let next = AtomicU64::new(first);
+        let pb = bar(total, format!("block {block} {} {rate}/s", scope.name()));
+        let cpu0 = super::procs::own_cpu_s();
+        let t0 = epoch_ms();
+        let images = &self.images;
+        let servers = &self.servers;
+        let step = open_loop_drain(
+            rate,
+            Duration::from_secs_f64(secs),
+            (rate * 3).max(256),
+            Some(self.drain),
+            &next,
+            |n| {
+                let (src, to) = servers.pair(n, scope);
+                let (src, image) = (src.clone(), image_path(images, n));
+                async move {
+                    match src
+                        .send(StartMigration {
+                            image,
+                            destination: to,
+                            tamper: false,
+                        })
+                        .await
+                    {
+                        Ok(Ok(r)) if r.completed => Ok(()),
+                        Ok(Ok(r)) => Err(format!("aborted: {}", r.reason.unwrap_or_default())),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+            |n| pb.set_position(n),
+        )
+        .await;
+        let t1 = epoch_ms();
+        let cpu_s = super::procs::own_cpu_s() - cpu0;
+        pb.finish_and_clear();
+        for n in first..first + total {
+            let _ = std::fs::remove_file(image_path(images, n));
+        }
+        let (early, late) = trend(&step, secs);
+        let base = *baseline.get_or_insert(step.latencies.quantile_ms(0.5));
+        let bounded = step.failed == 0
+            && step.shed == 0
+            && step.unfinished == 0
+            && step.completed == step.started
+            && late <= 2.0 * early + 50.0
+            && late <= 2.0 * base + 50.0;
+        eprintln!(
+            "block {block:>2} {:<5} {rate:>5}/s: {:>6.0} done/s, p50 {:>8.1} ms, p99 {:>8.1} ms, early/late p50 {early:.1}/{late:.1} ms, failed {}, shed {}, unfinished {}{}",
+            scope.name(),
+            step.completed_per_s(),
+            step.latencies.quantile_ms(0.5),
+            step.latencies.quantile_ms(0.99),
+            step.failed,
+            step.shed,
+            step.unfinished,
+            if bounded { "" } else { "  (unbounded)" }
+        );
+        Ok(Step {
+            block,
+            scope,
+            x: 0,
+            window_ms: (t0, t1),
+            blocks: BlockStats::default(),
+            commit_p50_ms: None,
+            step,
+            cpu_s,
+            early_p50_ms: early,
+            late_p50_ms: late,
+            bounded,
+        })
+    }
+}
+
+/// Wall-clock milliseconds since the epoch (block timestamps' clock).
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Blocks committed during a step, per kind of chain.
+#[derive(Debug, Clone, Copy, Default)]
+struct BlockStats {
+    /// Blocks of all clouds' local chains.
+    local: u64,
+    /// Mean time between consecutive blocks of one local chain (ms).
+    local_gap_ms: Option<f64>,
+    /// Blocks of the consortium chain.
+    consortium: u64,
+    /// Mean time between consecutive consortium blocks (ms).
+    consortium_gap_ms: Option<f64>,
+}
+
+/// Reads the blocks proposed within `window` from the first validator's
+/// store of each chain (the run's nodes have stopped).
+fn block_stats(dir: &Path, topo: &Topology, (from, to): (u64, u64)) -> BlockStats {
+    let times = |node: &str, chain: &str| -> Vec<u64> {
+        let path = dir
+            .join("data")
+            .join(node)
+            .join("chains")
+            .join(chain)
+            .join("chain");
+        let Ok(store) = federact::ledger::store::ChainStore::open(&path, None) else {
+            return Vec::new();
+        };
+        (1..=store.tip().height)
+            .filter_map(|h| store.block(h).ok().flatten())
+            .map(|b| b.header.timestamp_ms)
+            .filter(|t| (from..=to).contains(t))
+            .collect()
+    };
+    let gap =
+        |t: &[u64]| (t.len() >= 2).then(|| (t[t.len() - 1] - t[0]) as f64 / (t.len() - 1) as f64);
+    let mut stats = BlockStats::default();
+    let mut gaps = Vec::new();
+    for c in 1..=topo.clouds {
+        let t = times(&format!("c{c}-validator-1"), &format!("cloud-{c}.local"));
+        stats.local += t.len() as u64;
+        gaps.extend(gap(&t));
+    }
+    if !gaps.is_empty() {
+        stats.local_gap_ms = Some(gaps.iter().sum::<f64>() / gaps.len() as f64);
+    }
+    if topo.inter_validators > 0 && topo.clouds > 1 {
+        let t = times("c1-inter-1", "consortium");
+        stats.consortium = t.len() as u64;
+        stats.consortium_gap_ms = gap(&t);
+    }
+    stats
 }
 
 /// UDP relays in front of the servers and the inter validators, adding the
@@ -595,12 +861,15 @@ fn write_report(
         "bounded",
         "CPU % (of one core)",
         "CPU ms per migration",
-    ];
+    ]
+    .into_iter()
+    .chain(BLOCK_COLUMNS)
+    .collect::<Vec<_>>();
     let rows: Vec<Vec<String>> = steps
         .iter()
         .map(|s| {
             let st = &s.step;
-            vec![
+            let mut row = vec![
                 s.block.to_string(),
                 s.scope.name().to_string(),
                 st.offered_per_s.to_string(),
@@ -619,9 +888,12 @@ fn write_report(
                 s.bounded.to_string(),
                 f(s.cpu_s / st.elapsed_s.max(1e-9) * 100.0, 0),
                 f(cpu_ms_per_migration(s), 2),
-            ]
+            ];
+            row.extend(block_cells(&s.blocks));
+            row
         })
         .collect();
+    r.text("Blocks = blocks whose proposal time falls in the step (all clouds' local chains summed; the consortium); inter-block = mean time between consecutive blocks of one chain during the step (BASICS Fig. 6(b), 8).\n");
     r.table(&header, &rows);
     r.csv("delay_vs_rate.csv", &header, &rows)?;
     if let Some(e) = steps.iter().find_map(|s| s.step.first_error.clone()) {
@@ -670,5 +942,196 @@ fn write_report(
         &series,
         true,
     )?;
+    let gaps: Vec<Series> = pairs
+        .iter()
+        .map(|(block, scope)| Series {
+            name: format!("{} block {block}", scope.name()),
+            points: steps
+                .iter()
+                .filter(|s| s.block == *block && s.scope == *scope)
+                .filter_map(|s| {
+                    let g = match scope {
+                        Scope::Local => s.blocks.local_gap_ms,
+                        Scope::Inter => s.blocks.consortium_gap_ms,
+                    };
+                    g.map(|g| (s.step.offered_per_s as f64, g.max(0.01)))
+                })
+                .collect(),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    if !gaps.is_empty() {
+        r.plot(
+            "interblock_vs_rate.svg",
+            "Inter-block delay of the chain the migrations commit on",
+            "migrations/s",
+            "mean inter-block delay ms (log)",
+            &gaps,
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+/// Report columns of a step's block statistics ([`block_cells`]).
+const BLOCK_COLUMNS: [&str; 4] = [
+    "local blocks",
+    "local inter-block ms",
+    "consortium blocks",
+    "consortium inter-block ms",
+];
+
+/// Report cells of a step's block statistics.
+fn block_cells(b: &BlockStats) -> Vec<String> {
+    let ms = |g: Option<f64>| g.map_or("-".into(), |g| f(g, 1));
+    vec![
+        b.local.to_string(),
+        ms(b.local_gap_ms),
+        b.consortium.to_string(),
+        ms(b.consortium_gap_ms),
+    ]
+}
+
+/// The report of `--experiment validators|clouds`: one row per (compared
+/// value, scope), delay and blocks vs the compared value.
+fn write_compare_report(
+    r: &mut Report,
+    a: &MigrationArgs,
+    topo: &Topology,
+    secs: f64,
+    steps: &[Step],
+) -> anyhow::Result<()> {
+    let block = a.block_sizes[0];
+    let (what, x_label) = match a.experiment {
+        Experiment::Validators => {
+            r.text(&format!(
+                "BASICS Fig. 5: local migration delay vs the number of local validators. One cloud with {} servers; local migrations at {}/s for {secs} s per validator count; block size {block}, batch_timeout_ms 20, durable sled, loopback QUIC, every node in this process. Commit delay = submit → commit of one transaction at a time on the idle chain after the step (p50 of 20).\n",
+                topo.servers_per_cloud, a.rate
+            ));
+            ("validators", "local validators")
+        }
+        _ => {
+            r.text(&format!(
+                "BASICS Fig. 9: migration delay and number of blocks vs the number of clouds. Each cloud: {} servers, {} local validators; {} inter validators run the consortium; each cloud starts {} local and {} inter-cloud migrations per second (BASICS' 4:1) for {secs} s, all at once; block size {block}, durable sled, loopback QUIC, emulated one-way inter-cloud delay {} ms; every node in this process.\n",
+                topo.servers_per_cloud,
+                topo.local_validators,
+                topo.inter_validators,
+                a.rate,
+                (a.rate / 4).max(1),
+                a.delay_ms
+            ));
+            ("clouds", "clouds")
+        }
+    };
+    r.text("Delay = request at the source server's migration actor → last record committed (local: Confirmation; inter: Leave). Blocks = blocks proposed during the step (local: all clouds' chains summed); inter-block = mean time between consecutive blocks of one chain.\n");
+    let header = [
+        what,
+        "scope",
+        "rate/s (total)",
+        "started",
+        "completed",
+        "failed",
+        "unfinished",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "commit delay p50 ms",
+    ]
+    .into_iter()
+    .chain(BLOCK_COLUMNS)
+    .collect::<Vec<_>>();
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| {
+            let st = &s.step;
+            let mut row = vec![
+                s.x.to_string(),
+                s.scope.name().to_string(),
+                st.offered_per_s.to_string(),
+                st.started.to_string(),
+                st.completed.to_string(),
+                st.failed.to_string(),
+                st.unfinished.to_string(),
+                f(st.latencies.quantile_ms(0.5), 1),
+                f(st.latencies.quantile_ms(0.99), 1),
+                f(st.latencies.max_ms(), 1),
+                s.commit_p50_ms.map_or("-".into(), |x| f(x, 1)),
+            ];
+            row.extend(block_cells(&s.blocks));
+            row
+        })
+        .collect();
+    r.table(&header, &rows);
+    let csv = format!("delay_vs_{what}.csv");
+    r.csv(&csv, &header, &rows)?;
+    if let Some(e) = steps.iter().find_map(|s| s.step.first_error.clone()) {
+        r.text(&format!("First failure seen: `{e}`\n"));
+    }
+    let mut series = Vec::new();
+    for scope in [Scope::Local, Scope::Inter] {
+        let points: Vec<(f64, f64)> = steps
+            .iter()
+            .filter(|s| s.scope == scope && s.step.completed > 0)
+            .map(|s| (s.x as f64, s.step.latencies.quantile_ms(0.5).max(0.01)))
+            .collect();
+        if !points.is_empty() {
+            series.push(Series {
+                name: format!("{} migration p50", scope.name()),
+                points,
+            });
+        }
+    }
+    let commit: Vec<(f64, f64)> = steps
+        .iter()
+        .filter(|s| s.scope == Scope::Local)
+        .filter_map(|s| s.commit_p50_ms.map(|c| (s.x as f64, c.max(0.01))))
+        .collect();
+    if !commit.is_empty() {
+        series.push(Series {
+            name: "commit delay p50".into(),
+            points: commit,
+        });
+    }
+    r.plot(
+        &format!("delay_vs_{what}.svg"),
+        &format!("Delay vs {x_label}"),
+        x_label,
+        "p50 delay ms (log)",
+        &series,
+        true,
+    )?;
+    if a.experiment == Experiment::Clouds {
+        let pick = |local: bool| -> Vec<(f64, f64)> {
+            steps
+                .iter()
+                .filter(|s| s.scope == Scope::Local)
+                .map(|s| {
+                    let b = if local {
+                        s.blocks.local
+                    } else {
+                        s.blocks.consortium
+                    };
+                    (s.x as f64, b as f64)
+                })
+                .collect()
+        };
+        r.plot(
+            "blocks_vs_clouds.svg",
+            "Blocks committed during the step vs clouds",
+            "clouds",
+            "blocks",
+            &[
+                Series {
+                    name: "local chains (sum)".into(),
+                    points: pick(true),
+                },
+                Series {
+                    name: "consortium".into(),
+                    points: pick(false),
+                },
+            ],
+            false,
+        )?;
+    }
     Ok(())
 }

@@ -7,7 +7,8 @@
 //!   offered rate until saturation, CPU % and peak RSS per node role (nodes
 //!   as OS processes), read throughput and latency.
 //! - [`migration`]: BASICS' migration delay vs migration rate for local and
-//!   inter-cloud migrations at block sizes 4 and 16, and the stability limit.
+//!   inter-cloud migrations at block sizes 4 and 16, and the stability
+//!   limit; delay vs local validators; delay and blocks vs clouds.
 //! - [`actors`]: bare actix, same-server and other-server (QUIC) invocation
 //!   throughput and latency in one run.
 //! - [`report`]: the report directory; [`procs`]: node processes and /proc.
@@ -32,7 +33,7 @@ mod report;
 pub enum BenchCmd {
     /// Ledger throughput and latency (Caliper's metrics) on a chosen chain shape.
     Ledger(ledger::LedgerArgs),
-    /// BASICS migration delay vs migration rate, local and inter-cloud, and the stability limit.
+    /// BASICS experiments: migration delay vs rate (stability limit), vs validators, vs clouds.
     Migration(migration::MigrationArgs),
     /// Invocation throughput and latency: bare actix, same server, other server over QUIC.
     Actors(actors::ActorsArgs),
