@@ -244,6 +244,36 @@ pub struct MigrationActor {
 }
 
 impl MigrationActor {
+    /// Whether member `from` may order this server to migrate one of its
+    /// image files: only its own cloud's operators (client identities) and
+    /// orchestrator may. An image path names a file on this server's disk;
+    /// a member of another cloud must not be able to make the server send
+    /// its files anywhere.
+    fn may_order_migrations(&self, from: &NodeId) -> Result<(), String> {
+        let Some(node) = self.federation.node_by_id(from) else {
+            return Err(format!("{} is not a member", from.short()));
+        };
+        let roles = node.roles();
+        if node.cloud() != self.site.cloud {
+            return Err(format!(
+                "not authorised: {} belongs to {}, this server to {}",
+                node.name(),
+                node.cloud(),
+                self.site.cloud
+            ));
+        }
+        if !(roles.contains(federact_config::Role::Client)
+            || roles.contains(federact_config::Role::Orchestrator))
+        {
+            return Err(format!(
+                "not authorised: {} is neither an operator (client) nor the orchestrator of {}",
+                node.name(),
+                self.site.cloud
+            ));
+        }
+        Ok(())
+    }
+
     /// Registers the actor's transport address and prepares it.
     pub fn new(setup: MigrationSetup) -> Result<MigrationActor, crate::ActorError> {
         let inbox = setup.transport.register(MIGRATION_ACTOR, INBOX_CAPACITY)?;
@@ -997,20 +1027,32 @@ impl StreamHandler<Incoming> for MigrationActor {
         let _entered = span.enter();
         match item {
             Incoming::Request {
-                body, responder, ..
+                from,
+                body,
+                responder,
+                ..
             } => match wire::decode::<MigrationRequest>(&body) {
                 Ok(MigrationRequest::MigrateImage {
                     image,
                     destination,
                     tamper,
-                }) => self.start(
-                    PathBuf::from(image),
-                    destination,
-                    tamper,
-                    Waiter::Remote(responder),
-                    None,
-                    ctx,
-                ),
+                }) => match self.may_order_migrations(&from) {
+                    Ok(()) => self.start(
+                        PathBuf::from(image),
+                        destination,
+                        tamper,
+                        Waiter::Remote(responder),
+                        None,
+                        ctx,
+                    ),
+                    Err(reason) => {
+                        warn!(peer = %from.short(), %reason, "image migration refused");
+                        let body = wire::encode(&MigrationResponse::Failed(reason));
+                        actix::spawn(async move {
+                            let _ = responder.respond(body).await;
+                        });
+                    }
+                },
                 Ok(MigrationRequest::Outcome { migration_id }) => {
                     let answer = match self
                         .finished

@@ -453,3 +453,44 @@ async fn destination_learns_the_indication_from_its_gateway_when_the_source_stay
     }
     fed.shutdown().await;
 }
+
+/// Only a cloud's operators (client identities) and orchestrator may order
+/// its servers to migrate an image file over QUIC: a server of another
+/// cloud, and a gateway of the same cloud, are refused with the reason,
+/// and nothing is indicated on the ledger.
+#[actix_rt::test]
+async fn image_migration_ordered_by_a_member_without_the_right_is_refused() {
+    use federact_actors::migration::migrate_image;
+    let (dir, fed) = start().await;
+    let (img, _) = image(dir.path(), "secret.img", 4096, 9);
+    let source = fed.federation().node("c1-server-1").unwrap().id();
+    for asker in ["c2-server-1", "c1-gateway"] {
+        let transport = fed.node(asker).unwrap().transport();
+        let r = migrate_image(
+            transport,
+            source,
+            img.to_str().unwrap(),
+            Site::new("cloud-2", "c2-server-1"),
+            Duration::from_secs(30),
+        )
+        .await;
+        match r {
+            Err(MigrationError::Refused { reason }) => {
+                assert!(reason.contains("not authorised"), "{asker}: {reason}")
+            }
+            other => panic!("{asker}: expected a refusal, got {other:?}"),
+        }
+    }
+    fed.shutdown().await;
+    for (node, chain) in [
+        ("c1-validator-1", "cloud-1.local"),
+        ("c1-inter-1", "consortium"),
+    ] {
+        let store = store(dir.path(), node, chain);
+        let indications = (1..=store.tip().height)
+            .flat_map(|h| store.block(h).unwrap().unwrap().txs)
+            .filter(|tx| matches!(tx.record(), Record::Indication { .. }))
+            .count();
+        assert_eq!(indications, 0, "{chain}");
+    }
+}
