@@ -8,7 +8,8 @@
 //!
 //! # Live migration (issue 8)
 //! On the orchestrator's `Migrate`, the server freezes the instance: calls
-//! already queued to it run, later ones are buffered (counted in flight);
+//! already queued to it run, later ones are buffered (counted in flight, at
+//! most a quarter of the call slots per instance; beyond, `Busy`);
 //! the instance's snapshot (taken after every queued call) is written to a
 //! file and handed to the node's migration actor, which runs BASICS with
 //! it as the image. Completed → the instance is dropped and the buffered
@@ -474,7 +475,13 @@ impl ServerActor {
         let Some(inst) = self.instances.get_mut(&id) else {
             return Box::pin(fut::ready(ServerResponse::NotHere));
         };
-        if full {
+        // A migrating instance buffers at most a quarter of the server's
+        // call slots: a long migration must not starve the other instances.
+        let buffer_full = inst
+            .frozen
+            .as_ref()
+            .is_some_and(|b| b.len() as u32 >= (self.limits.inflight_max / 4).max(1));
+        if full || buffer_full {
             return Box::pin(fut::ready(ServerResponse::Failed(FunctionError::Busy)));
         }
         inst.inflight += 1;

@@ -660,3 +660,77 @@ async fn rebalance_policy_migrates_a_hot_instance_off_a_hot_server() {
     assert_eq!(still, hot.len() - 1);
     fed.shutdown().await;
 }
+
+/// A migrating instance buffers calls up to a quarter of its server's call
+/// slots; later calls are refused as busy at once (a long migration must
+/// not take every slot of the server), and the buffered ones run, in order,
+/// when the migration aborts.
+#[actix_rt::test]
+async fn calls_beyond_a_frozen_instances_buffer_are_refused_busy_and_the_buffered_run_after() {
+    let dir = tempfile::tempdir().unwrap();
+    write_local_federation(dir.path(), &TOPO, false).unwrap();
+    let mut options = NodeOptions::default()
+        .function::<Counter>("counter")
+        .server_limits(federact_actors::ServerLimits {
+            inflight_max: 8,
+            ..federact_actors::ServerLimits::default()
+        });
+    options.migration = kill_limits();
+    let mut fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    let inv = invoker(&fed, 1);
+    let source = place(&fed, &inv).await;
+    let dest = other(&source);
+    // The destination is down: the migration holds the instance frozen
+    // until its protocol timeout.
+    fed.stop_node(dest).await;
+    let orch = fed
+        .node("c1-orchestrator")
+        .unwrap()
+        .orchestrator()
+        .unwrap()
+        .clone();
+    let pending = orch.send(MigrateInstance {
+        name: "counter".into(),
+        key: "k".into(),
+        destination: Some(Site::new("cloud-1", dest)),
+        tamper: false,
+    });
+    let outgoing = dir
+        .path()
+        .join("data")
+        .join(&source)
+        .join("migration")
+        .join("outgoing");
+    let start = Instant::now();
+    while std::fs::read_dir(&outgoing)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .next()
+        .is_none()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no snapshot taken"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let calls = (0..5).map(|_| inv.invoke("counter", "k", Bytes::new()));
+    let (results, report) = futures::join!(futures::future::join_all(calls), pending);
+    assert!(!report.unwrap().unwrap().completed);
+    let busy = results
+        .iter()
+        .filter(|r| matches!(r, Err(FunctionError::Busy)))
+        .count();
+    let mut counts: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|b| std::str::from_utf8(b).unwrap().parse().unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(busy, 3, "{results:?}");
+    assert_eq!(counts, vec![2, 3], "the buffered calls ran after the abort");
+    fed.shutdown().await;
+}
