@@ -173,14 +173,7 @@ impl<P: Clone> Migration<P> {
     /// [`Migration::handle_snapshot_taken`] once the image is hashed.
     /// `timeout_ms` bounds the time from snapshot to confirmation.
     pub fn source(migration_id: Hash, source: Site, destination: Site, timeout_ms: u64) -> Self {
-        Self::new(
-            Side::Source,
-            migration_id,
-            source,
-            destination,
-            None,
-            timeout_ms,
-        )
+        Self::new(Side::Source, migration_id, source, destination, timeout_ms)
     }
 
     /// The destination side, created when the transfer (or the notice of
@@ -197,7 +190,6 @@ impl<P: Clone> Migration<P> {
             migration_id,
             source,
             destination,
-            None,
             timeout_ms,
         );
         m.state = State::Streaming;
@@ -210,7 +202,6 @@ impl<P: Clone> Migration<P> {
         migration_id: Hash,
         source: Site,
         destination: Site,
-        vm_id: Option<Hash>,
         timeout_ms: u64,
     ) -> Self {
         let scope = if source.cloud == destination.cloud {
@@ -224,7 +215,7 @@ impl<P: Clone> Migration<P> {
             source,
             destination,
             scope,
-            vm_id,
+            vm_id: None,
             state: State::Snapshotting,
             indication: None,
             transfer: Transfer::Pending,
