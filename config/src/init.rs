@@ -11,6 +11,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 
 use crate::error::InitError;
+use crate::federation::{ChainParams, ConsensusTimeouts};
 use crate::identity::NodeKey;
 
 /// The shape of a generated local federation.
@@ -62,6 +63,41 @@ impl Topology {
     }
 }
 
+/// The chain parameters `federact init` writes unless told otherwise:
+/// BASICS' 16 transactions per block, a 20 ms batch timeout, 4 MiB blocks,
+/// no empty blocks, and round-0 timeouts for a LAN (400/200/200 ms, +200
+/// ms per round).
+pub fn default_chain_params() -> ChainParams {
+    ChainParams {
+        block_size_txs: 16,
+        block_bytes_max: 4 << 20,
+        batch_timeout_ms: 20,
+        empty_blocks: false,
+        timeouts: ConsensusTimeouts {
+            propose_ms: 400,
+            prevote_ms: 200,
+            precommit_ms: 200,
+            delta_ms: 200,
+        },
+    }
+}
+
+/// A chain table's parameter lines.
+fn chain_params_toml(p: &ChainParams) -> String {
+    let t = &p.timeouts;
+    format!(
+        "block_size_txs = {}\nblock_bytes_max = {}\nbatch_timeout_ms = {}\nempty_blocks = {}\ntimeouts = {{ propose_ms = {}, prevote_ms = {}, precommit_ms = {}, delta_ms = {} }}\n",
+        p.block_size_txs,
+        p.block_bytes_max,
+        p.batch_timeout_ms,
+        p.empty_blocks,
+        t.propose_ms,
+        t.prevote_ms,
+        t.precommit_ms,
+        t.delta_ms
+    )
+}
+
 /// What [`write_local_federation`] wrote.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -90,11 +126,23 @@ struct PlannedNode {
     roles: &'static str,
 }
 
-/// Writes keys, node files and `federation.toml` for `topo` under `dir`.
-/// Refuses to touch an existing federation unless `force`.
+/// Writes keys, node files and `federation.toml` for `topo` under `dir`,
+/// with [`default_chain_params`]. Refuses to touch an existing
+/// federation unless `force`.
 pub fn write_local_federation(
     dir: &Path,
     topo: &Topology,
+    force: bool,
+) -> Result<Written, InitError> {
+    write_local_federation_with(dir, topo, &default_chain_params(), force)
+}
+
+/// [`write_local_federation`] with `params` for every chain (checked
+/// when the written federation is loaded).
+pub fn write_local_federation_with(
+    dir: &Path,
+    topo: &Topology,
+    params: &ChainParams,
     force: bool,
 ) -> Result<Written, InitError> {
     topo.check()?;
@@ -199,7 +247,7 @@ pub fn write_local_federation(
         std::fs::write(&node_file, body).map_err(io(&node_file))?;
         node_files.push((node.name.clone(), node_file));
     }
-    let chain_params = "block_size_txs = 16\nbatch_timeout_ms = 20\nempty_blocks = false\ntimeouts = { propose_ms = 400, prevote_ms = 200, precommit_ms = 200, delta_ms = 200 }\n";
+    let chain_params = chain_params_toml(params);
     for c in 0..topo.clouds {
         let validators: Vec<String> = (0..topo.local_validators)
             .map(|v| format!("\"c{}-validator-{}\"", c + 1, v + 1))

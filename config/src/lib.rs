@@ -32,5 +32,7 @@ pub use federation::{
     Telemetry, TransportLimits,
 };
 pub use identity::{NodeId, NodeKey, Signature};
-pub use init::{write_local_federation, Topology};
+pub use init::{
+    default_chain_params, write_local_federation, write_local_federation_with, Topology,
+};
 pub use node::NodeConfig;

@@ -174,3 +174,34 @@ fn node_file_bad_bind_address_is_refused_with_its_location() {
     );
     assert_eq!(e.location.unwrap().line, lines + 2, "{e}");
 }
+
+#[test]
+fn chain_params_given_to_init_are_what_every_chain_loads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology {
+        clouds: 2,
+        servers_per_cloud: 1,
+        local_validators: 1,
+        inter_validators: 1,
+    };
+    let params = federact_config::ChainParams {
+        block_size_txs: 4,
+        block_bytes_max: 1 << 20,
+        batch_timeout_ms: 5,
+        ..federact_config::default_chain_params()
+    };
+    let written =
+        federact_config::write_local_federation_with(dir.path(), &topo, &params, false).unwrap();
+    let fed = Federation::load(&written.federation_file).unwrap();
+    assert_eq!(fed.chains().len(), 3);
+    for chain in fed.chains() {
+        assert_eq!(*chain.params(), params, "{}", chain.id());
+    }
+    // The plain writer gives init's defaults.
+    let dir = tempfile::tempdir().unwrap();
+    let written = write_local_federation(dir.path(), &topo, false).unwrap();
+    let fed = Federation::load(&written.federation_file).unwrap();
+    for chain in fed.chains() {
+        assert_eq!(*chain.params(), federact_config::default_chain_params());
+    }
+}

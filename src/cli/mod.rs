@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use federact::config::{write_local_federation, Federation, NodeKey, Topology};
+use federact::config::{
+    default_chain_params, write_local_federation_with, ChainParams, Federation, NodeKey, Topology,
+};
 
 mod bench;
 mod demo;
@@ -86,6 +88,12 @@ struct InitArgs {
     /// Inter validators running the consortium chain, spread over the clouds (BASICS Table I: 12).
     #[arg(long, default_value_t = 12)]
     inter_validators: usize,
+    /// Most transactions per block, on every chain (BASICS Table I: 16).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    block_size_txs: u32,
+    /// How long a proposer waits to fill a block, in ms, on every chain.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    batch_timeout_ms: u64,
     /// Overwrite an existing federation in DIR (its keys are replaced).
     #[arg(long)]
     force: bool,
@@ -120,7 +128,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 local_validators: a.local_validators,
                 inter_validators: a.inter_validators,
             };
-            let written = write_local_federation(&a.dir, &topo, a.force)?;
+            let params = ChainParams {
+                block_size_txs: a.block_size_txs,
+                batch_timeout_ms: a.batch_timeout_ms,
+                ..default_chain_params()
+            };
+            let written = write_local_federation_with(&a.dir, &topo, &params, a.force)?;
             let fed = Federation::load(&written.federation_file)
                 .context("the federation just written does not load")?;
             print!("{}", fed.summary());

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use federact::config::{write_local_federation, Federation, NodeConfig, Topology};
+use federact::config::{
+    default_chain_params, write_local_federation_with, ChainParams, Federation, NodeConfig,
+    Topology,
+};
 use federact::federation::{Membership, Transport, TransportOptions};
 use federact::ledger::store::ChainStore;
 use federact_actors::loadgen::{bench_record, submit_at_rate, Latencies, RateStep};
@@ -129,28 +132,14 @@ fn write_federation(dir: &Path, a: &LedgerArgs) -> anyhow::Result<Federation> {
         local_validators: a.validators,
         inter_validators: 0,
     };
-    let w = write_local_federation(dir, &topo, false)?;
-    let text = std::fs::read_to_string(&w.federation_file)?;
     // The chain shape is set in federation.toml, as an operator would.
-    let edited = text
-        .replace(
-            "block_size_txs = 16",
-            &format!(
-                "block_size_txs = {}\nblock_bytes_max = {}",
-                a.block,
-                64 << 20
-            ),
-        )
-        .replace(
-            "batch_timeout_ms = 20",
-            &format!("batch_timeout_ms = {}", a.batch_ms),
-        );
-    if edited == text {
-        bail!(
-            "federation.toml written by init no longer has the chain parameters this bench edits"
-        );
-    }
-    std::fs::write(&w.federation_file, edited)?;
+    let params = ChainParams {
+        block_size_txs: a.block,
+        block_bytes_max: 64 << 20,
+        batch_timeout_ms: a.batch_ms,
+        ..default_chain_params()
+    };
+    let w = write_local_federation_with(dir, &topo, &params, false)?;
     Ok(Federation::load(&w.federation_file)?)
 }
 

@@ -38,7 +38,7 @@ use std::time::Duration;
 use actix::Addr;
 use anyhow::{bail, Context};
 use clap::Args;
-use federact::config::{write_local_federation, Topology};
+use federact::config::{default_chain_params, write_local_federation_with, ChainParams, Topology};
 use federact::ledger::record::Site;
 use federact_actors::loadgen::{open_loop_drain, Latencies, RateStep};
 use federact_actors::migration::{MigrationActor, MigrationLimits, StartMigration};
@@ -306,13 +306,11 @@ enum Load {
 }
 
 fn write_federation(dir: &Path, topo: &Topology, block: u32) -> anyhow::Result<()> {
-    let w = write_local_federation(dir, topo, false)?;
-    let text = std::fs::read_to_string(&w.federation_file)?;
-    let edited = text.replace("block_size_txs = 16", &format!("block_size_txs = {block}"));
-    if !text.contains("block_size_txs = 16") {
-        bail!("federation.toml written by init no longer has the block size this bench edits");
-    }
-    std::fs::write(&w.federation_file, edited)?;
+    let params = ChainParams {
+        block_size_txs: block,
+        ..default_chain_params()
+    };
+    write_local_federation_with(dir, topo, &params, false)?;
     Ok(())
 }
 
