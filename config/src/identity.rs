@@ -25,6 +25,14 @@ pub const KEY_CACHE_MAX: usize = 4096;
 /// Length in bytes of a [`Signature`].
 pub const SIGNATURE_LEN: usize = 64;
 
+/// The process-wide cache of [`NodeId::from_bytes_cached`].
+fn key_cache() -> &'static std::sync::Mutex<std::collections::HashMap<[u8; NODE_ID_LEN], NodeId>> {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<[u8; NODE_ID_LEN], NodeId>>,
+    > = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
 /// A node's identity: its ed25519 public key.
 ///
 /// Shown as base58 (`Display`, 43–44 characters) or as a short 8-character
@@ -47,21 +55,20 @@ impl NodeId {
     /// block decodes one author key per transaction, and decompressing a
     /// curve point costs about as much as hashing the whole transaction. A
     /// federation has few keys, so the cache stays small; it holds at most
-    /// [`KEY_CACHE_MAX`] keys and simply stops caching when full, so keys
-    /// from a peer cannot grow it.
+    /// [`KEY_CACHE_MAX`] keys and starts over when full, so keys from a
+    /// peer can neither grow it nor crowd the members' keys out for good
+    /// (they are back after one miss each).
     pub fn from_bytes_cached(bytes: &[u8; NODE_ID_LEN]) -> Result<Self, KeyError> {
-        use std::collections::HashMap;
-        use std::sync::{Mutex, OnceLock};
-        static CACHE: OnceLock<Mutex<HashMap<[u8; NODE_ID_LEN], NodeId>>> = OnceLock::new();
-        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        let cache = key_cache();
         if let Some(id) = cache.lock().ok().and_then(|c| c.get(bytes).copied()) {
             return Ok(id);
         }
         let id = Self::from_bytes(bytes)?;
         if let Ok(mut c) = cache.lock() {
-            if c.len() < KEY_CACHE_MAX {
-                c.insert(*bytes, id);
+            if c.len() >= KEY_CACHE_MAX {
+                c.clear();
             }
+            c.insert(*bytes, id);
         }
         Ok(id)
     }
@@ -360,6 +367,20 @@ impl fmt::Debug for NodeKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_cache_stays_bounded_and_takes_members_back_after_a_flood_of_junk_keys() {
+        let member = NodeKey::generate().id();
+        let bytes = *member.as_bytes();
+        assert_eq!(NodeId::from_bytes_cached(&bytes).unwrap(), member);
+        for _ in 0..KEY_CACHE_MAX + 10 {
+            let junk = NodeKey::generate().id();
+            NodeId::from_bytes_cached(junk.as_bytes()).unwrap();
+            assert!(key_cache().lock().unwrap().len() <= KEY_CACHE_MAX);
+        }
+        assert_eq!(NodeId::from_bytes_cached(&bytes).unwrap(), member);
+        assert!(key_cache().lock().unwrap().contains_key(&bytes));
+    }
 
     #[test]
     fn node_id_round_trips_through_base58_and_hex() {
