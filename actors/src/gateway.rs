@@ -1445,10 +1445,12 @@ fn probed(statuses: &[&TxStatus], one_honest: usize) -> Probed {
         .count();
     if committed >= one_honest {
         Probed::Committed
-    } else if committed > 0 || statuses.iter().any(|s| **s == TxStatus::Pending) {
+    } else if committed > 0
+        || statuses.iter().any(|s| **s == TxStatus::Pending)
+        // Nobody answered: ask again later.
+        || statuses.is_empty()
+    {
         Probed::Wait
-    } else if statuses.is_empty() {
-        Probed::Wait // nobody answered: ask again later
     } else {
         Probed::Lost
     }
