@@ -299,22 +299,57 @@ impl LedgerClient {
     /// answers, in order, once each committed (receipt with proof) or was
     /// refused. For clients that submit at high rates: one round trip and
     /// one response for the lot instead of one per record.
+    ///
+    /// Runs in a `ledger.submit_many` span (records, then how many
+    /// committed and were refused), as [`LedgerClient::submit`] does; the
+    /// transactions carry its trace id, and the gateway opens a
+    /// `gateway.submit` span per transaction in the same trace.
     pub async fn submit_many(
         &self,
         records: Vec<Record>,
     ) -> Result<Vec<Result<Receipt, ActorError>>, ActorError> {
+        use tracing::Instrument;
         let n = records.len();
         if n == 0 {
             return Ok(Vec::new());
         }
-        let (txs, after, in_flight) = self.sign_ordered(records);
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!(
+                "ledger.submit_many",
+                federact.root = true,
+                records = n,
+                committed = tracing::field::Empty,
+                refused = tracing::field::Empty,
+            )
+        });
+        let (txs, after, in_flight) = {
+            let _entered = span.enter();
+            self.sign_ordered(records)
+        };
+        let result = self.send_many(txs, after).instrument(span.clone()).await;
+        drop(in_flight);
+        match &result {
+            Ok(r) => {
+                let committed = r.iter().filter(|a| a.is_ok()).count();
+                span.record("committed", committed);
+                span.record("refused", r.len() - committed);
+            }
+            Err(e) => crate::telemetry::record_error(&span, e),
+        }
+        result
+    }
+
+    async fn send_many(
+        &self,
+        txs: Vec<Transaction>,
+        after: Option<u64>,
+    ) -> Result<Vec<Result<Receipt, ActorError>>, ActorError> {
+        let n = txs.len();
         let body = wire::encode(&GatewayRequest::SubmitMany { txs, after });
         let reply = self
             .transport
             .request(self.gateway, wire::GATEWAY_ACTOR, body, self.timeout)
-            .await;
-        drop(in_flight);
-        let reply = reply?;
+            .await?;
         match wire::decode::<GatewayResponse>(&reply) {
             Ok(GatewayResponse::Receipts(r)) if r.len() == n => Ok(r
                 .into_iter()

@@ -1397,6 +1397,9 @@ impl StreamHandler<Incoming> for GatewayActor {
                         Waiter::Remote(responder).answer(GatewayResponse::Receipts(Vec::new()));
                         return;
                     }
+                    for tx in &txs {
+                        self.trace_submit(tx, &trace);
+                    }
                     let collector = Collector::new(responder, txs.len());
                     let group = txs
                         .into_iter()
