@@ -54,13 +54,56 @@ pub struct RecordSet {
 /// How long `submit` waits for a commit by default.
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The nonces a client (and its clones) hands out, and which of its
+/// submissions are in flight.
+///
+/// Concurrent submissions of one author must reach the chain in nonce order
+/// (a later nonce committing first makes an earlier one stale). Each
+/// submission names the nonce of the client's previous one while that one
+/// is still in flight, and the gateway passes them on in that order (see
+/// `federact_actors::order`), so any number of concurrent `submit`s commit.
+#[derive(Debug, Default)]
+struct Sequence {
+    /// The last nonce handed out.
+    last: u64,
+    /// The last nonce handed out to an ordered submission.
+    last_ordered: u64,
+    /// Ordered submissions in flight, by their (highest) nonce.
+    in_flight: std::collections::BTreeSet<u64>,
+}
+
+impl Sequence {
+    /// `n` consecutive nonces above every earlier one (microseconds since
+    /// the epoch at least, so a restarted author never reuses one).
+    fn take(&mut self, n: u64) -> std::ops::RangeInclusive<u64> {
+        let first = now_micros().max(self.last.saturating_add(1));
+        self.last = first.saturating_add(n.saturating_sub(1));
+        first..=self.last
+    }
+}
+
+/// An ordered submission in flight; leaving the set when dropped (answered,
+/// failed or cancelled).
+struct InFlight {
+    sequence: Arc<std::sync::Mutex<Sequence>>,
+    nonce: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.sequence.lock() {
+            s.in_flight.remove(&self.nonce);
+        }
+    }
+}
+
 /// Signs and submits records through one gateway.
 #[derive(Clone)]
 pub struct LedgerClient {
     transport: Transport,
     key: NodeKey,
     gateway: NodeId,
-    nonce: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sequence: Arc<std::sync::Mutex<Sequence>>,
     timeout: Duration,
     chains: Option<Arc<Chains>>,
 }
@@ -72,7 +115,7 @@ impl LedgerClient {
             transport,
             key,
             gateway,
-            nonce: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            sequence: Arc::default(),
             timeout: SUBMIT_TIMEOUT,
             chains: None,
         }
@@ -141,15 +184,43 @@ impl LedgerClient {
     /// Signs `record` with the next nonce (microseconds since the epoch, so
     /// a restarted author never reuses one).
     pub fn sign(&self, record: Record) -> Transaction {
-        use std::sync::atomic::Ordering;
-        let now = now_micros();
-        let prev = self.nonce.fetch_max(now, Ordering::Relaxed);
-        let nonce = if prev >= now {
-            self.nonce.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            now
-        };
+        let nonce = *self.lock_sequence().take(1).start();
         Transaction::sign(record, &self.key, nonce, now_ms(), crate::trace_id_now())
+    }
+
+    fn lock_sequence(&self) -> std::sync::MutexGuard<'_, Sequence> {
+        // The lock guards plain numbers: a panic elsewhere cannot have left
+        // them inconsistent.
+        self.sequence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Signs `records` with consecutive nonces as one ordered submission:
+    /// returns them, the nonce of the previous ordered submission still in
+    /// flight (the gateway passes this one on after it), and the guard that
+    /// marks this one in flight.
+    fn sign_ordered(&self, records: Vec<Record>) -> (Vec<Transaction>, Option<u64>, InFlight) {
+        let (nonces, after, last) = {
+            let mut s = self.lock_sequence();
+            let nonces = s.take(records.len().max(1) as u64);
+            let after = (!s.in_flight.is_empty()).then_some(s.last_ordered);
+            let last = *nonces.end();
+            s.last_ordered = last;
+            s.in_flight.insert(last);
+            (nonces, after, last)
+        };
+        let guard = InFlight {
+            sequence: self.sequence.clone(),
+            nonce: last,
+        };
+        let trace_id = crate::trace_id_now();
+        let txs = records
+            .into_iter()
+            .zip(nonces)
+            .map(|(r, n)| Transaction::sign(r, &self.key, n, now_ms(), trace_id))
+            .collect();
+        (txs, after, guard)
     }
 
     /// Submits `record` and waits until it commits (receipt with inclusion
@@ -170,14 +241,19 @@ impl LedgerClient {
                 height = tracing::field::Empty,
             )
         });
-        let tx = {
+        let (tx, after, in_flight) = {
             let _entered = span.enter();
-            self.sign(record)
+            let (mut txs, after, in_flight) = self.sign_ordered(vec![record]);
+            (txs.remove(0), after, in_flight)
         };
         if !span.is_disabled() {
             span.record("tx.id", tracing::field::display(tx.id()));
         }
-        let result = self.submit_tx(tx, true).instrument(span.clone()).await;
+        let result = self
+            .send_submit(tx, true, after)
+            .instrument(span.clone())
+            .await;
+        drop(in_flight);
         match &result {
             Ok(r) => {
                 span.record("chain", r.chain_id.as_str());
@@ -189,8 +265,18 @@ impl LedgerClient {
     }
 
     /// Submits an already signed transaction; with `wait`, until it commits.
+    /// It is not ordered with this client's other submissions.
     pub async fn submit_tx(&self, tx: Transaction, wait: bool) -> Result<Receipt, ActorError> {
-        let body = wire::encode(&GatewayRequest::Submit { tx, wait });
+        self.send_submit(tx, wait, None).await
+    }
+
+    async fn send_submit(
+        &self,
+        tx: Transaction,
+        wait: bool,
+        after: Option<u64>,
+    ) -> Result<Receipt, ActorError> {
+        let body = wire::encode(&GatewayRequest::Submit { tx, wait, after });
         let reply = self
             .transport
             .request(self.gateway, wire::GATEWAY_ACTOR, body, self.timeout)
@@ -213,13 +299,53 @@ impl LedgerClient {
     /// answers, in order, once each committed (receipt with proof) or was
     /// refused. For clients that submit at high rates: one round trip and
     /// one response for the lot instead of one per record.
+    ///
+    /// Runs in a `ledger.submit_many` span (records, then how many
+    /// committed and were refused), as [`LedgerClient::submit`] does; the
+    /// transactions carry its trace id, and the gateway opens a
+    /// `gateway.submit` span per transaction in the same trace.
     pub async fn submit_many(
         &self,
         records: Vec<Record>,
     ) -> Result<Vec<Result<Receipt, ActorError>>, ActorError> {
+        use tracing::Instrument;
         let n = records.len();
-        let txs: Vec<Transaction> = records.into_iter().map(|r| self.sign(r)).collect();
-        let body = wire::encode(&GatewayRequest::SubmitMany(txs));
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let span = crate::telemetry::sampled_root(|| {
+            tracing::info_span!(
+                "ledger.submit_many",
+                federact.root = true,
+                records = n,
+                committed = tracing::field::Empty,
+                refused = tracing::field::Empty,
+            )
+        });
+        let (txs, after, in_flight) = {
+            let _entered = span.enter();
+            self.sign_ordered(records)
+        };
+        let result = self.send_many(txs, after).instrument(span.clone()).await;
+        drop(in_flight);
+        match &result {
+            Ok(r) => {
+                let committed = r.iter().filter(|a| a.is_ok()).count();
+                span.record("committed", committed);
+                span.record("refused", r.len() - committed);
+            }
+            Err(e) => crate::telemetry::record_error(&span, e),
+        }
+        result
+    }
+
+    async fn send_many(
+        &self,
+        txs: Vec<Transaction>,
+        after: Option<u64>,
+    ) -> Result<Vec<Result<Receipt, ActorError>>, ActorError> {
+        let n = txs.len();
+        let body = wire::encode(&GatewayRequest::SubmitMany { txs, after });
         let reply = self
             .transport
             .request(self.gateway, wire::GATEWAY_ACTOR, body, self.timeout)

@@ -12,7 +12,7 @@
 //! check ([`crate::relay`] decides which).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,7 @@ use federact_ledger::tx::{Transaction, TxId};
 
 use crate::clock::{now_micros, now_ms};
 use crate::error::ActorError;
+use crate::order::ArrivalOrder;
 use crate::relay::RelayCore;
 use crate::wire::{
     self, CertifiedBlock, GatewayRequest, GatewayResponse, LedgerQuery, Receipt, TxStatus,
@@ -45,6 +46,9 @@ const WAITING_MAX: usize = 200_000;
 const AHEAD_MAX: usize = 1024;
 /// Transactions per submit batch to validators.
 const BATCH_MAX: usize = 1024;
+/// Batches queued for one validator, at most: beyond, the oldest are not
+/// sent to it (a validator that stopped answering; the others have them).
+const LANE_QUEUE_MAX: usize = 64;
 /// How long a batch may wait for more transactions.
 const BATCH_WINDOW: Duration = Duration::from_millis(1);
 /// How long a submitted transaction may stay uncommitted before the
@@ -57,6 +61,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const FOLLOW_CHECK: Duration = Duration::from_millis(500);
 /// Blocks a validator pushes to a new follower by itself.
 const FOLLOW_BACKFILL: u64 = 256;
+/// Blocks fetched after a follow's backfill, when the chain is ahead of it.
+const FOLLOW_FETCH: u64 = 64;
+/// Blocks a gateway behind its chain fetches at once.
+const CATCH_UP_WINDOW: u64 = 256;
 /// The transport inbox capacity of a gateway.
 pub const INBOX_CAPACITY: usize = 8192;
 /// Traced transactions whose `gateway.submit` span stays open until their
@@ -141,16 +149,69 @@ impl Waiter {
 /// A submit batch whose validator replies are still coming in.
 struct SubmitBatch {
     chain_id: String,
+    /// Its `Submit` request, encoded once for every validator, until every
+    /// validator's lane sent it.
+    body: bytes::Bytes,
+    /// Lanes that have not sent it yet.
+    unsent: usize,
+    /// The `gateway.flush` span its requests run in.
+    span: tracing::Span,
     ids: Vec<TxId>,
     /// `Some(waiter)` until a validator admits the transaction.
     waiters: Vec<Option<Option<Waiter>>>,
     /// The first refusal reason seen per transaction.
     reasons: Vec<Option<String>>,
+    /// Per transaction: validators that refused it as a relayed record
+    /// already delivered.
+    delivered_votes: Vec<usize>,
     replies_left: usize,
+}
+
+/// One relayed delivery whose record has not committed on the local chain
+/// yet. The chain delivers a consortium transaction at most once (keyed by
+/// `source`), so the gateway may submit a delivery again, with a fresh nonce
+/// and so a new transaction id, whenever the validators lost the previous
+/// one; whichever commits first settles it.
+struct Delivery {
+    /// The consortium transaction delivered.
+    source: TxId,
+    /// Its cross-chain proof (to sign a new delivery with).
+    proof: Box<CrossChainProof>,
+    /// The relayed transaction last submitted for it.
+    tx_id: TxId,
+    /// When it was last submitted or asked about (ms).
+    asked_ms: u64,
+}
+
+/// What a gateway learnt about one transaction from a status probe.
+enum Probed {
+    /// Some validator holds it pending, or fewer than f+1 report it
+    /// committed (its block will come): wait.
+    Wait,
+    /// At least f+1 validators report it committed.
+    Committed,
+    /// A validator's rules refused it when a block was built.
+    Refused(String),
+    /// Every validator that answered has never seen it (or forgot it).
+    Lost,
+}
+
+/// The submit batches on their way to one validator, sent one request at a
+/// time: the validator admits them in the order the gateway flushed them
+/// (concurrent requests are concurrent QUIC streams, which may arrive in
+/// any order, and a later nonce committing first makes an earlier one
+/// stale; see [`crate::order`]). Batches queue while a request is in flight
+/// (one batch per request: merging them would mean encoding each again).
+#[derive(Default)]
+struct Lane {
+    in_flight: bool,
+    queue: VecDeque<u64>,
 }
 
 /// One chain the gateway follows.
 struct Followed {
+    /// Per validator (same index as `validators`).
+    lanes: Vec<Lane>,
     chain_id: String,
     actor: Arc<str>,
     set: ValidatorSet,
@@ -173,6 +234,10 @@ struct Followed {
     follow_replies: usize,
     /// Rotates which validator answers queries first.
     query_offset: usize,
+    /// Catch-up block fetches not answered yet.
+    fetches_in_flight: usize,
+    /// The highest height the last follow request brings by itself.
+    follow_covers: u64,
 }
 
 /// What it takes to start a gateway.
@@ -203,8 +268,17 @@ pub struct GatewayCounters {
     /// Relayed deliveries settled: committed on the local chain, or refused
     /// by it as already delivered.
     pub relays_settled: u64,
+    /// Relayed deliveries submitted again because the local validators had
+    /// lost them (restart, mempool drop) or refused them for a reason other
+    /// than "already delivered".
+    pub relays_resubmitted: u64,
     /// Messages that did not decode.
     pub malformed: u64,
+    /// Submit requests to validators that failed (unreachable, timed out).
+    pub submit_failures: u64,
+    /// Submissions passed on before their author's earlier one arrived
+    /// (it was lost on the way or came too late; see [`crate::order`]).
+    pub unordered: u64,
 }
 
 /// The gateway actor.
@@ -223,7 +297,7 @@ pub struct GatewayActor {
     relay: Option<RelayCore>,
     cursor: CursorStore,
     /// Relayed consortium heights whose deliveries have not all committed.
-    relay_pending: BTreeMap<u64, Vec<TxId>>,
+    relay_pending: BTreeMap<u64, Vec<Delivery>>,
     batches: HashMap<u64, SubmitBatch>,
     next_batch: u64,
     nonce: u64,
@@ -236,9 +310,16 @@ pub struct GatewayActor {
     /// time they were opened.
     traced: HashMap<TxId, (tracing::Span, u64)>,
     metrics: crate::metrics::Metrics,
+    /// Submissions waiting for their author's earlier ones.
+    order: ArrivalOrder<Vec<(Transaction, Option<Waiter>)>>,
 }
 
 const RELAY_CURSOR: &str = "relay.consortium.delivered";
+/// What a validator's refusal of a relayed record already delivered says
+/// (`RuleError::AlreadyDelivered`).
+const ALREADY_DELIVERED: &str = "already delivered";
+/// Transactions one status probe asks a validator about, at most.
+const PROBE_MAX: usize = 1024;
 
 impl GatewayActor {
     /// Builds the gateway and registers it on the transport.
@@ -249,6 +330,7 @@ impl GatewayActor {
             actor: wire::validator_actor(spec.id()).into(),
             set: ValidatorSet::from_spec(spec),
             validators: spec.validators().to_vec(),
+            lanes: spec.validators().iter().map(|_| Lane::default()).collect(),
             height: 0,
             ahead: BTreeMap::new(),
             outbox: Vec::new(),
@@ -259,6 +341,8 @@ impl GatewayActor {
             last_follow_ms: 0,
             follow_replies: 0,
             query_offset: 0,
+            fetches_in_flight: 0,
+            follow_covers: 0,
         };
         let local_spec = fed
             .local_chain(&setup.cloud)
@@ -299,6 +383,7 @@ impl GatewayActor {
             counters: GatewayCounters::default(),
             traced: HashMap::new(),
             metrics: crate::metrics::Metrics::global(),
+            order: ArrivalOrder::default(),
         })
     }
 
@@ -307,6 +392,33 @@ impl GatewayActor {
             Some(&mut self.local)
         } else {
             self.consortium.as_mut().filter(|c| c.chain_id == chain_id)
+        }
+    }
+
+    /// A submission arrived: passes it on in its author's order (see
+    /// [`crate::order`]), with the held ones it unblocked.
+    fn arrive(
+        &mut self,
+        after: Option<u64>,
+        group: Vec<(Transaction, Option<Waiter>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(author) = group.first().map(|(tx, _)| *tx.author()) else {
+            return;
+        };
+        let last_nonce = group
+            .iter()
+            .filter(|(tx, _)| *tx.author() == author)
+            .map(|(tx, _)| tx.nonce())
+            .max()
+            .unwrap_or(0);
+        let ready = self
+            .order
+            .handle_arrival(author, after, last_nonce, group, now_ms());
+        for group in ready {
+            for (tx, waiter) in group {
+                self.submit(tx, waiter, ctx);
+            }
         }
     }
 
@@ -361,7 +473,6 @@ impl GatewayActor {
         }
         let batch = std::mem::take(&mut chain.outbox);
         let validators = chain.validators.clone();
-        let actor = chain.actor.clone();
         let (txs, waiters): (Vec<Transaction>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
         let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
         // A batch mixes transactions of many traces; its requests carry the
@@ -385,43 +496,113 @@ impl GatewayActor {
             batch_id,
             SubmitBatch {
                 chain_id: chain_id.to_string(),
+                body,
+                unsent: validators.len(),
+                span: flush_span,
                 reasons: vec![None; ids.len()],
+                delivered_votes: vec![0; ids.len()],
                 waiters: waiters.into_iter().map(Some).collect(),
                 ids,
                 replies_left: validators.len(),
             },
         );
-        for v in validators {
-            let (t, a, b) = (self.transport.clone(), actor.clone(), body.clone());
-            let fut = async move { t.request(v, &a, b, REQUEST_TIMEOUT).await };
-            let fut = tracing::Instrument::instrument(fut, flush_span.clone());
-            ctx.spawn(
-                fut.into_actor(self)
-                    .map(move |reply, act, _| act.on_submitted(batch_id, reply)),
-            );
+        for lane in 0..validators.len() {
+            let mut dropped = None;
+            if let Some(chain) = self.chain_mut(chain_id) {
+                if let Some(l) = chain.lanes.get_mut(lane) {
+                    l.queue.push_back(batch_id);
+                    if l.queue.len() > LANE_QUEUE_MAX {
+                        dropped = l.queue.pop_front();
+                    }
+                }
+            }
+            if let Some(old) = dropped {
+                self.lane_sent(old);
+                self.on_submitted(old, None);
+            }
+            self.pump(chain_id, lane, ctx);
         }
     }
 
-    fn on_submitted(
-        &mut self,
-        batch_id: u64,
-        reply: Result<bytes::Bytes, federact_federation::TransportError>,
-    ) {
+    /// Notes that one more lane is done with sending batch `batch_id` (its
+    /// transactions are dropped once every lane is).
+    fn lane_sent(&mut self, batch_id: u64) {
+        if let Some(b) = self.batches.get_mut(&batch_id) {
+            b.unsent = b.unsent.saturating_sub(1);
+            if b.unsent == 0 {
+                b.body = bytes::Bytes::new();
+            }
+        }
+    }
+
+    /// Sends the batches queued for validator `lane` of a chain, if no
+    /// request to it is in flight.
+    fn pump(&mut self, chain_id: &str, lane: usize, ctx: &mut Context<Self>) {
+        let (peer, actor, batch_id) = {
+            let Some(chain) = self.chain_mut(chain_id) else {
+                return;
+            };
+            let Some(&peer) = chain.validators.get(lane) else {
+                return;
+            };
+            let actor = chain.actor.clone();
+            let Some(l) = chain.lanes.get_mut(lane) else {
+                return;
+            };
+            if l.in_flight {
+                return;
+            }
+            let Some(b) = l.queue.pop_front() else {
+                return;
+            };
+            l.in_flight = true;
+            (peer, actor, b)
+        };
+        // A batch leaves `batches` only once every lane answered or dropped
+        // it, and it leaves each lane's queue first: it is there.
+        let Some(batch) = self.batches.get(&batch_id) else {
+            if let Some(l) = self.chain_mut(chain_id).and_then(|c| c.lanes.get_mut(lane)) {
+                l.in_flight = false;
+            }
+            return;
+        };
+        let (body, span, n) = (batch.body.clone(), batch.span.clone(), batch.ids.len());
+        self.lane_sent(batch_id);
+        let t = self.transport.clone();
+        let fut = async move { t.request(peer, &actor, body, REQUEST_TIMEOUT).await };
+        let fut = tracing::Instrument::instrument(fut, span);
+        let chain_id = chain_id.to_string();
+        ctx.spawn(fut.into_actor(self).map(move |reply, act, ctx| {
+            if let Some(l) = act.chain_mut(&chain_id).and_then(|c| c.lanes.get_mut(lane)) {
+                l.in_flight = false;
+            }
+            let results = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
+                Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == n => Some(r),
+                Ok(_) => {
+                    act.counters.malformed += 1;
+                    None
+                }
+                Err(e) => {
+                    act.counters.submit_failures += 1;
+                    debug!(chain = %chain_id, error = %e, "submit to a validator failed");
+                    None
+                }
+            };
+            act.on_submitted(batch_id, results);
+            act.pump(&chain_id, lane, ctx);
+        }));
+    }
+
+    /// One validator's answer to batch `batch_id`: its admission results,
+    /// or `None` if it could not be asked or answered off the point.
+    fn on_submitted(&mut self, batch_id: u64, results: Option<Vec<Result<(), String>>>) {
         let Some(batch) = self.batches.get_mut(&batch_id) else {
             return;
         };
         batch.replies_left = batch.replies_left.saturating_sub(1);
-        let results = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
-            Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == batch.ids.len() => r,
-            Ok(_) => {
-                self.counters.malformed += 1;
-                Vec::new()
-            }
-            Err(e) => {
-                debug!(chain = %batch.chain_id, error = %e, "submit to a validator failed");
-                Vec::new()
-            }
-        };
+        let results = results
+            .filter(|r| r.len() == batch.ids.len())
+            .unwrap_or_default();
         let now = now_ms();
         let mut admitted = Vec::new();
         for (i, r) in results.into_iter().enumerate() {
@@ -435,6 +616,11 @@ impl GatewayActor {
                     }
                 }
                 Err(e) => {
+                    if e.contains(ALREADY_DELIVERED) {
+                        if let Some(v) = batch.delivered_votes.get_mut(i) {
+                            *v += 1;
+                        }
+                    }
                     if let Some(slot) = batch.reasons.get_mut(i) {
                         slot.get_or_insert(e);
                     }
@@ -465,7 +651,14 @@ impl GatewayActor {
                 return;
             };
             let mut settled = Vec::new();
-            for ((w, reason), id) in batch.waiters.into_iter().zip(batch.reasons).zip(batch.ids) {
+            let one_honest = self.local.set.one_honest();
+            for (((w, reason), id), votes) in batch
+                .waiters
+                .into_iter()
+                .zip(batch.reasons)
+                .zip(batch.ids)
+                .zip(batch.delivered_votes)
+            {
                 // Still holding its waiter: no validator admitted it.
                 if let Some(w) = w {
                     self.counters.refused += 1;
@@ -487,17 +680,18 @@ impl GatewayActor {
                         Some(w) => w.answer(GatewayResponse::Refused(
                             reason.unwrap_or_else(|| "no validator reachable".into()),
                         )),
-                        // A relayed delivery the chain refused (delivered
-                        // before, e.g. across a gateway restart) is settled;
-                        // one no validator received stays pending, so the
-                        // cursor does not pass it.
-                        None if reason.is_some() => settled.push(id),
+                        // A relayed delivery that f+1 validators (one honest)
+                        // refused as delivered before (e.g. across a gateway
+                        // restart) is settled; any other stays pending, so
+                        // the cursor does not pass it, and the next probe
+                        // submits it again.
+                        None if votes >= one_honest => settled.push(id),
                         None => {}
                     }
                 }
             }
             if !settled.is_empty() {
-                self.settle_relays(&settled);
+                self.settle_deliveries(|d| settled.contains(&d.tx_id));
             }
         }
     }
@@ -538,6 +732,45 @@ impl GatewayActor {
             chain.last_progress_ms = now_ms();
             self.apply_block(&chain_id, b, ctx);
         }
+        self.catch_up(&chain_id, ctx);
+    }
+
+    /// A gateway far behind its chain (restarted: it replays both chains
+    /// from height 1, the relay needs the consortium's history) fetches the
+    /// next [`CATCH_UP_WINDOW`] blocks as soon as it processed the previous
+    /// ones. It used to wait for the periodic check to find the chain quiet
+    /// (a second per follow backfill of 256 blocks: seconds for a long
+    /// chain before a restarted gateway saw new commits).
+    fn catch_up(&mut self, chain_id: &str, ctx: &mut Context<Self>) {
+        let Some(chain) = self.chain_mut(chain_id) else {
+            return;
+        };
+        // The blocks the last follow covers (its backfill and the fetches
+        // after it) come by themselves.
+        if chain.fetches_in_flight > 0
+            || !chain.ahead.is_empty()
+            || chain.known_tip <= chain.height
+            || chain.height < chain.follow_covers
+        {
+            return;
+        }
+        let n = chain.validators.len();
+        let k = chain.set.one_honest().min(n).max(1);
+        let start = chain.height + 1;
+        let end = chain.known_tip.min(chain.height + CATCH_UP_WINDOW);
+        let offset = chain.follow_offset;
+        let peers: Vec<NodeId> = (0..k)
+            .filter_map(|i| chain.validators.get((offset + i) % n.max(1)).copied())
+            .collect();
+        chain.fetches_in_flight = (end + 1 - start) as usize;
+        for (i, h) in (start..=end).enumerate() {
+            // Spread over the followed validators (one of them is honest;
+            // a block one withholds is fetched again after the check).
+            let Some(&peer) = peers.get(i % peers.len().max(1)) else {
+                continue;
+            };
+            self.fetch(chain_id, peer, h, true, ctx);
+        }
     }
 
     fn apply_block(&mut self, chain_id: &str, b: CertifiedBlock, ctx: &mut Context<Self>) {
@@ -574,8 +807,22 @@ impl GatewayActor {
             }
         }
         if !is_consortium {
-            // Relayed deliveries committing on the local chain advance the cursor.
-            self.settle_relays(&ids);
+            // Relayed records committing on the local chain (whichever
+            // submission of a delivery it was) advance the cursor.
+            if !self.relay_pending.is_empty() {
+                let sources: std::collections::HashSet<TxId> = b
+                    .block
+                    .txs
+                    .iter()
+                    .filter_map(|tx| match tx.record() {
+                        Record::Relayed { proof } => Some(proof.tx_id),
+                        _ => None,
+                    })
+                    .collect();
+                if !sources.is_empty() {
+                    self.settle_deliveries(|d| sources.contains(&d.source));
+                }
+            }
             return;
         }
         let Some(relay) = self.relay.as_mut() else {
@@ -608,22 +855,62 @@ impl GatewayActor {
         let _entered = span.enter();
         let mut pending = Vec::new();
         for (_, proof) in CrossChainProof::build_many(&b.block, &b.certificate, &indices) {
-            self.nonce = self.nonce.max(now_micros()).saturating_add(1);
-            let tx = Transaction::sign(
-                Record::Relayed {
-                    proof: Box::new(proof),
-                },
-                &self.key,
-                self.nonce,
-                now_ms(),
-                None,
-            );
-            pending.push(tx.id());
+            let proof = Box::new(proof);
+            let tx = self.sign_delivery(proof.clone());
+            pending.push(Delivery {
+                source: proof.tx_id,
+                proof,
+                tx_id: tx.id(),
+                asked_ms: now_ms(),
+            });
             self.counters.relayed += 1;
             self.submit(tx, None, ctx);
         }
         self.relay_pending.insert(height, pending);
-        self.settle_relays(&[]);
+        self.settle_deliveries(|_| false);
+    }
+
+    /// A relayed transaction delivering `proof`'s record, with the next
+    /// nonce (microseconds, so a restarted gateway never reuses one).
+    fn sign_delivery(&mut self, proof: Box<CrossChainProof>) -> Transaction {
+        self.nonce = self.nonce.max(now_micros()).saturating_add(1);
+        Transaction::sign(
+            Record::Relayed { proof },
+            &self.key,
+            self.nonce,
+            now_ms(),
+            None,
+        )
+    }
+
+    /// Submits a delivery again with a fresh nonce: the validators lost the
+    /// previous submission or refused it for a reason other than "already
+    /// delivered" (an out-of-order nonce, a full mempool). Delivered once
+    /// all the same: the chain refuses a second delivery of one record.
+    fn resubmit_delivery(&mut self, tx_id: &TxId, ctx: &mut Context<Self>) {
+        let Some(d) = self
+            .relay_pending
+            .values_mut()
+            .flatten()
+            .find(|d| d.tx_id == *tx_id)
+        else {
+            return;
+        };
+        let proof = d.proof.clone();
+        let tx = self.sign_delivery(proof);
+        let Some(d) = self
+            .relay_pending
+            .values_mut()
+            .flatten()
+            .find(|d| d.tx_id == *tx_id)
+        else {
+            return;
+        };
+        d.tx_id = tx.id();
+        d.asked_ms = now_ms();
+        info!(source = %d.source.short(), tx = %d.tx_id.short(), "relayed delivery lost by the local validators; submitted again");
+        self.counters.relays_resubmitted += 1;
+        self.submit(tx, None, ctx);
     }
 
     /// BASICS step 4: a committed `Indication` whose destination is a
@@ -677,25 +964,23 @@ impl GatewayActor {
         }
     }
 
-    /// Advances the persisted relay cursor over consortium heights whose
-    /// deliveries have all committed locally.
-    fn settle_relays(&mut self, committed: &[TxId]) {
+    /// Settles the pending deliveries `settled` picks, and advances the
+    /// persisted relay cursor over consortium heights whose deliveries have
+    /// all settled.
+    fn settle_deliveries(&mut self, settled: impl Fn(&Delivery) -> bool) {
         if self.relay_pending.is_empty() {
             return;
         }
-        // Called with every tx id of every local block: one set lookup per
-        // pending delivery, not a scan of the block.
-        let committed: std::collections::HashSet<&TxId> = committed.iter().collect();
-        let mut settled = 0usize;
-        for ids in self.relay_pending.values_mut() {
-            let before = ids.len();
-            ids.retain(|id| !committed.contains(id));
-            settled += before - ids.len();
+        let mut n = 0usize;
+        for ds in self.relay_pending.values_mut() {
+            let before = ds.len();
+            ds.retain(|d| !settled(d));
+            n += before - ds.len();
         }
-        self.counters.relays_settled += settled as u64;
+        self.counters.relays_settled += n as u64;
         let mut advanced = None;
-        while let Some((&h, ids)) = self.relay_pending.iter().next() {
-            if !ids.is_empty() {
+        while let Some((&h, ds)) = self.relay_pending.iter().next() {
+            if !ds.is_empty() {
                 break;
             }
             self.relay_pending.remove(&h);
@@ -726,6 +1011,7 @@ impl GatewayActor {
         }
         chain.last_follow_ms = now_ms();
         chain.follow_replies = 0;
+        chain.follow_covers = from_height + FOLLOW_BACKFILL + FOLLOW_FETCH;
         let start = chain.follow_offset;
         let validators: Vec<NodeId> = (0..k).map(|i| chain.validators[(start + i) % n]).collect();
         let actor = chain.actor.clone();
@@ -749,7 +1035,7 @@ impl GatewayActor {
                 chain.known_tip = chain.known_tip.max(tip);
                 chain.follow_replies += 1;
                 let start = chain.height + 1 + FOLLOW_BACKFILL;
-                let end = tip.min(start + 64);
+                let end = tip.min(start + FOLLOW_FETCH);
                 if start > end {
                     return;
                 }
@@ -757,13 +1043,22 @@ impl GatewayActor {
                     .filter(|h| !chain.ahead.contains_key(h))
                     .collect();
                 for h in missing {
-                    act.fetch(&chain_id, v, h, ctx);
+                    act.fetch(&chain_id, v, h, false, ctx);
                 }
             }));
         }
     }
 
-    fn fetch(&mut self, chain_id: &str, peer: NodeId, height: u64, ctx: &mut Context<Self>) {
+    /// Fetches one block; `catching_up` when [`GatewayActor::catch_up`]
+    /// counts it.
+    fn fetch(
+        &mut self,
+        chain_id: &str,
+        peer: NodeId,
+        height: u64,
+        catching_up: bool,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(chain) = self.chain_mut(chain_id) else {
             return;
         };
@@ -771,7 +1066,13 @@ impl GatewayActor {
         let transport = self.transport.clone();
         let body = wire::encode(&ValidatorRequest::FetchBlock { height });
         let fut = async move { transport.request(peer, &actor, body, REQUEST_TIMEOUT).await };
-        ctx.spawn(fut.into_actor(self).map(|r, act, ctx| {
+        let id = chain_id.to_string();
+        ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
+            if catching_up {
+                if let Some(c) = act.chain_mut(&id) {
+                    c.fetches_in_flight = c.fetches_in_flight.saturating_sub(1);
+                }
+            }
             if let Ok(Ok(ValidatorResponse::Block(Some(b)))) =
                 r.map(|b| wire::decode::<ValidatorResponse>(&b))
             {
@@ -809,19 +1110,38 @@ impl GatewayActor {
                 self.follow(&id, rotate, ctx);
             }
         }
-        let deadline = COMMIT_DEADLINE.as_millis() as u64;
-        let overdue: Vec<(TxId, String)> = self
-            .waiting
-            .iter()
-            .filter(|(_, (_, _, _, asked))| now.saturating_sub(*asked) > deadline)
-            .map(|(id, (chain, _, _, _))| (*id, chain.clone()))
-            .take(256)
-            .collect();
-        for (id, chain_id) in overdue {
-            if let Some((_, _, _, asked)) = self.waiting.get_mut(&id) {
-                *asked = now;
+        for group in self.order.poll_expired(now) {
+            for (tx, waiter) in group {
+                self.submit(tx, waiter, ctx);
             }
-            self.ask_status(id, chain_id, ctx);
+        }
+        self.counters.unordered = self.order.released_unordered();
+        let deadline = COMMIT_DEADLINE.as_millis() as u64;
+        // Transactions overdue for their commit, per chain: submitters'
+        // and the relay's own deliveries (which nobody else waits for: a
+        // delivery the validators lost would otherwise never commit).
+        let mut overdue: BTreeMap<String, Vec<TxId>> = BTreeMap::new();
+        for (id, (chain, _, _, asked)) in self.waiting.iter_mut() {
+            if now.saturating_sub(*asked) > deadline {
+                let ids = overdue.entry(chain.clone()).or_default();
+                if ids.len() < PROBE_MAX {
+                    *asked = now;
+                    ids.push(*id);
+                }
+            }
+        }
+        let local = self.local.chain_id.clone();
+        for d in self.relay_pending.values_mut().flatten() {
+            if now.saturating_sub(d.asked_ms) > deadline {
+                let ids = overdue.entry(local.clone()).or_default();
+                if ids.len() < PROBE_MAX {
+                    d.asked_ms = now;
+                    ids.push(d.tx_id);
+                }
+            }
+        }
+        for (chain_id, ids) in overdue {
+            self.probe(chain_id, ids, ctx);
         }
         // Traced transactions nobody waited for (or whose answer was lost)
         // end their span after twice the commit deadline.
@@ -871,61 +1191,76 @@ impl GatewayActor {
         }
     }
 
-    /// Asks every validator of the chain about an overdue transaction: a
-    /// transaction the rules refuse is dropped by the proposer that tried
-    /// to include it (only it knows why), so one refusal settles it; it is
-    /// lost only if every validator that answers has never seen it.
-    fn ask_status(&mut self, id: TxId, chain_id: String, ctx: &mut Context<Self>) {
+    /// Asks every validator of the chain, in one request each, about
+    /// overdue transactions. A transaction the rules refuse is dropped by
+    /// the proposer that tried to include it (only it knows why), so one
+    /// refusal settles a submitter's; a transaction is lost only if every
+    /// validator that answers has never seen it.
+    fn probe(&mut self, chain_id: String, ids: Vec<TxId>, ctx: &mut Context<Self>) {
         let Some(chain) = self.chain_mut(&chain_id) else {
             return;
         };
         let peers = chain.validators.clone();
         let actor = chain.actor.clone();
+        let one_honest = chain.set.one_honest();
         let transport = self.transport.clone();
-        let body = wire::encode(&ValidatorRequest::TxStatus { id });
+        let n = ids.len();
+        let body = wire::encode(&ValidatorRequest::TxStatuses(ids.clone()));
         let fut = async move {
             futures::future::join_all(peers.into_iter().map(|peer| {
                 let (transport, actor, body) = (transport.clone(), actor.clone(), body.clone());
                 async move {
                     let reply = transport.request(peer, &actor, body, REQUEST_TIMEOUT).await;
-                    reply
-                        .ok()
-                        .and_then(|b| wire::decode::<ValidatorResponse>(&b).ok())
+                    match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
+                        Ok(Ok(ValidatorResponse::TxStatuses(s))) if s.len() == n => Some(s),
+                        _ => None,
+                    }
                 }
             }))
             .await
         };
-        ctx.spawn(fut.into_actor(self).map(move |answers, act, _| {
-            let statuses: Vec<TxStatus> = answers
-                .into_iter()
-                .flatten()
-                .filter_map(|r| match r {
-                    ValidatorResponse::TxStatus(s) => Some(s),
-                    _ => None,
-                })
-                .collect();
-            let refused = statuses.iter().find_map(|s| match s {
-                TxStatus::Refused(why) => Some(why.clone()),
-                _ => None,
-            });
-            let why = match refused {
-                Some(why) => why,
-                None if !statuses.is_empty()
-                    && statuses.iter().all(|s| *s == TxStatus::Unknown) =>
-                {
-                    "the transaction was lost by the validators (not pending, not committed); submit it again".into()
-                }
-                None => return, // pending or committed: the block will answer
-            };
-            if let Some((_, waiters, _, _)) = act.waiting.remove(&id) {
-                act.counters.refused += 1;
-                act.metrics.tx_rejected(&chain_id, "lost_or_refused");
-                act.end_traced(&id, Some(why.as_str()), None);
-                for w in waiters {
-                    w.answer(GatewayResponse::Refused(why.clone()));
-                }
+        ctx.spawn(fut.into_actor(self).map(move |answers, act, ctx| {
+            let answers: Vec<Vec<TxStatus>> = answers.into_iter().flatten().collect();
+            for (i, id) in ids.iter().enumerate() {
+                let statuses: Vec<&TxStatus> = answers.iter().filter_map(|a| a.get(i)).collect();
+                let verdict = probed(&statuses, one_honest);
+                act.on_probed(&chain_id, id, verdict, ctx);
             }
         }));
+    }
+
+    /// Acts on what a probe learnt about transaction `id` of `chain_id`.
+    fn on_probed(&mut self, chain_id: &str, id: &TxId, verdict: Probed, ctx: &mut Context<Self>) {
+        let is_delivery = chain_id == self.local.chain_id
+            && self
+                .relay_pending
+                .values()
+                .flatten()
+                .any(|d| d.tx_id == *id);
+        if is_delivery {
+            match verdict {
+                Probed::Wait => {}
+                // Committed in a block this gateway processed before it
+                // knew the delivery (its local chain ran ahead of the
+                // consortium after a restart).
+                Probed::Committed => self.settle_deliveries(|d| d.tx_id == *id),
+                Probed::Refused(_) | Probed::Lost => self.resubmit_delivery(id, ctx),
+            }
+            return;
+        }
+        let why = match verdict {
+            Probed::Wait | Probed::Committed => return, // the block will answer
+            Probed::Refused(why) => why,
+            Probed::Lost => "the transaction was lost by the validators (not pending, not committed); submit it again".into(),
+        };
+        if let Some((_, waiters, _, _)) = self.waiting.remove(id) {
+            self.counters.refused += 1;
+            self.metrics.tx_rejected(chain_id, "lost_or_refused");
+            self.end_traced(id, Some(why.as_str()), None);
+            for w in waiters {
+                w.answer(GatewayResponse::Refused(why.clone()));
+            }
+        }
     }
 
     /// Relays a ledger query to the validators of a followed chain, one at
@@ -1025,10 +1360,10 @@ impl StreamHandler<Incoming> for GatewayActor {
                 trace,
                 ..
             } => match wire::decode::<GatewayRequest>(&body) {
-                Ok(GatewayRequest::Submit { tx, wait }) => {
+                Ok(GatewayRequest::Submit { tx, wait, after }) => {
                     self.trace_submit(&tx, &trace);
                     if wait {
-                        self.submit(tx, Some(Waiter::Remote(responder)), ctx);
+                        self.arrive(after, vec![(tx, Some(Waiter::Remote(responder)))], ctx);
                     } else {
                         let id = tx.id();
                         let chain = match tx.record().route() {
@@ -1039,7 +1374,7 @@ impl StreamHandler<Incoming> for GatewayActor {
                                 .map(|c| c.chain_id.clone())
                                 .unwrap_or_default(),
                         };
-                        self.submit(tx, None, ctx);
+                        self.arrive(after, vec![(tx, None)], ctx);
                         let r = GatewayResponse::Receipt(Receipt {
                             chain_id: chain,
                             tx_id: id,
@@ -1049,7 +1384,7 @@ impl StreamHandler<Incoming> for GatewayActor {
                         Waiter::Remote(responder).answer(r);
                     }
                 }
-                Ok(GatewayRequest::SubmitMany(txs)) => {
+                Ok(GatewayRequest::SubmitMany { txs, after }) => {
                     if txs.len() > BATCH_MAX {
                         self.counters.refused += txs.len() as u64;
                         let why =
@@ -1062,10 +1397,16 @@ impl StreamHandler<Incoming> for GatewayActor {
                         Waiter::Remote(responder).answer(GatewayResponse::Receipts(Vec::new()));
                         return;
                     }
-                    let collector = Collector::new(responder, txs.len());
-                    for (i, tx) in txs.into_iter().enumerate() {
-                        self.submit(tx, Some(Waiter::Part(collector.clone(), i)), ctx);
+                    for tx in &txs {
+                        self.trace_submit(tx, &trace);
                     }
+                    let collector = Collector::new(responder, txs.len());
+                    let group = txs
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, tx)| (tx, Some(Waiter::Part(collector.clone(), i))))
+                        .collect();
+                    self.arrive(after, group, ctx);
                 }
                 Ok(GatewayRequest::Status) => {
                     Waiter::Remote(responder).answer(GatewayResponse::Status(self.status()))
@@ -1087,6 +1428,34 @@ impl StreamHandler<Incoming> for GatewayActor {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+/// What the statuses the validators gave for one transaction mean (see
+/// [`Probed`]); `one_honest` is f+1 of the chain.
+fn probed(statuses: &[&TxStatus], one_honest: usize) -> Probed {
+    // A refusal first: only the proposer that dropped it knows why, while
+    // the others may still hold it pending.
+    if let Some(why) = statuses.iter().find_map(|s| match s {
+        TxStatus::Refused(why) => Some(why.clone()),
+        _ => None,
+    }) {
+        return Probed::Refused(why);
+    }
+    let committed = statuses
+        .iter()
+        .filter(|s| matches!(s, TxStatus::Committed { .. }))
+        .count();
+    if committed >= one_honest {
+        Probed::Committed
+    } else if committed > 0
+        || statuses.iter().any(|s| **s == TxStatus::Pending)
+        // Nobody answered: ask again later.
+        || statuses.is_empty()
+    {
+        Probed::Wait
+    } else {
+        Probed::Lost
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`validator`]: one per (node, chain): mempool, Tendermint core, store.
 //! - [`gateway`]: one per cloud: routes transactions, follows chains, relays.
 //! - [`relay`]: the pure relay core (which consortium records concern a cloud).
+//! - [`order`]: the pure per-author submission order a gateway restores.
 //! - [`migration`]: the migration actor of every server (BASICS image and
 //!   instance moves, driving `federact_ledger::migration`).
 //! - [`client`]: sign, submit and wait for receipts through a gateway.
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod migration;
 pub mod node;
 pub mod orchestrator;
+pub mod order;
 pub mod placement;
 pub mod relay;
 pub mod server;

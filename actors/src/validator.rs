@@ -22,6 +22,8 @@ use federact_ledger::consensus::{Consensus, ConsensusParams, Effect, Message};
 use federact_ledger::error::LedgerError;
 use federact_ledger::mempool::{Mempool, MempoolLimits};
 use federact_ledger::proof::CrossChainProof;
+use federact_ledger::record::Record;
+use federact_ledger::rules::{apply_tx, Overlay, RuleContext};
 use federact_ledger::store::{ChainStore, IndexedRecord, VoteWal};
 use federact_ledger::tx::{verify_batch, Transaction, TxId};
 
@@ -372,6 +374,9 @@ impl ValidatorActor {
                     .store
                     .last_nonce(tx.author())
                     .map_err(|e| e.to_string())?;
+                if matches!(tx.record(), Record::Relayed { .. }) {
+                    self.check_relayed(&tx)?;
+                }
                 self.mempool.insert(tx, last).map_err(|e| e.to_string())
             })();
             match &result {
@@ -381,6 +386,24 @@ impl ValidatorActor {
             out[i] = result;
         }
         out
+    }
+
+    /// A relayed record is checked at admission with the chain's own rules
+    /// against the committed state: its chain, its cross-chain proof against
+    /// the consortium's validator set from the genesis (forged certificate,
+    /// wrong Merkle path, altered record), and that the consortium
+    /// transaction was not delivered before (replay). Refusing it here
+    /// answers the submitter at once, instead of when a proposer drops it
+    /// (only that proposer would know why). Block building checks it again:
+    /// two deliveries of one record may both wait here until one commits.
+    fn check_relayed(&self, tx: &Transaction) -> Result<(), String> {
+        let tip = self.store.tip();
+        let ctx = RuleContext {
+            genesis: self.store.genesis(),
+            height: tip.height + 1,
+        };
+        let mut overlay = Overlay::new(&self.store);
+        apply_tx(&mut overlay, &ctx, tx).map_err(|e| format!("relayed record refused: {e}"))
     }
 
     fn tx_status(&self, id: &TxId) -> TxStatus {
@@ -487,6 +510,12 @@ impl ValidatorActor {
                 ValidatorResponse::Following { tip }
             }
             ValidatorRequest::TxStatus { id } => ValidatorResponse::TxStatus(self.tx_status(&id)),
+            ValidatorRequest::TxStatuses(ids) => ValidatorResponse::TxStatuses(
+                ids.iter()
+                    .take(wire::TX_STATUS_MAX)
+                    .map(|id| self.tx_status(id))
+                    .collect(),
+            ),
             ValidatorRequest::Tip => ValidatorResponse::Tip(self.store.tip().height),
             ValidatorRequest::Query(q) => ValidatorResponse::Answer(self.answer(q)),
         }

@@ -74,7 +74,15 @@ pub enum ValidatorRequest {
     /// A question about the chain's committed contents (remote `federact
     /// ledger`); answered with [`ValidatorResponse::Answer`].
     Query(LedgerQuery),
+    /// The statuses of up to [`TX_STATUS_MAX`] transactions at once (a
+    /// gateway's probe of its overdue transactions); answered with
+    /// [`ValidatorResponse::TxStatuses`], in order. Longer lists are
+    /// answered for their first [`TX_STATUS_MAX`] ids only.
+    TxStatuses(Vec<TxId>),
 }
+
+/// Transaction ids one [`ValidatorRequest::TxStatuses`] is answered for.
+pub const TX_STATUS_MAX: usize = 4096;
 
 /// Answers of a validator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +102,8 @@ pub enum ValidatorResponse {
     Tip(u64),
     /// The answer to a [`ValidatorRequest::Query`].
     Answer(LedgerAnswer),
+    /// Per id of a [`ValidatorRequest::TxStatuses`], in order: its status.
+    TxStatuses(Vec<TxStatus>),
 }
 
 /// Where a transaction stands at one validator.
@@ -124,6 +134,10 @@ pub enum GatewayRequest {
         tx: Transaction,
         /// Wait for the commit.
         wait: bool,
+        /// The nonce of the author's previous submission, if that one was
+        /// still in flight: the gateway passes this one on only after it
+        /// (see [`crate::order`]).
+        after: Option<u64>,
     },
     /// The gateway's view of its chains.
     Status,
@@ -131,7 +145,12 @@ pub enum GatewayRequest {
     /// answer once every one committed or was refused
     /// ([`GatewayResponse::Receipts`], in order): one request for many
     /// transactions, for clients that submit at high rates.
-    SubmitMany(Vec<Transaction>),
+    SubmitMany {
+        /// The transactions, in nonce order per author.
+        txs: Vec<Transaction>,
+        /// As for [`GatewayRequest::Submit`], for the first transaction.
+        after: Option<u64>,
+    },
     /// Ask a validator of `chain_id` (one the gateway follows) `query`;
     /// answered with [`GatewayResponse::Answer`]. The gateway only relays:
     /// the client checks every proof in the answer itself.
