@@ -738,7 +738,12 @@ mod tests {
 
         // The same with the transfer's end arriving last.
         let mut m = inter_src();
-        for i in [In::Snapshot, In::Confirmed(true), In::Indicated, In::Transferred] {
+        for i in [
+            In::Snapshot,
+            In::Confirmed(true),
+            In::Indicated,
+            In::Transferred,
+        ] {
             apply(&mut m, &i);
         }
         assert_eq!(m.state(), &State::Leaving);
