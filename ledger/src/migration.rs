@@ -298,6 +298,15 @@ impl<P: Clone> Migration<P> {
 
     /// The state before a confirmation: from what has happened so far.
     fn progress_state(&mut self) {
+        // Once the confirmation committed, the ledger decided: a late
+        // input (the source's own indication receipt arriving after the
+        // destination's confirmation notice, or a late transfer end) must
+        // not move `Leaving`/`Arriving` back, or the `Leave`/`Arrival`
+        // commit that completes the migration would find the wrong state
+        // and the migration would never end.
+        if matches!(self.state, State::Leaving | State::Arriving) || self.is_terminal() {
+            return;
+        }
         self.state = match (self.indication.is_some(), &self.transfer) {
             (false, Transfer::Pending) => State::Streaming,
             (true, Transfer::Pending) => State::Indicated,
@@ -696,6 +705,41 @@ mod tests {
                 m.state()
             );
         }
+    }
+
+    #[test]
+    fn source_completes_when_its_indication_receipt_arrives_after_the_confirmation() {
+        // The destination learns the indication through its own gateway and
+        // confirms; its notice reaches the source before the source's own
+        // (slower) receipt for the indication. The late receipt must not
+        // undo `Leaving`.
+        let mut m = inter_src();
+        for i in [In::Snapshot, In::Transferred, In::Confirmed(true)] {
+            apply(&mut m, &i);
+        }
+        assert_eq!(m.state(), &State::Leaving);
+        let _ = drain(&mut m);
+        apply(&mut m, &In::Indicated);
+        assert_eq!(m.state(), &State::Leaving);
+        apply(&mut m, &In::Left);
+        assert_eq!(m.state(), &State::Completed);
+        assert!(drain(&mut m)
+            .iter()
+            .any(|e| matches!(e, Effect::Complete(Outcome::Completed))));
+
+        // The same with the transfer's end arriving last.
+        let mut m = inter_src();
+        for i in [
+            In::Snapshot,
+            In::Confirmed(true),
+            In::Indicated,
+            In::Transferred,
+        ] {
+            apply(&mut m, &i);
+        }
+        assert_eq!(m.state(), &State::Leaving);
+        apply(&mut m, &In::Left);
+        assert_eq!(m.state(), &State::Completed);
     }
 
     #[test]
