@@ -12,7 +12,7 @@
 //!
 //! A panic names the target, the seed and the input's index (or file).
 //! `FEDERACT_FUZZ_SMOKE_INPUTS` sets the number of generated inputs per
-//! target (default 3000), `FEDERACT_FUZZ_SMOKE_SEED` the seed.
+//! target (default 10 000), `FEDERACT_FUZZ_SMOKE_SEED` the seed.
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
@@ -128,7 +128,7 @@ fn smoke(target: &str, seeds: Vec<Vec<u8>>, check: fn(&[u8]) -> bool) {
     let inputs: usize = std::env::var("FEDERACT_FUZZ_SMOKE_INPUTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3000);
+        .unwrap_or(10_000);
     let seed: u64 = std::env::var("FEDERACT_FUZZ_SMOKE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

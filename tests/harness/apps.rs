@@ -51,8 +51,8 @@ pub struct CounterLog {
     /// Per instance key.
     pub keys: BTreeMap<String, KeyLog>,
     /// Answers that were not above the previous one (doubling or loss
-    /// seen live).
-    pub violations: Vec<String>,
+    /// seen live), by key.
+    pub regressions: Vec<(String, String)>,
     /// When each acknowledgement came.
     pub acked_at: Vec<Instant>,
 }
@@ -97,7 +97,7 @@ impl Counters {
                             let prev = k.last_total.replace(total);
                             if prev.is_some_and(|p| total <= p) {
                                 let msg = format!("counter/{key}: total {total} after {prev:?}");
-                                log.violations.push(msg);
+                                log.regressions.push((key.clone(), msg));
                             }
                             log.acked_at.push(Instant::now());
                             false
@@ -211,7 +211,12 @@ pub async fn check_counters(
     log: &CounterLog,
     lost: &HashSet<String>,
 ) -> Vec<String> {
-    let mut v = log.violations.clone();
+    let mut v: Vec<String> = log
+        .regressions
+        .iter()
+        .filter(|(k, _)| !lost.contains(k))
+        .map(|(_, m)| m.clone())
+        .collect();
     for (key, k) in &log.keys {
         let total = match read_counter(cluster, client, key).await {
             Ok(t) => t,
