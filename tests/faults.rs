@@ -41,8 +41,9 @@ use federact::ledger::record::Record;
 use federact::ledger::record::Site;
 use federact::ledger::tx::Transaction;
 use harness::apps::{
-    add_counter, check_counters, check_migrations, check_offloads, locate, migrate, name_of,
-    other_server, read_counter, store_records, wait_indication, Counters, Offloads, Requested,
+    add_counter, check_counters, check_migrations, check_offloads, indications, live_records,
+    locate, migrate, name_of, other_server, read_counter, store_records, wait_indication, Counters,
+    Offloads, Requested,
 };
 use harness::{
     check_invariants, print_table, small_topology, Cluster, ClusterOptions, Log, Outcome,
@@ -900,6 +901,9 @@ impl Apps {
         src: &str,
         to: &Site,
     ) -> tokio::task::JoinHandle<Result<federact::actors::wire::MigrationReport, String>> {
+        // Every migration announced so far is not this one.
+        let before = indications(&live_records(&self.c).await);
+        self.seen.extend(before);
         // Both ways: a QUIC connection either side opened earlier carries
         // traffic in both directions through the opener's peer's relay.
         self.block(src, &to.server, true);
