@@ -1180,7 +1180,7 @@ async fn run_apps(seed: u64, long: bool, order: &[AppFault], rows: &mut Rows) {
         let to = if inter {
             Site::new(&cloud1, "c1-server-2")
         } else {
-            Site::new(&cloud2, &other_server(&apps.c, &cloud2, &src))
+            Site::new(&cloud2, other_server(&apps.c, &cloud2, &src))
         };
         let answer = migrate(&apps.c, COUNTER_CLIENT, key, to.clone())
             .await

@@ -359,10 +359,8 @@ pub fn check_offloads(records: &HashMap<String, Vec<Record>>, log: &OffloadLog) 
                     task_id,
                     task_digest,
                     ..
-                } => {
-                    if requested.insert(*task_id, *task_digest).is_some() {
-                        v.push(format!("offload {task_id} requested twice"));
-                    }
+                } if requested.insert(*task_id, *task_digest).is_some() => {
+                    v.push(format!("offload {task_id} requested twice"));
                 }
                 Record::OffloadAccepted { task_id, .. } => {
                     *accepted.entry(*task_id).or_default() += 1
