@@ -9,21 +9,45 @@
 //!   seeded order with seeded victims and windows. `FEDERACT_FAULT_RUNS`
 //!   sets the number of seeds, `FEDERACT_FAULT_SEED` the first one; a failure
 //!   prints its seed.
+//! - `faults_apps_quick`: the application workloads (`harness::apps`:
+//!   counter invocations, tasks offloaded from a server saturated by
+//!   configuration, instance migrations through the client API) on a
+//!   federation whose servers and orchestrators are processes too; a clean
+//!   local and inter-cloud migration, then a migration's destination
+//!   killed, its source killed (each while the image is held back by the
+//!   relay, after the `Indication` committed), the offloading cloud's
+//!   orchestrator killed mid-offload, both gateways restarted mid
+//!   inter-cloud migration; then the counter, offload and migration
+//!   checkers, the ledger invariants and `federact ledger verify` on every
+//!   store. `faults_apps_long` (`--ignored`): four validators per chain,
+//!   shuffled faults, `FEDERACT_FAULT_RUNS` seeds from `FEDERACT_FAULT_SEED`.
+//!
+//! Long suites: `cargo test --test faults -- --ignored --nocapture`
+//! (`FEDERACT_FAULT_RUNS=20` for more seeds); each prints the table
+//! fault | runs | invariant violations | recovery p50/p99 | data lost.
 
 mod harness;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use federact::actors::ActorError;
 use federact::config::NodeKey;
+use federact::config::Topology;
 use federact::federation::netem::Faults;
 use federact::federation::{Membership, Transport};
 use federact::ledger::hash::Hash;
 use federact::ledger::record::Record;
+use federact::ledger::record::Site;
 use federact::ledger::tx::Transaction;
+use harness::apps::{
+    add_counter, check_counters, check_migrations, check_offloads, indications, live_records,
+    locate, migrate, name_of, other_server, read_counter, store_records, wait_indication, Counters,
+    Offloads, Requested,
+};
 use harness::{
-    check_invariants, print_table, small_topology, Cluster, Outcome, Recoveries, Workload,
+    check_invariants, print_table, small_topology, Cluster, ClusterOptions, Log, Outcome,
+    Recoveries, Workload,
 };
 
 /// A deterministic generator for the long suite's choices (splitmix64).
@@ -736,4 +760,532 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
         "adversary: equivocating validator (evidence reported)",
         (sent as usize, 0, Recoveries::default(), 0),
     );
+}
+
+/// The faults on the application workloads (invocations, offloads,
+/// migrations), on a federation whose servers and orchestrators are
+/// processes too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum AppFault {
+    DestinationKilledMidMigration,
+    SourceKilledMidMigration,
+    OrchestratorKilledMidOffload,
+    GatewaysRestartMidInterMigration,
+}
+
+const APP_FAULTS: [AppFault; 4] = [
+    AppFault::DestinationKilledMidMigration,
+    AppFault::SourceKilledMidMigration,
+    AppFault::OrchestratorKilledMidOffload,
+    AppFault::GatewaysRestartMidInterMigration,
+];
+
+impl AppFault {
+    fn name(self) -> &'static str {
+        match self {
+            AppFault::DestinationKilledMidMigration => {
+                "kill -9 of a migration's destination server"
+            }
+            AppFault::SourceKilledMidMigration => "kill -9 of a migration's source server",
+            AppFault::OrchestratorKilledMidOffload => {
+                "kill -9 + restart of an orchestrator mid-offload"
+            }
+            AppFault::GatewaysRestartMidInterMigration => {
+                "kill -9 + restart of both gateways mid inter-cloud migration"
+            }
+        }
+    }
+}
+
+/// The server saturated by configuration: every task it gets is offloaded.
+const SATURATED: &str = "c1-server-1";
+/// Client indexes: cloud-1's calls the offload workload, cloud-2's the
+/// counters and owns the migrated instances.
+const OFFLOAD_CLIENT: usize = 0;
+const COUNTER_CLIENT: usize = 1;
+/// Servers' migration protocol timeout in the application suite: a
+/// migration whose other side was killed ends (rejected on the ledger)
+/// after this.
+const MIGRATION_TIMEOUT_S: &str = "6";
+
+/// The application suite's state between faults.
+struct Apps {
+    c: Cluster,
+    counters: Option<Counters>,
+    offloads: Option<Offloads>,
+    /// Expected totals of the instances the test migrates.
+    expected: HashMap<String, i64>,
+    /// Instances lost with a killed server (state since the last
+    /// deactivation goes with the process, by design).
+    lost: HashSet<String>,
+    requested: Vec<Requested>,
+    seen: HashSet<federact::ledger::hash::Hash>,
+    violations: Vec<String>,
+}
+
+impl Apps {
+    fn counters(&self) -> &Counters {
+        self.counters.as_ref().expect("counters running")
+    }
+    fn offloads(&self) -> &Offloads {
+        self.offloads.as_ref().expect("offloads running")
+    }
+
+    /// Places `counter/key` in cloud-2 and counts it to 3; returns its server.
+    async fn place(&mut self, key: &str) -> String {
+        for _ in 0..3 {
+            let t = add_counter(&self.c, COUNTER_CLIENT, key, 1).await;
+            let want = self.expected.get(key).copied().unwrap_or(0) + 1;
+            assert_eq!(t, Ok(want), "seed {}: placing counter/{key}", self.c.seed);
+            self.expected.insert(key.to_string(), want);
+        }
+        self.server_of(key).await
+    }
+
+    async fn server_of(&self, key: &str) -> String {
+        let id = locate(&self.c, COUNTER_CLIENT, key)
+            .await
+            .unwrap_or_else(|| panic!("seed {}: counter/{key} not located", self.c.seed));
+        name_of(&self.c, id)
+    }
+
+    /// The next increment of `key` continues its expected total.
+    async fn check_next(&mut self, key: &str, what: &str) {
+        let want = self.expected.get(key).copied().unwrap_or(0) + 1;
+        match add_counter(&self.c, COUNTER_CLIENT, key, 1).await {
+            Ok(t) if t == want => {
+                self.expected.insert(key.to_string(), want);
+            }
+            other => self.violations.push(format!(
+                "{what}: counter/{key} answered {other:?}, expected {want}"
+            )),
+        }
+    }
+
+    /// Marks the instances hosted on `server`, about to be killed: their
+    /// state since their last deactivation goes with the process (by
+    /// design: instance state lives in the server's memory), so the
+    /// checkers expect no exact total of them afterwards.
+    async fn lose_with(&mut self, server: &str) {
+        let gone = self.hosted_on(server).await;
+        for k in &gone {
+            self.expected.remove(k);
+        }
+        self.lost.extend(gone);
+    }
+
+    /// Instances (the workload's and the test's) now hosted on `server`.
+    async fn hosted_on(&self, server: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut keys = self.counters().keys();
+        keys.extend(self.expected.keys().cloned());
+        for k in keys {
+            if locate(&self.c, COUNTER_CLIENT, &k)
+                .await
+                .map(|id| name_of(&self.c, id))
+                .as_deref()
+                == Some(server)
+            {
+                out.push(k);
+            }
+        }
+        out
+    }
+
+    /// Starts migrating `key` to `to` with the path from its server to `to`
+    /// blocked at `to`'s relay, and waits until the `Indication` committed:
+    /// the migration is then certainly in flight (image not delivered).
+    async fn stalled_migration(
+        &mut self,
+        key: &str,
+        src: &str,
+        to: &Site,
+    ) -> tokio::task::JoinHandle<Result<federact::actors::wire::MigrationReport, String>> {
+        // Every migration announced so far is not this one.
+        let before = indications(&live_records(&self.c).await);
+        self.seen.extend(before);
+        // Both ways: a QUIC connection either side opened earlier carries
+        // traffic in both directions through the opener's peer's relay.
+        self.block(src, &to.server, true);
+        let pending = migrate(&self.c, COUNTER_CLIENT, key, to.clone());
+        let chain = if to.cloud == self.c.clients[COUNTER_CLIENT].cloud {
+            self.c
+                .fed
+                .local_chain(&to.cloud)
+                .expect("chain")
+                .id()
+                .to_string()
+        } else {
+            self.c
+                .fed
+                .consortium()
+                .expect("consortium")
+                .id()
+                .to_string()
+        };
+        let id = wait_indication(&self.c, &chain, src, &to.server, &self.seen).await;
+        self.seen.insert(id);
+        pending
+    }
+
+    fn block(&self, a: &str, b: &str, cut: bool) {
+        for (x, y) in [(a, b), (b, a)] {
+            let h = self.c.relay(x);
+            let addr = self.c.nodes[y].bind;
+            if cut {
+                h.block(addr);
+            } else {
+                h.unblock(addr);
+            }
+        }
+    }
+
+    fn unblock(&self, src: &str, to: &str) {
+        self.block(src, to, false);
+    }
+
+    /// Both workloads answer again after `healed`: the recovery time.
+    async fn recover(&self, healed: Instant, what: &str) -> Duration {
+        let seed = self.c.seed;
+        self.counters().wait_acked(healed, 1, seed, what).await;
+        self.offloads().wait_acked(healed, 1, seed, what).await;
+        healed.elapsed()
+    }
+
+    async fn inject(&mut self, fault: AppFault) -> Duration {
+        let seed = self.c.seed;
+        let cloud2 = self.c.clients[COUNTER_CLIENT].cloud.clone();
+        match fault {
+            AppFault::DestinationKilledMidMigration => {
+                let key = "m-dkill";
+                let src = self.place(key).await;
+                let dst = other_server(&self.c, &cloud2, &src);
+                let pending = self
+                    .stalled_migration(key, &src, &Site::new(&cloud2, &dst))
+                    .await;
+                self.lose_with(&dst).await;
+                self.c.kill9(&dst);
+                self.unblock(&src, &dst);
+                let answer = pending.await.expect("migration task");
+                // The image never arrived: the source's timeout rejects the
+                // migration on the ledger and the instance stays.
+                match &answer {
+                    Ok(r) if !r.completed => {}
+                    other => self.violations.push(format!(
+                        "destination killed mid-migration: answer {other:?}, expected aborted"
+                    )),
+                }
+                self.requested.push(Requested {
+                    key: key.into(),
+                    answer,
+                });
+                self.c.spawn(&dst);
+                let healed = Instant::now();
+                let at = self.server_of(key).await;
+                if at != src {
+                    self.violations.push(format!(
+                        "aborted migration of counter/{key}: instance at {at}, not at its source {src}"
+                    ));
+                }
+                self.check_next(key, "after its destination was killed")
+                    .await;
+                self.recover(healed, "after a destination server restarted")
+                    .await
+            }
+            AppFault::SourceKilledMidMigration => {
+                let key = "m-skill";
+                let src = self.place(key).await;
+                let dst = other_server(&self.c, &cloud2, &src);
+                let pending = self
+                    .stalled_migration(key, &src, &Site::new(&cloud2, &dst))
+                    .await;
+                self.lose_with(&src).await;
+                self.c.kill9(&src);
+                self.unblock(&src, &dst);
+                // The destination never got the image: it rejects on its
+                // timeout; the orchestrator finds the source gone and the
+                // instance leaves (ProvIdDelete).
+                let answer = pending.await.expect("migration task");
+                eprintln!("seed {seed}: migration with its source killed: {answer:?}");
+                self.requested.push(Requested {
+                    key: key.into(),
+                    answer,
+                });
+                self.c.spawn(&src);
+                let healed = Instant::now();
+                // It answers again (placed anew from its last kept state).
+                match read_counter(&self.c, COUNTER_CLIENT, key).await {
+                    Ok(t) => {
+                        self.expected.insert(key.into(), t);
+                        self.check_next(key, "after its source was killed").await;
+                    }
+                    Err(e) => self.violations.push(format!(
+                        "counter/{key} does not answer after its source was killed: {e}"
+                    )),
+                }
+                self.recover(healed, "after a source server restarted")
+                    .await
+            }
+            AppFault::OrchestratorKilledMidOffload => {
+                let start = Instant::now();
+                self.offloads()
+                    .wait_acked(start, 1, seed, "offloads before the orchestrator kill")
+                    .await;
+                let orch = self
+                    .c
+                    .fed
+                    .orchestrator(&self.c.clients[OFFLOAD_CLIENT].cloud)
+                    .expect("orchestrator")
+                    .name()
+                    .to_string();
+                self.c.kill9(&orch);
+                // The other cloud's invocations go on meanwhile.
+                self.counters()
+                    .wait_acked(
+                        Instant::now(),
+                        2,
+                        seed,
+                        "counters with an orchestrator down",
+                    )
+                    .await;
+                self.c.spawn(&orch);
+                let healed = Instant::now();
+                self.offloads()
+                    .wait_acked(healed, 2, seed, "offloads after the orchestrator restarted")
+                    .await;
+                self.recover(healed, "after an orchestrator restarted")
+                    .await
+            }
+            AppFault::GatewaysRestartMidInterMigration => {
+                let key = "m-gw";
+                let src = self.place(key).await;
+                let dst = Site::new(&self.c.clients[OFFLOAD_CLIENT].cloud, "c1-server-2");
+                let pending = self.stalled_migration(key, &src, &dst).await;
+                let gateways: Vec<String> = self
+                    .c
+                    .clients
+                    .iter()
+                    .map(|cl| {
+                        self.c
+                            .fed
+                            .gateway(&cl.cloud)
+                            .expect("gateway")
+                            .name()
+                            .to_string()
+                    })
+                    .collect();
+                for g in &gateways {
+                    self.c.kill9(g);
+                }
+                self.unblock(&src, &dst.server);
+                for g in &gateways {
+                    self.c.spawn(g);
+                }
+                let healed = Instant::now();
+                let answer = pending.await.expect("migration task");
+                eprintln!(
+                    "seed {seed}: inter-cloud migration across a gateway restart: {answer:?}"
+                );
+                // Either outcome is legitimate (the stall may outlast the
+                // protocol timeout); the ledger and the instance must agree.
+                let want_at = match &answer {
+                    Ok(r) if r.completed => dst.server.clone(),
+                    Ok(_) => src.clone(),
+                    Err(e) => {
+                        self.violations.push(format!(
+                            "inter-cloud migration across a gateway restart failed: {e}"
+                        ));
+                        String::new()
+                    }
+                };
+                self.requested.push(Requested {
+                    key: key.into(),
+                    answer,
+                });
+                let at = self.server_of(key).await;
+                if !want_at.is_empty() && at != want_at {
+                    self.violations.push(format!(
+                        "counter/{key} at {at} after its migration, expected {want_at}"
+                    ));
+                }
+                self.check_next(key, "after a gateway restart mid-migration")
+                    .await;
+                self.recover(healed, "after the gateways restarted").await
+            }
+        }
+    }
+}
+
+/// The application suite's federation: two clouds of two servers each.
+fn apps_topology(long: bool) -> Topology {
+    Topology {
+        clouds: 2,
+        servers_per_cloud: 2,
+        local_validators: if long { 4 } else { 1 },
+        inter_validators: if long { 4 } else { 1 },
+    }
+}
+
+/// Runs the application workloads on one seeded federation: clean local
+/// and inter-cloud migrations, then the faults in `order`, then every
+/// checker (counters, offload contracts, migration outcomes, then the
+/// ledger invariants and `federact ledger verify` on every store).
+async fn run_apps(seed: u64, long: bool, order: &[AppFault], rows: &mut Rows) {
+    let topo = apps_topology(long);
+    let mut node_args: HashMap<String, Vec<String>> = HashMap::new();
+    for cloud in 1..=topo.clouds {
+        for s in 1..=topo.servers_per_cloud {
+            let name = format!("c{cloud}-server-{s}");
+            let mut args = vec![
+                "--migration-timeout-s".to_string(),
+                MIGRATION_TIMEOUT_S.into(),
+            ];
+            if name == SATURATED {
+                args.extend(["--inflight-max".to_string(), "0".to_string()]);
+            }
+            node_args.insert(name, args);
+        }
+    }
+    let c = Cluster::start_with(
+        ClusterOptions {
+            topo,
+            apps: true,
+            node_args,
+        },
+        seed,
+    )
+    .await;
+    let t0 = Instant::now();
+    let counters = Counters::start(&c, COUNTER_CLIENT, &["w0", "w1", "w2"]);
+    let offloads = Offloads::start(&c, OFFLOAD_CLIENT, SATURATED, 2);
+    let mut apps = Apps {
+        c,
+        counters: Some(counters),
+        offloads: Some(offloads),
+        expected: HashMap::new(),
+        lost: HashSet::new(),
+        requested: Vec::new(),
+        seen: HashSet::new(),
+        violations: Vec::new(),
+    };
+    apps.counters().wait_acked(t0, 6, seed, "warm-up").await;
+    apps.offloads().wait_acked(t0, 3, seed, "warm-up").await;
+
+    // Clean migrations: a local move and an inter-cloud move complete and
+    // keep the instance's state.
+    let cloud2 = apps.c.clients[COUNTER_CLIENT].cloud.clone();
+    let cloud1 = apps.c.clients[OFFLOAD_CLIENT].cloud.clone();
+    for (key, inter) in [("m-local", false), ("m-inter", true)] {
+        let src = apps.place(key).await;
+        let to = if inter {
+            Site::new(&cloud1, "c1-server-2")
+        } else {
+            Site::new(&cloud2, other_server(&apps.c, &cloud2, &src))
+        };
+        let answer = migrate(&apps.c, COUNTER_CLIENT, key, to.clone())
+            .await
+            .expect("migration task");
+        assert!(
+            matches!(&answer, Ok(r) if r.completed),
+            "seed {seed}: clean migration of counter/{key} to {to:?}: {answer:?}"
+        );
+        apps.requested.push(Requested {
+            key: key.into(),
+            answer,
+        });
+        let at = apps.server_of(key).await;
+        assert_eq!(
+            at, to.server,
+            "seed {seed}: counter/{key} after its migration"
+        );
+        apps.check_next(key, "after a clean migration").await;
+    }
+
+    let mut recoveries: HashMap<AppFault, Vec<u128>> = HashMap::new();
+    for &fault in order {
+        let t = apps.inject(fault).await;
+        eprintln!("seed {seed}: {} recovered in {t:?}", fault.name());
+        recoveries.entry(fault).or_default().push(t.as_millis());
+    }
+
+    let (_, counter_log) = apps.counters.take().expect("counters").stop().await;
+    let offload_log = apps.offloads.take().expect("offloads").stop().await;
+    let mut v = std::mem::take(&mut apps.violations);
+    v.extend(check_counters(&apps.c, COUNTER_CLIENT, &counter_log, &apps.lost).await);
+    for (key, want) in &apps.expected {
+        match read_counter(&apps.c, COUNTER_CLIENT, key).await {
+            Ok(t) if t == *want => {}
+            other => v.push(format!(
+                "counter/{key}: {other:?} at the end, expected {want}"
+            )),
+        }
+    }
+    let (mv, outcomes) = check_migrations(&apps.c, &apps.requested).await;
+    v.extend(mv);
+    let findings = check_invariants(&mut apps.c, &Log::default()).await;
+    v.extend(findings.violations);
+    let records = store_records(&apps.c);
+    v.extend(check_offloads(&records, &offload_log));
+    let lost_data = v
+        .iter()
+        .filter(|m| m.contains("lost") || m.contains("no completed contract"))
+        .count();
+    let acked: u64 = counter_log.keys.values().map(|k| k.acked).sum();
+    eprintln!(
+        "seed {seed}: {acked} counter increments acknowledged ({} instances lost with a killed server, by design), {} offloads answered, {} failed, {} migrations on the ledger ({} completed), {} violations",
+        apps.lost.len(),
+        offload_log.acked.len(),
+        offload_log.failed.len(),
+        outcomes.len(),
+        outcomes.values().filter(|a| **a).count(),
+        v.len()
+    );
+    for fault in order {
+        let row = rows
+            .entry(fault.name())
+            .or_insert_with(|| (0, 0, Recoveries::default(), 0));
+        row.0 += 1;
+        row.1 += v.len();
+        row.3 += lost_data;
+        if let Some(r) = recoveries.remove(fault) {
+            row.2 .0.extend(r);
+        }
+    }
+    assert!(
+        v.is_empty(),
+        "seed {seed}: invariant violations:\n{}",
+        v.join("\n")
+    );
+    assert!(
+        !offload_log.acked.is_empty() && acked > 0,
+        "seed {seed}: nothing answered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_apps_quick_servers_orchestrator_gateways_killed_mid_work_nothing_acknowledged_lost()
+{
+    let mut rows = Rows::new();
+    run_apps(seed_from_env(1), false, &APP_FAULTS, &mut rows).await;
+    print_table(&rows);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long application fault suite: many seeds, four validators per chain, shuffled faults"]
+async fn faults_apps_long_many_seeds_shuffled() {
+    let runs: u64 = std::env::var("FEDERACT_FAULT_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let first = seed_from_env(2000);
+    let mut rows = Rows::new();
+    for seed in first..first + runs {
+        let mut ch = Choices(seed);
+        let mut order = APP_FAULTS.to_vec();
+        for i in (1..order.len()).rev() {
+            order.swap(i, ch.below(i + 1));
+        }
+        run_apps(seed, true, &order, &mut rows).await;
+        print_table(&rows);
+    }
 }

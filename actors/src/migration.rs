@@ -642,10 +642,23 @@ impl MigrationActor {
         };
         actix::spawn(tracing::Instrument::instrument(
             async move {
-                let result = client
-                    .submit(record.clone())
-                    .await
-                    .map_err(|e| e.to_string());
+                let tx = client.sign(record.clone());
+                let tx_id = tx.id();
+                let mut result = client.submit_tx(tx, true).await.map_err(|e| e.to_string());
+                if result.is_err() {
+                    // It may have committed with its answer lost (a gateway
+                    // killed after the commit: the retried request then
+                    // finds its nonce used and is refused). Ask the chain,
+                    // or the source aborts a migration the ledger announced.
+                    if let Ok(Some(c)) = client.transaction(&tx_id).await {
+                        result = Ok(Receipt {
+                            chain_id: c.proof.header.chain_id.clone(),
+                            tx_id,
+                            height: c.location.height,
+                            proof: Some(Box::new(c.proof)),
+                        });
+                    }
+                }
                 if let Err(e) = &result {
                     crate::telemetry::record_failure(&tracing::Span::current(), e);
                 }

@@ -162,7 +162,8 @@ impl Node {
                         federation: fed.clone(),
                         site: federact_ledger::record::Site::new(spec.cloud(), spec.name()),
                         transport: transport.clone(),
-                        ledger: LedgerClient::new(transport.clone(), key.clone(), g),
+                        ledger: LedgerClient::new(transport.clone(), key.clone(), g)
+                            .with_federation(fed),
                         dir: data.join("migration"),
                         limits: node_options.migration,
                     })?;

@@ -121,6 +121,8 @@ struct Server {
     draining: bool,
     /// Its last heat report.
     heat: Vec<InstanceHeat>,
+    /// When its process started, from its load reports.
+    started_ms: Option<u64>,
 }
 
 enum Waiter {
@@ -276,6 +278,7 @@ impl OrchestratorActor {
                         last_report: now,
                         draining: false,
                         heat: Vec::new(),
+                        started_ms: None,
                     },
                 )
             })
@@ -321,8 +324,30 @@ impl OrchestratorActor {
             return;
         };
         load.functions.truncate(FUNCTIONS_MAX);
+        let restarted = s.started_ms.is_some_and(|t| t != load.started_ms);
+        s.started_ms = Some(load.started_ms);
         s.load = Some(load);
         s.last_report = Instant::now();
+        if restarted {
+            // The server restarted before it was silent long enough to
+            // leave: its instances died with the old process. They leave
+            // now (the next call places them again) instead of being
+            // routed to a server that answers `NotHere` for ever.
+            let name = s.name.clone();
+            let gone: Vec<(String, String)> = self
+                .directory
+                .iter()
+                .filter(|(_, e)| matches!(e, Entry::Placed(x) if *x == from))
+                .map(|(k, _)| k.clone())
+                .collect();
+            warn!(server = %name, instances = gone.len(), "server restarted: its instances leave");
+            for id in gone {
+                self.leave(id, ctx);
+            }
+        }
+        let Some(s) = self.servers.get_mut(&from) else {
+            return;
+        };
         if s.joined != Joined::No {
             return;
         }

@@ -21,6 +21,10 @@ pub struct ServerLoad {
     pub memory_bytes: u64,
     /// The functions it can host (at most [`FUNCTIONS_MAX`]).
     pub functions: Vec<String>,
+    /// When the reporting server process started (ms since the epoch): a
+    /// new value means it restarted and hosts none of its earlier
+    /// instances any more.
+    pub started_ms: u64,
 }
 
 /// Most function names a load report lists.
@@ -242,6 +246,7 @@ mod tests {
             inflight_max: 4,
             memory_bytes: 0,
             functions: vec![f.to_string()],
+            started_ms: 0,
         }
     }
 

@@ -135,6 +135,8 @@ pub struct ServerActor {
     /// author's transactions then reach the chain in nonce order (racing
     /// submissions of one author can be refused as stale).
     audit_turn: Arc<tokio::sync::Mutex<()>>,
+    /// When this server started (ms since the epoch), in its load reports.
+    started_ms: u64,
 }
 
 impl ServerActor {
@@ -160,6 +162,7 @@ impl ServerActor {
             inbox: Some(inbox),
             migration: None,
             audit_turn: Arc::default(),
+            started_ms: crate::clock::now_ms(),
         })
     }
 
@@ -190,6 +193,7 @@ impl ServerActor {
             inflight_max: self.limits.inflight_max,
             memory_bytes: self.instances.len() as u64 * INSTANCE_BYTES_ESTIMATE,
             functions,
+            started_ms: self.started_ms,
         }
     }
 

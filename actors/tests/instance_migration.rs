@@ -734,3 +734,26 @@ async fn calls_beyond_a_frozen_instances_buffer_are_refused_busy_and_the_buffere
     assert_eq!(counts, vec![2, 3], "the buffered calls ran after the abort");
     fed.shutdown().await;
 }
+
+/// Regression (fault suite, "kill -9 of a migration's destination server"):
+/// a server killed and restarted before its orchestrator noticed it was
+/// silent kept its directory entries, so callers were routed for ever to a
+/// server that answered `NotHere`. The restarted server's first load report
+/// carries a new start time; its old instances leave and the next call
+/// places the instance again (its in-memory state went with the process).
+#[actix_rt::test]
+async fn server_restarted_before_it_was_silent_gets_its_instances_placed_again() {
+    let (_dir, mut fed) = start(MigrationLimits::default()).await;
+    let inv = invoker(&fed, 1);
+    let server = place(&fed, &inv).await;
+    let out = inv.invoke("counter", "k", Bytes::new()).await.unwrap();
+    assert_eq!(out, Bytes::from("2"));
+    fed.stop_node(&server).await;
+    restart(&mut fed, &server).await;
+    let out = inv.invoke("counter", "k", Bytes::new()).await.unwrap();
+    assert_eq!(out, Bytes::from("1"), "placed anew after the restart");
+    let hosts = hosted(&fed, 1).await;
+    let total: u32 = hosts.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 1, "exactly one running instance: {hosts:?}");
+    fed.shutdown().await;
+}

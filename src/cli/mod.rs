@@ -68,6 +68,10 @@ enum Command {
         /// A server's limit of calls in flight (beyond it, tasks offload).
         #[arg(long)]
         inflight_max: Option<u32>,
+        /// A server's migration protocol timeout in seconds (snapshot to
+        /// confirmation; past it the migration is rejected on the ledger).
+        #[arg(long)]
+        migration_timeout_s: Option<u64>,
     },
 }
 
@@ -152,7 +156,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node {
             config,
             inflight_max,
-        } => node::run(&config, inflight_max),
+            migration_timeout_s,
+        } => node::run(&config, inflight_max, migration_timeout_s),
         Command::Ledger(cmd) => ledger::run(cmd),
         Command::Migrate(args) => migrate::run(&args),
         Command::Invoke(args) => invoke::run(&args),

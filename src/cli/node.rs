@@ -9,7 +9,11 @@ use federact::config::NodeConfig;
 
 /// Runs the node until ctrl-c or SIGTERM, then shuts it down cleanly
 /// (actors stop, stores flush, connections close).
-pub fn run(config: &Path, inflight_max: Option<u32>) -> anyhow::Result<()> {
+pub fn run(
+    config: &Path,
+    inflight_max: Option<u32>,
+    migration_timeout_s: Option<u64>,
+) -> anyhow::Result<()> {
     let cfg = NodeConfig::load(config)?;
     if !cfg.spec().roles().runs_actors() {
         anyhow::bail!(
@@ -30,6 +34,9 @@ pub fn run(config: &Path, inflight_max: Option<u32>) -> anyhow::Result<()> {
                 inflight_max: max,
                 ..ServerLimits::default()
             });
+        }
+        if let Some(s) = migration_timeout_s {
+            options.migration.protocol_timeout = std::time::Duration::from_secs(s);
         }
         let node = Node::start_with(&cfg, key, options)
             .await

@@ -12,10 +12,16 @@
 //! - every acknowledged inter-cloud `Indication` is relayed exactly once to
 //!   the local chain of each cloud it names.
 //!
+//! With [`ClusterOptions::apps`], servers and orchestrators run as processes
+//! too and [`apps`] drives invocations, offloads and migrations and checks
+//! their own invariants.
+//!
 //! Waits are bounded polls on observable progress (acknowledgements, tips),
 //! never sleeps tuned to pass. A failure names the seed it ran with.
 
 #![allow(dead_code)]
+
+pub mod apps;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -26,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use federact::actors::wire::{self, ValidatorRequest, ValidatorResponse};
-use federact::actors::LedgerClient;
+use federact::actors::{Invoker, LedgerClient};
 use federact::config::{write_local_federation, Federation, NodeConfig, NodeKey, Role, Topology};
 use federact::federation::netem::{Relay, RelayHandle, RelayOptions};
 use federact::federation::{Membership, Transport};
@@ -78,6 +84,8 @@ pub struct Client {
     pub transport: Transport,
     /// A ledger client to its cloud's gateway.
     pub ledger: LedgerClient,
+    /// An invoker through its cloud's orchestrator.
+    pub invoker: Invoker,
     /// Its key.
     pub key: NodeKey,
 }
@@ -97,6 +105,20 @@ pub struct Cluster {
     /// A validator whose data directory is a small tmpfs (for the disk-full
     /// fault), when this process may mount one (root).
     pub small_disk: Option<String>,
+    /// Extra `federact node` arguments per node name.
+    pub node_args: HashMap<String, Vec<String>>,
+}
+
+/// How [`Cluster::start_with`] starts a federation.
+pub struct ClusterOptions {
+    /// Its topology.
+    pub topo: Topology,
+    /// Run servers and orchestrators as processes too (the application
+    /// workloads of [`apps`]), with the `cN-client` identities as clients.
+    pub apps: bool,
+    /// Extra `federact node` arguments per node name (e.g.
+    /// `--inflight-max 0` for a server saturated by configuration).
+    pub node_args: HashMap<String, Vec<String>>,
 }
 
 fn free_udp_port() -> SocketAddr {
@@ -109,13 +131,46 @@ impl Cluster {
     /// validator and gateway, starts them as processes and waits (bounded)
     /// until every chain answers.
     pub async fn start(topo: &Topology, seed: u64) -> Cluster {
+        Cluster::start_with(
+            ClusterOptions {
+                topo: *topo,
+                apps: false,
+                node_args: HashMap::new(),
+            },
+            seed,
+        )
+        .await
+    }
+
+    /// [`Cluster::start`] with `options`: with `apps`, every node that runs
+    /// actors (servers and orchestrators too) is a process behind a relay,
+    /// and the clients are the `cN-client` identities.
+    pub async fn start_with(options: ClusterOptions, seed: u64) -> Cluster {
+        let topo = &options.topo;
         let dir = tempfile::tempdir().expect("tempdir");
         let written = write_local_federation(dir.path(), topo, false).expect("init");
+        if options.apps {
+            // A killed server or orchestrator is noticed by its peers within
+            // seconds (the idle timeout), not the default half minute.
+            let f = &written.federation_file;
+            let text = std::fs::read_to_string(f).expect("federation file");
+            let text = text.replacen(
+                "[transport]\n",
+                "[transport]\nidle_timeout_ms = 5000\nkeep_alive_ms = 1000\n",
+                1,
+            );
+            std::fs::write(f, text).expect("write federation file");
+        }
         let fed = Federation::load(&written.federation_file).expect("load federation");
         let mut nodes = BTreeMap::new();
         for (i, n) in fed.nodes().iter().enumerate() {
             let roles = n.roles();
-            if !(roles.contains(Role::Validator) || roles.contains(Role::Gateway)) {
+            let started = if options.apps {
+                roles.runs_actors()
+            } else {
+                roles.contains(Role::Validator) || roles.contains(Role::Gateway)
+            };
+            if !started {
                 continue;
             }
             let bind = free_udp_port();
@@ -145,10 +200,15 @@ impl Cluster {
         }
         let mut clients = Vec::new();
         for cloud in fed.clouds() {
+            let role = if options.apps {
+                Role::Client
+            } else {
+                Role::Server
+            };
             let name = fed
-                .nodes_with_role(cloud.name(), Role::Server)
+                .nodes_with_role(cloud.name(), role)
                 .next()
-                .expect("a server per cloud")
+                .expect("a client identity per cloud")
                 .name()
                 .to_string();
             let cfg = NodeConfig::load(&dir.path().join("nodes").join(format!("{name}.toml")))
@@ -165,11 +225,15 @@ impl Cluster {
             let gateway = fed.gateway(cloud.name()).expect("gateway").id();
             let ledger = LedgerClient::new(transport.clone(), key.clone(), gateway)
                 .with_timeout(Duration::from_secs(10));
+            let orchestrator = fed.orchestrator(cloud.name()).expect("orchestrator").id();
+            let invoker = Invoker::new(transport.clone(), orchestrator, None, None)
+                .with_timeout(Duration::from_secs(30));
             clients.push(Client {
                 name,
                 cloud: cloud.name().to_string(),
                 transport,
                 ledger,
+                invoker,
                 key,
             });
         }
@@ -180,8 +244,11 @@ impl Cluster {
             clients,
             seed,
             small_disk: None,
+            node_args: options.node_args,
         };
-        cluster.small_disk = cluster.mount_small_disk();
+        if !options.apps {
+            cluster.small_disk = cluster.mount_small_disk();
+        }
         let names: Vec<String> = cluster.nodes.keys().cloned().collect();
         for n in &names {
             cluster.spawn(n);
@@ -205,6 +272,7 @@ impl Cluster {
         let child = federact()
             .args(["node", "--config"])
             .arg(&cfg)
+            .args(self.node_args.get(name).into_iter().flatten())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
