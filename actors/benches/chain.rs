@@ -3,7 +3,9 @@
 //! the cloud's gateway at increasing offered load until saturation.
 //!
 //! For each offered rate it reports committed transactions per second and
-//! submit → commit latency (p50, p99). Run:
+//! submit → commit latency (p50, p99), and the CPU time this process (the
+//! whole embedded federation: validators, gateway, clients) spent per
+//! committed transaction — the robust figure on a shared machine. Run:
 //!
 //! ```text
 //! cargo bench -p federact-actors --bench chain -- [--validators 4] [--block 2000] [--batch-ms 5] [--secs 4] [--rates 1000,5000,10000,20000] [--client-batch 1]
@@ -87,6 +89,17 @@ fn write_federation(dir: &Path, a: &Args) {
             &format!("batch_timeout_ms = {}", a.batch_ms),
         );
     std::fs::write(&w.federation_file, text).expect("write");
+}
+
+/// User + system CPU time of this process so far, in milliseconds.
+fn cpu_ms() -> f64 {
+    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(u.ru_utime) + ms(u.ru_stime)
 }
 
 fn quantile(sorted: &[u64], q: f64) -> f64 {
@@ -243,8 +256,15 @@ fn main() {
         a.validators, a.block, a.batch_ms, a.secs, a.authors, a.client_batch
     );
     println!(
-        "{:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}",
-        "offered/s", "submitted", "committed", "commit tx/s", "p50 ms", "p99 ms", "refused"
+        "{:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8} {:>10}",
+        "offered/s",
+        "submitted",
+        "committed",
+        "commit tx/s",
+        "p50 ms",
+        "p99 ms",
+        "refused",
+        "cpu ms/tx"
     );
     let system = actix::System::new();
     system.block_on(async move {
@@ -256,9 +276,11 @@ fn main() {
         // Warm up connections.
         let _ = step(&clients, 200, 1, a.client_batch, &seq).await;
         for &rate in &a.rates {
+            let cpu0 = cpu_ms();
             let (sent, committed, tps, p50, refused) = step(&clients, rate, a.secs, a.client_batch, &seq).await;
+            let cpu_per_tx = (cpu_ms() - cpu0) / committed.max(1) as f64;
             let p99 = P99.with(|c| c.get());
-            println!("{rate:>10} {sent:>10} {committed:>10} {tps:>12.0} {p50:>10.1} {p99:>10.1} {refused:>8}");
+            println!("{rate:>10} {sent:>10} {committed:>10} {tps:>12.0} {p50:>10.1} {p99:>10.1} {refused:>8} {cpu_per_tx:>10.3}");
         }
         fed.shutdown().await;
     });

@@ -277,8 +277,10 @@ impl ValidatorActor {
     fn commit(&mut self, block: Block, cert: CommitCertificate, ctx: &mut Context<Self>) {
         let height = block.header.height;
         // The body was checked when the proposal was validated (or the
-        // certificate proves a quorum did); signatures are not re-verified.
-        match self.store.commit_prechecked(&block, &cert) {
+        // certificate proves a quorum did); signatures are not re-verified,
+        // neither the transactions' nor the certificate's (our core built
+        // it from votes it verified, or verified a fetched one whole).
+        match self.store.commit_decided(&block, &cert) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 // A quorum certified a block our rules refuse: a bug or a

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand::Rng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -91,9 +91,14 @@ impl NodeId {
 
     /// Checks `signature` over `message` (strict verification: rejects
     /// small-order keys and non-canonical signatures).
+    ///
+    /// Only `verify_strict`: it checks the same equation as the lenient
+    /// `verify` plus the small-order conditions, so whatever it accepts the
+    /// lenient check accepts too; running both (as this once did) doubled
+    /// the cost of every vote, proposal and certificate check.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> bool {
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.0.verify_strict(message, &sig).is_ok() && self.0.verify(message, &sig).is_ok()
+        self.0.verify_strict(message, &sig).is_ok()
     }
 
     /// An 8-character base58 prefix, for logs and tables.

@@ -381,6 +381,33 @@ impl ChainStore {
         self.commit_inner(block, cert, false)
     }
 
+    /// [`Self::commit_prechecked`] for a decision of this node's own
+    /// consensus core: the certificate was assembled from votes the core
+    /// verified one by one on receipt (or, for a fetched block, verified
+    /// whole by the core), so its signatures are not checked again. Its
+    /// shape is: the validators, their count and the block id it certifies.
+    pub fn commit_decided(
+        &mut self,
+        block: &Block,
+        cert: &CommitCertificate,
+    ) -> Result<Result<Committed, BlockError>, LedgerError> {
+        if let Err(e) = crate::block::check_link(&self.genesis, &self.tip, &block.header) {
+            return Ok(Err(e));
+        }
+        if let Err(source) = cert.verify_shape(
+            &self.genesis.validators,
+            &self.genesis.chain_id,
+            block.header.height,
+            &block.header.id(),
+        ) {
+            return Ok(Err(BlockError::Certificate {
+                height: block.header.height,
+                source,
+            }));
+        }
+        self.commit_body(block, cert, false)
+    }
+
     fn commit_inner(
         &mut self,
         block: &Block,
@@ -390,6 +417,17 @@ impl ChainStore {
         if let Err(e) = crate::block::check_header(&self.genesis, &self.tip, &block.header, cert) {
             return Ok(Err(e));
         }
+        self.commit_body(block, cert, verify_signatures)
+    }
+
+    /// The body checks, rules and write of a commit whose header and
+    /// certificate were checked.
+    fn commit_body(
+        &mut self,
+        block: &Block,
+        cert: &CommitCertificate,
+        verify_signatures: bool,
+    ) -> Result<Result<Committed, BlockError>, LedgerError> {
         let body = if verify_signatures {
             block.check_body(&self.genesis.limits, &self.genesis.tx_policy())
         } else {

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,8 +35,19 @@ pub const TX_BYTES_MAX: usize = 64 * 1024;
 /// Fields are private so the cached encoding can never go stale; build one
 /// with [`Transaction::sign`] (or [`Transaction::from_parts`] for a signature
 /// made elsewhere) and read it through the accessors.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct Transaction {
+///
+/// Cloning is cheap (one reference count): a transaction is immutable once
+/// made and its parts live behind an `Arc`, so the blocks, proposals, votes'
+/// values and mempool entries that hold it share one copy — and one cached
+/// encoding and id. The consensus core clones a proposed block several
+/// times per height (WAL entry, broadcast, lock, decision); a deep copy of
+/// every record there was the validator's largest allocation cost.
+#[derive(Clone)]
+pub struct Transaction(Arc<TxBody>);
+
+/// The parts of a [`Transaction`]; encodes exactly like it.
+#[derive(Serialize, Deserialize)]
+struct TxBody {
     record: Record,
     author: NodeId,
     nonce: u64,
@@ -64,6 +75,24 @@ struct Unsigned<'a> {
     trace_id: &'a Option<[u8; 16]>,
 }
 
+impl TxBody {
+    fn cached(&self) -> &Cached {
+        self.cache.get_or_init(|| {
+            let signed = codec::encode(&Unsigned {
+                record: &self.record,
+                author: &self.author,
+                nonce: self.nonce,
+                timestamp_ms: self.timestamp_ms,
+                trace_id: &self.trace_id,
+            });
+            Cached {
+                id: Hash::of(&signed),
+                signed,
+            }
+        })
+    }
+}
+
 impl Transaction {
     /// Signs `record` as `key`'s author with `nonce` (strictly increasing per
     /// author and chain, starting at 1).
@@ -74,7 +103,7 @@ impl Transaction {
         timestamp_ms: u64,
         trace_id: Option<[u8; 16]>,
     ) -> Transaction {
-        let mut tx = Transaction {
+        let mut body = TxBody {
             record,
             author: key.id(),
             nonce,
@@ -83,8 +112,9 @@ impl Transaction {
             signature: Signature([0; 64]),
             cache: OnceLock::new(),
         };
-        tx.signature = key.sign(tx.signed_bytes());
-        tx
+        // The cached encoding leaves the signature out, so it stays valid.
+        body.signature = key.sign(&body.cached().signed);
+        Transaction(Arc::new(body))
     }
 
     /// Assembles a transaction from its parts without checking the signature.
@@ -96,7 +126,7 @@ impl Transaction {
         trace_id: Option<[u8; 16]>,
         signature: Signature,
     ) -> Transaction {
-        Transaction {
+        Transaction(Arc::new(TxBody {
             record,
             author,
             nonce,
@@ -104,7 +134,7 @@ impl Transaction {
             trace_id,
             signature,
             cache: OnceLock::new(),
-        }
+        }))
     }
 
     /// Decodes an untrusted encoding, refusing more than `max` bytes.
@@ -130,23 +160,11 @@ impl Transaction {
         out.extend_from_slice(self.signed_bytes());
         // serde bytes in bincode: a varint length (64 fits one byte), then the bytes.
         out.push(64);
-        out.extend_from_slice(&self.signature.0);
+        out.extend_from_slice(&self.0.signature.0);
     }
 
     fn cached(&self) -> &Cached {
-        self.cache.get_or_init(|| {
-            let signed = codec::encode(&Unsigned {
-                record: &self.record,
-                author: &self.author,
-                nonce: self.nonce,
-                timestamp_ms: self.timestamp_ms,
-                trace_id: &self.trace_id,
-            });
-            Cached {
-                id: Hash::of(&signed),
-                signed,
-            }
-        })
+        self.0.cached()
     }
 
     /// The bytes the author signs: the encoding of all fields but the signature.
@@ -167,27 +185,27 @@ impl Transaction {
 
     /// The record.
     pub fn record(&self) -> &Record {
-        &self.record
+        &self.0.record
     }
     /// The author's key.
     pub fn author(&self) -> &NodeId {
-        &self.author
+        &self.0.author
     }
     /// The author's nonce.
     pub fn nonce(&self) -> u64 {
-        self.nonce
+        self.0.nonce
     }
     /// When the author made it, milliseconds since the epoch (author's clock).
     pub fn timestamp_ms(&self) -> u64 {
-        self.timestamp_ms
+        self.0.timestamp_ms
     }
     /// The OpenTelemetry trace id of the operation that produced it.
     pub fn trace_id(&self) -> Option<[u8; 16]> {
-        self.trace_id
+        self.0.trace_id
     }
     /// The signature.
     pub fn signature(&self) -> &Signature {
-        &self.signature
+        &self.0.signature
     }
 
     /// Only the signature, checked strictly (single verification).
@@ -197,8 +215,9 @@ impl Transaction {
     /// strict check accepts the lenient one accepts too, so that second
     /// verification would only halve the rate.
     pub fn verify_signature(&self) -> Result<(), TxError> {
-        let sig = ed25519_dalek::Signature::from_bytes(&self.signature.0);
+        let sig = ed25519_dalek::Signature::from_bytes(&self.0.signature.0);
         if self
+            .0
             .author
             .verifying_key()
             .verify_strict(self.signed_bytes(), &sig)
@@ -208,7 +227,7 @@ impl Transaction {
         } else {
             Err(TxError::BadSignature {
                 tx_id: self.id(),
-                author: Box::new(self.author),
+                author: Box::new(self.0.author),
             })
         }
     }
@@ -222,19 +241,19 @@ impl Transaction {
                 max: policy.tx_bytes_max,
             });
         }
-        if self.author.verifying_key().is_weak() {
+        if self.0.author.verifying_key().is_weak() {
             return Err(TxError::WeakAuthorKey {
-                author: Box::new(self.author),
+                author: Box::new(self.0.author),
             });
         }
         if let Some(writers) = &policy.writers {
-            if !writers.contains(&self.author) {
+            if !writers.contains(&self.0.author) {
                 return Err(TxError::UnknownAuthor {
-                    author: Box::new(self.author),
+                    author: Box::new(self.0.author),
                 });
             }
         }
-        self.record.check_shape()?;
+        self.0.record.check_shape()?;
         Ok(())
     }
 
@@ -247,14 +266,27 @@ impl Transaction {
     }
 }
 
+impl Serialize for Transaction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Transaction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        TxBody::deserialize(d).map(|body| Transaction(Arc::new(body)))
+    }
+}
+
 impl PartialEq for Transaction {
     fn eq(&self, other: &Self) -> bool {
-        self.record == other.record
-            && self.author == other.author
-            && self.nonce == other.nonce
-            && self.timestamp_ms == other.timestamp_ms
-            && self.trace_id == other.trace_id
-            && self.signature == other.signature
+        Arc::ptr_eq(&self.0, &other.0)
+            || self.0.record == other.0.record
+                && self.0.author == other.0.author
+                && self.0.nonce == other.0.nonce
+                && self.0.timestamp_ms == other.0.timestamp_ms
+                && self.0.trace_id == other.0.trace_id
+                && self.0.signature == other.0.signature
     }
 }
 
@@ -264,10 +296,10 @@ impl fmt::Debug for Transaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transaction")
             .field("id", &self.id())
-            .field("record", &self.record)
-            .field("author", &self.author)
-            .field("nonce", &self.nonce)
-            .field("timestamp_ms", &self.timestamp_ms)
+            .field("record", &self.0.record)
+            .field("author", &self.0.author)
+            .field("nonce", &self.0.nonce)
+            .field("timestamp_ms", &self.0.timestamp_ms)
             .finish_non_exhaustive()
     }
 }
@@ -314,10 +346,10 @@ pub fn verify_signatures_batch(txs: &[&Transaction]) -> Result<(), (usize, TxErr
     let messages: Vec<&[u8]> = txs.iter().map(|t| t.signed_bytes()).collect();
     let signatures: Vec<ed25519_dalek::Signature> = txs
         .iter()
-        .map(|t| ed25519_dalek::Signature::from_bytes(&t.signature.0))
+        .map(|t| ed25519_dalek::Signature::from_bytes(&t.0.signature.0))
         .collect();
     let keys: Vec<ed25519_dalek::VerifyingKey> =
-        txs.iter().map(|t| *t.author.verifying_key()).collect();
+        txs.iter().map(|t| *t.0.author.verifying_key()).collect();
     if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
         return Ok(());
     }
@@ -331,7 +363,7 @@ pub fn verify_signatures_batch(txs: &[&Transaction]) -> Result<(), (usize, TxErr
             0,
             TxError::BadSignature {
                 tx_id: tx.id(),
-                author: Box::new(tx.author),
+                author: Box::new(tx.0.author),
             },
         )),
         None => Ok(()),
