@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use federact_actors::{EmbeddedFederation, LedgerClient};
-use federact_config::{write_local_federation, Topology};
+use federact_config::Topology;
 use federact_ledger::hash::Hash;
 use federact_ledger::record::Record;
 
@@ -77,18 +77,13 @@ fn write_federation(dir: &Path, a: &Args) {
         local_validators: a.validators,
         inter_validators: 0,
     };
-    let w = write_local_federation(dir, &topo, false).expect("init");
-    let text = std::fs::read_to_string(&w.federation_file).expect("read");
-    let text = text
-        .replace(
-            "block_size_txs = 16",
-            &format!("block_size_txs = {}\nblock_bytes_max = 67108864", a.block),
-        )
-        .replace(
-            "batch_timeout_ms = 20",
-            &format!("batch_timeout_ms = {}", a.batch_ms),
-        );
-    std::fs::write(&w.federation_file, text).expect("write");
+    let params = federact_config::ChainParams {
+        block_size_txs: a.block,
+        block_bytes_max: 64 << 20,
+        batch_timeout_ms: a.batch_ms,
+        ..federact_config::default_chain_params()
+    };
+    federact_config::write_local_federation_with(dir, &topo, &params, false).expect("init");
 }
 
 /// User + system CPU time of this process so far, in milliseconds.
