@@ -3,8 +3,11 @@
 //! records are relayed to the right local chains with proofs the local
 //! validators check.
 
+mod support;
+use support::eventually;
+
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use federact_actors::validator::Counters;
 use federact_actors::{ActorError, EmbeddedFederation};
@@ -24,22 +27,6 @@ fn data(n: u64) -> Record {
         generated_by: format!("test-{n}"),
         used_by: None,
     }
-}
-
-/// Polls `cond` every 50 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 async fn height_of(fed: &EmbeddedFederation, node: &str, chain: &str) -> u64 {

@@ -3,8 +3,11 @@
 //! a relayed record with a forged, altered or replayed proof is refused by
 //! a validator at admission with its reason.
 
+mod support;
+use support::eventually;
+
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use federact_actors::gateway::{GatewayCounters, GatewayStatus};
 use federact_actors::wire::{self, ValidatorRequest, ValidatorResponse};
@@ -25,22 +28,6 @@ fn topology() -> Topology {
         local_validators: 1,
         inter_validators: 4,
     }
-}
-
-/// Polls `cond` every 50 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 async fn gateway_counters(fed: &EmbeddedFederation, cloud: u32) -> GatewayCounters {

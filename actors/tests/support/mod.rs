@@ -4,6 +4,7 @@
 pub mod otlp_receiver;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use federact_config::{Federation, NodeKey};
 
@@ -44,4 +45,20 @@ pub fn federation_with_telemetry(telemetry: &str) -> Federation {
         s += "\n";
     }
     Federation::parse(&s, Path::new("fed.toml")).expect("test federation parses")
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
