@@ -312,6 +312,55 @@ mod tests {
         cert(&ks, &[0, 1, 3], b).verify(&set, "c", 5, &b).unwrap();
     }
 
+    /// Structural failures: both `verify` and `verify_shape` must report
+    /// each of them with the same specific error.
+    fn structural_failures(
+        ks: &[NodeKey],
+        b: Hash,
+    ) -> Vec<(CommitCertificate, u64, Hash, CertError)> {
+        let mut unknown = cert(ks, &[0, 1, 2], b);
+        unknown.signatures.push((9, unknown.signatures[0].1));
+        vec![
+            (
+                cert(ks, &[0, 1], b),
+                5,
+                b,
+                CertError::NoQuorum { have: 2, need: 3 },
+            ),
+            (
+                cert(ks, &[0, 0, 1], b),
+                5,
+                b,
+                CertError::DuplicateSigner { index: 0 },
+            ),
+            (
+                cert(ks, &[0, 1, 2], b),
+                6,
+                b,
+                CertError::Mismatch { field: "height" },
+            ),
+            (
+                cert(ks, &[0, 1, 2], b),
+                5,
+                Hash::of(b"other"),
+                CertError::Mismatch {
+                    field: "block_hash",
+                },
+            ),
+            (unknown, 5, b, CertError::UnknownSigner { index: 9, n: 4 }),
+        ]
+    }
+
+    #[test]
+    fn structural_failures_are_specific_in_both_checks() {
+        let ks = keys(4);
+        let set = ValidatorSet::new(ks.iter().map(|k| k.id()).collect(), 1).unwrap();
+        for (c, height, block, want) in structural_failures(&ks, Hash::of(b"block")) {
+            assert_eq!(c.verify_shape(&set, "c", height, &block), Err(want.clone()));
+            assert_eq!(c.verify(&set, "c", height, &block), Err(want));
+        }
+    }
+
     #[test]
     fn shape_check_skips_only_the_signatures() {
         let ks = keys(4);
@@ -320,62 +369,14 @@ mod tests {
         let mut forged = cert(&ks, &[0, 1, 2], b);
         forged.signatures[1].1 .0[0] ^= 1;
         forged.verify_shape(&set, "c", 5, &b).unwrap();
-        assert!(forged.verify(&set, "c", 5, &b).is_err());
-        assert_eq!(
-            cert(&ks, &[0, 1], b).verify_shape(&set, "c", 5, &b),
-            Err(CertError::NoQuorum { have: 2, need: 3 })
-        );
         assert!(matches!(
-            cert(&ks, &[0, 0, 1], b).verify_shape(&set, "c", 5, &b),
-            Err(CertError::DuplicateSigner { index: 0 })
-        ));
-        assert!(matches!(
-            cert(&ks, &[0, 1, 2], b).verify_shape(&set, "c", 5, &Hash::of(b"other")),
-            Err(CertError::Mismatch {
-                field: "block_hash"
-            })
-        ));
-        let mut c = cert(&ks, &[0, 1, 2], b);
-        c.signatures.push((9, c.signatures[0].1));
-        assert!(matches!(
-            c.verify_shape(&set, "c", 5, &b),
-            Err(CertError::UnknownSigner { index: 9, .. })
-        ));
-    }
-
-    #[test]
-    fn certificate_failures_are_specific() {
-        let ks = keys(4);
-        let set = ValidatorSet::new(ks.iter().map(|k| k.id()).collect(), 1).unwrap();
-        let b = Hash::of(b"block");
-        assert_eq!(
-            cert(&ks, &[0, 1], b).verify(&set, "c", 5, &b),
-            Err(CertError::NoQuorum { have: 2, need: 3 })
-        );
-        assert!(matches!(
-            cert(&ks, &[0, 0, 1], b).verify(&set, "c", 5, &b),
-            Err(CertError::DuplicateSigner { index: 0 })
-        ));
-        assert!(matches!(
-            cert(&ks, &[0, 1, 2], b).verify(&set, "c", 6, &b),
-            Err(CertError::Mismatch { .. })
-        ));
-        let mut c = cert(&ks, &[0, 1, 2], b);
-        c.signatures[1].1 .0[0] ^= 1;
-        assert!(matches!(
-            c.verify(&set, "c", 5, &b),
+            forged.verify(&set, "c", 5, &b),
             Err(CertError::BadSignature { index: 1, .. })
         ));
-        let mut c = cert(&ks, &[0, 1, 2], b);
-        c.signatures.push((9, c.signatures[0].1));
-        assert!(matches!(
-            c.verify(&set, "c", 5, &b),
-            Err(CertError::UnknownSigner { index: 9, .. })
-        ));
         // Signatures over another block do not transfer.
-        let other = Hash::of(b"other");
-        let mut c = cert(&ks, &[0, 1, 2], other);
+        let mut c = cert(&ks, &[0, 1, 2], Hash::of(b"other"));
         c.block_hash = b;
+        c.verify_shape(&set, "c", 5, &b).unwrap();
         assert!(matches!(
             c.verify(&set, "c", 5, &b),
             Err(CertError::BadSignature { .. })
