@@ -19,7 +19,7 @@ use federact_ledger::block::{Block, Genesis};
 use federact_ledger::cert::{CommitCertificate, ValidatorSet};
 use federact_ledger::chain::{build_block, candidates, ProposalSlot};
 use federact_ledger::consensus::{Consensus, ConsensusParams, Effect, Message};
-use federact_ledger::error::LedgerError;
+use federact_ledger::error::{ErrorChain, LedgerError};
 use federact_ledger::mempool::{Mempool, MempoolLimits};
 use federact_ledger::proof::CrossChainProof;
 use federact_ledger::record::Record;
@@ -178,7 +178,7 @@ impl ValidatorActor {
             Effect::Persist(entry) => {
                 if let Err(e) = self.wal.append(&entry) {
                     // Without a durable vote we must not send it: stop.
-                    warn!(chain = %self.chain_id, error = %e, "vote WAL write failed; validator stops");
+                    warn!(chain = %self.chain_id, error = %ErrorChain(&e), "vote WAL write failed; validator stops");
                     ctx.stop();
                 }
             }
@@ -240,7 +240,7 @@ impl ValidatorActor {
                         false
                     }
                     Err(e) => {
-                        warn!(chain = %self.chain_id, height, error = %e, "store error checking a proposal");
+                        warn!(chain = %self.chain_id, height, error = %ErrorChain(&e), "store error checking a proposal");
                         false
                     }
                 };
@@ -290,7 +290,7 @@ impl ValidatorActor {
                 return;
             }
             Err(e) => {
-                warn!(chain = %self.chain_id, height, error = %e, "commit failed; validator stops");
+                warn!(chain = %self.chain_id, height, error = %ErrorChain(&e), "commit failed; validator stops");
                 ctx.stop();
                 return;
             }
@@ -318,7 +318,7 @@ impl ValidatorActor {
         }
         self.mempool.remove_committed(&block.txs);
         if let Err(e) = self.wal.prune_below(height + 1) {
-            warn!(chain = %self.chain_id, error = %e, "WAL prune failed");
+            warn!(chain = %self.chain_id, error = %ErrorChain(&e), "WAL prune failed");
         }
         debug!(chain = %self.chain_id, height, txs = block.txs.len(), "committed");
         if !self.followers.is_empty() {
@@ -555,7 +555,7 @@ impl ValidatorActor {
             }
         };
         result.unwrap_or_else(|e| {
-            warn!(chain = %self.chain_id, error = %e, "store error answering a query");
+            warn!(chain = %self.chain_id, error = %ErrorChain(&e), "store error answering a query");
             LedgerAnswer::Failed(format!("store error: {e}"))
         })
     }
@@ -606,7 +606,7 @@ impl Actor for ValidatorActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         if let Err(e) = self.store.flush() {
-            warn!(chain = %self.chain_id, error = %e, "flush on stop failed");
+            warn!(chain = %self.chain_id, error = %ErrorChain(&e), "flush on stop failed");
         }
         info!(chain = %self.chain_id, height = self.store.tip().height, "validator stopped");
     }

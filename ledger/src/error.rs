@@ -557,3 +557,38 @@ pub enum BlockError {
         tx_id: Hash,
     },
 }
+
+/// Displays an error followed by each of its sources, `outer: inner: ...`,
+/// for log lines: a [`LedgerError`]'s own message names the operation
+/// ("storage error while flushing") and only its source says why (`No space
+/// left on device`).
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_prints_the_io_cause_of_a_storage_error() {
+        let e = LedgerError::Io {
+            path: PathBuf::from("/data/wal"),
+            source: std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"),
+        };
+        assert_eq!(
+            ErrorChain(&e).to_string(),
+            "I/O error on /data/wal: No space left on device"
+        );
+    }
+}
