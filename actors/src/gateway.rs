@@ -34,7 +34,7 @@ use crate::error::ActorError;
 use crate::order::ArrivalOrder;
 use crate::relay::RelayCore;
 use crate::wire::{
-    self, CertifiedBlock, GatewayRequest, GatewayResponse, LedgerQuery, Receipt, TxStatus,
+    self, CertifiedBlock, GatewayRequest, GatewayResponse, LedgerQuery, Receipt, Refusal, TxStatus,
     ValidatorOneWay, ValidatorRequest, ValidatorResponse,
 };
 
@@ -46,9 +46,13 @@ const WAITING_MAX: usize = 200_000;
 const AHEAD_MAX: usize = 1024;
 /// Transactions per submit batch to validators.
 const BATCH_MAX: usize = 1024;
-/// Batches queued for one validator, at most: beyond, the oldest are not
-/// sent to it (a validator that stopped answering; the others have them).
-const LANE_QUEUE_MAX: usize = 64;
+/// Transactions queued for one validator, at most: beyond, the oldest
+/// batches are not sent to it (a validator that stopped answering; the
+/// others have them).
+const LANE_QUEUE_TXS_MAX: usize = 65_536;
+/// Transactions one submit request to a validator carries, at most (the
+/// validator's own bound is 4096).
+const REQUEST_TXS_MAX: usize = 4096;
 /// How long a batch may wait for more transactions.
 const BATCH_WINDOW: Duration = Duration::from_millis(1);
 /// How long a submitted transaction may stay uncommitted before the
@@ -67,6 +71,12 @@ const FOLLOW_FETCH: u64 = 64;
 const CATCH_UP_WINDOW: u64 = 256;
 /// The transport inbox capacity of a gateway.
 pub const INBOX_CAPACITY: usize = 8192;
+/// Relayed deliveries not yet committed on the local chain, at most: at
+/// the bound the gateway stops processing consortium blocks (they wait in
+/// order, then are fetched again) until deliveries settle. Nothing is
+/// dropped: the persisted cursor only passes heights whose deliveries all
+/// committed, so every record is still delivered exactly once.
+const RELAY_PENDING_MAX: usize = 8192;
 /// Traced transactions whose `gateway.submit` span stays open until their
 /// commit, at most (beyond it, new ones are traced without waiting).
 const TRACED_MAX: usize = 4096;
@@ -152,6 +162,9 @@ struct SubmitBatch {
     /// Its `Submit` request, encoded once for every validator, until every
     /// validator's lane sent it.
     body: bytes::Bytes,
+    /// Its transactions, until every lane sent them (a lane that sends it
+    /// with others encodes them together).
+    txs: Vec<Transaction>,
     /// Lanes that have not sent it yet.
     unsent: usize,
     /// The `gateway.flush` span its requests run in.
@@ -196,16 +209,24 @@ enum Probed {
     Lost,
 }
 
-/// The submit batches on their way to one validator, sent one request at a
-/// time: the validator admits them in the order the gateway flushed them
+/// The submit batches on their way to one validator, in the order the
+/// gateway flushed them. The validator must admit them in that order
 /// (concurrent requests are concurrent QUIC streams, which may arrive in
 /// any order, and a later nonce committing first makes an earlier one
-/// stale; see [`crate::order`]). Batches queue while a request is in flight
-/// (one batch per request: merging them would mean encoding each again).
+/// stale; see [`crate::order`]), so one request is in flight per validator
+/// and, like Nagle's algorithm, everything queued meanwhile leaves in the
+/// next one (up to [`REQUEST_TXS_MAX`] transactions): under load, requests
+/// grow instead of queueing, and the validator is never idle waiting for
+/// the gateway. Sequence numbers that the validator would reorder by were
+/// the alternative: several requests in flight, but a validator holding
+/// requests (and timing out a lost one) per gateway, for no gain on the
+/// validator's single thread, which admits one request at a time anyway.
 #[derive(Default)]
 struct Lane {
     in_flight: bool,
     queue: VecDeque<u64>,
+    /// Transactions in `queue`.
+    queued_txs: usize,
 }
 
 /// One chain the gateway follows.
@@ -268,6 +289,9 @@ pub struct GatewayCounters {
     /// Relayed deliveries settled: committed on the local chain, or refused
     /// by it as already delivered.
     pub relays_settled: u64,
+    /// Times the gateway stopped processing consortium blocks because
+    /// [`RELAY_PENDING_MAX`] relayed deliveries were pending.
+    pub relay_paused: u64,
     /// Relayed deliveries submitted again because the local validators had
     /// lost them (restart, mempool drop) or refused them for a reason other
     /// than "already delivered".
@@ -296,8 +320,13 @@ pub struct GatewayActor {
     queries_in_flight: usize,
     relay: Option<RelayCore>,
     cursor: CursorStore,
-    /// Relayed consortium heights whose deliveries have not all committed.
+    /// Relayed consortium heights whose deliveries have not all committed
+    /// (at most [`RELAY_PENDING_MAX`] deliveries, see `relay_full`).
     relay_pending: BTreeMap<u64, Vec<Delivery>>,
+    /// Deliveries in `relay_pending`.
+    relay_pending_count: usize,
+    /// Consortium blocks wait because the relay is full.
+    relay_paused: bool,
     batches: HashMap<u64, SubmitBatch>,
     next_batch: u64,
     nonce: u64,
@@ -315,9 +344,6 @@ pub struct GatewayActor {
 }
 
 const RELAY_CURSOR: &str = "relay.consortium.delivered";
-/// What a validator's refusal of a relayed record already delivered says
-/// (`RuleError::AlreadyDelivered`).
-const ALREADY_DELIVERED: &str = "already delivered";
 /// Transactions one status probe asks a validator about, at most.
 const PROBE_MAX: usize = 1024;
 
@@ -376,6 +402,8 @@ impl GatewayActor {
             relay,
             cursor,
             relay_pending: BTreeMap::new(),
+            relay_pending_count: 0,
+            relay_paused: false,
             batches: HashMap::new(),
             next_batch: 0,
             nonce: 0,
@@ -475,6 +503,7 @@ impl GatewayActor {
         let validators = chain.validators.clone();
         let (txs, waiters): (Vec<Transaction>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
         let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
+        let n = ids.len();
         // A batch mixes transactions of many traces; its requests carry the
         // context of its first traced transaction (so the validators'
         // `validator.submit` spans join that trace) and the span counts how
@@ -489,7 +518,8 @@ impl GatewayActor {
             ),
             None => tracing::Span::none(),
         };
-        let body = wire::encode(&ValidatorRequest::Submit(txs));
+        // Transactions share their parts (an `Arc`): cloning is cheap.
+        let body = wire::encode(&ValidatorRequest::Submit(txs.clone()));
         self.next_batch += 1;
         let batch_id = self.next_batch;
         self.batches.insert(
@@ -497,6 +527,7 @@ impl GatewayActor {
             SubmitBatch {
                 chain_id: chain_id.to_string(),
                 body,
+                txs,
                 unsent: validators.len(),
                 span: flush_span,
                 reasons: vec![None; ids.len()],
@@ -507,21 +538,34 @@ impl GatewayActor {
             },
         );
         for lane in 0..validators.len() {
-            let mut dropped = None;
-            if let Some(chain) = self.chain_mut(chain_id) {
-                if let Some(l) = chain.lanes.get_mut(lane) {
-                    l.queue.push_back(batch_id);
-                    if l.queue.len() > LANE_QUEUE_MAX {
-                        dropped = l.queue.pop_front();
-                    }
-                }
+            if let Some(l) = self.chain_mut(chain_id).and_then(|c| c.lanes.get_mut(lane)) {
+                l.queue.push_back(batch_id);
+                l.queued_txs += n;
             }
-            if let Some(old) = dropped {
+            // A validator that stopped answering does not hold the
+            // gateway's memory: its oldest batches are not sent to it.
+            while let Some(old) = self.lane_overflow(chain_id, lane) {
                 self.lane_sent(old);
                 self.on_submitted(old, None);
             }
             self.pump(chain_id, lane, ctx);
         }
+    }
+
+    /// Takes the oldest batch off validator `lane`'s queue if the queue
+    /// holds more than [`LANE_QUEUE_TXS_MAX`] transactions (and more than
+    /// that one batch).
+    fn lane_overflow(&mut self, chain_id: &str, lane: usize) -> Option<u64> {
+        let l = self.chain_mut(chain_id)?.lanes.get_mut(lane)?;
+        if l.queued_txs <= LANE_QUEUE_TXS_MAX || l.queue.len() <= 1 {
+            return None;
+        }
+        let old = l.queue.pop_front()?;
+        let k = self.batches.get(&old).map_or(0, |b| b.ids.len());
+        if let Some(l) = self.chain_mut(chain_id).and_then(|c| c.lanes.get_mut(lane)) {
+            l.queued_txs = l.queued_txs.saturating_sub(k);
+        }
+        Some(old)
     }
 
     /// Notes that one more lane is done with sending batch `batch_id` (its
@@ -531,14 +575,15 @@ impl GatewayActor {
             b.unsent = b.unsent.saturating_sub(1);
             if b.unsent == 0 {
                 b.body = bytes::Bytes::new();
+                b.txs = Vec::new();
             }
         }
     }
 
-    /// Sends the batches queued for validator `lane` of a chain, if no
-    /// request to it is in flight.
+    /// Sends the batches queued for validator `lane` of a chain, as one
+    /// request, if no request to it is in flight (see [`Lane`]).
     fn pump(&mut self, chain_id: &str, lane: usize, ctx: &mut Context<Self>) {
-        let (peer, actor, batch_id) = {
+        let (peer, actor, queued) = {
             let Some(chain) = self.chain_mut(chain_id) else {
                 return;
             };
@@ -552,22 +597,56 @@ impl GatewayActor {
             if l.in_flight {
                 return;
             }
-            let Some(b) = l.queue.pop_front() else {
-                return;
-            };
-            l.in_flight = true;
-            (peer, actor, b)
+            (peer, actor, std::mem::take(&mut l.queue))
         };
-        // A batch leaves `batches` only once every lane answered or dropped
-        // it, and it leaves each lane's queue first: it is there.
-        let Some(batch) = self.batches.get(&batch_id) else {
-            if let Some(l) = self.chain_mut(chain_id).and_then(|c| c.lanes.get_mut(lane)) {
-                l.in_flight = false;
+        // Take batches from the front while they fit one request (the
+        // first always does: a batch is at most BATCH_MAX).
+        let mut taken: Vec<(u64, usize)> = Vec::new();
+        let mut total = 0usize;
+        let mut rest = queued;
+        while let Some(&b) = rest.front() {
+            let k = self.batches.get(&b).map_or(0, |b| b.ids.len());
+            if !taken.is_empty() && total + k > REQUEST_TXS_MAX {
+                break;
             }
+            rest.pop_front();
+            // A batch leaves `batches` only once every lane answered or
+            // dropped it, and it leaves each lane's queue first; a missing
+            // one is skipped all the same.
+            if self.batches.contains_key(&b) {
+                taken.push((b, k));
+                total += k;
+            }
+        }
+        if let Some(l) = self.chain_mut(chain_id).and_then(|c| c.lanes.get_mut(lane)) {
+            l.queue = rest;
+            l.queued_txs = l.queued_txs.saturating_sub(total);
+            l.in_flight = !taken.is_empty();
+        }
+        let Some(&(first, _)) = taken.first() else {
             return;
         };
-        let (body, span, n) = (batch.body.clone(), batch.span.clone(), batch.ids.len());
-        self.lane_sent(batch_id);
+        let body = if taken.len() == 1 {
+            self.batches.get(&first).map(|b| b.body.clone())
+        } else {
+            // Several batches in one request: their transactions encoded
+            // together.
+            let all: Vec<Transaction> = taken
+                .iter()
+                .filter_map(|(b, _)| self.batches.get(b))
+                .flat_map(|b| b.txs.iter().cloned())
+                .collect();
+            Some(wire::encode(&ValidatorRequest::Submit(all)))
+        };
+        let body = body.unwrap_or_default();
+        let span = self
+            .batches
+            .get(&first)
+            .map(|b| b.span.clone())
+            .unwrap_or_else(tracing::Span::none);
+        for (b, _) in &taken {
+            self.lane_sent(*b);
+        }
         let t = self.transport.clone();
         let fut = async move { t.request(peer, &actor, body, REQUEST_TIMEOUT).await };
         let fut = tracing::Instrument::instrument(fut, span);
@@ -577,7 +656,7 @@ impl GatewayActor {
                 l.in_flight = false;
             }
             let results = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
-                Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == n => Some(r),
+                Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == total => Some(r),
                 Ok(_) => {
                     act.counters.malformed += 1;
                     None
@@ -588,14 +667,28 @@ impl GatewayActor {
                     None
                 }
             };
-            act.on_submitted(batch_id, results);
+            match results {
+                Some(r) => {
+                    let mut r = r.into_iter();
+                    for (b, k) in taken {
+                        act.on_submitted(b, Some(r.by_ref().take(k).collect()));
+                    }
+                }
+                None => {
+                    for (b, _) in taken {
+                        act.on_submitted(b, None);
+                    }
+                }
+            }
+            // Refusals as already delivered may have settled deliveries.
+            act.resume_relay(ctx);
             act.pump(&chain_id, lane, ctx);
         }));
     }
 
     /// One validator's answer to batch `batch_id`: its admission results,
     /// or `None` if it could not be asked or answered off the point.
-    fn on_submitted(&mut self, batch_id: u64, results: Option<Vec<Result<(), String>>>) {
+    fn on_submitted(&mut self, batch_id: u64, results: Option<Vec<Result<(), Refusal>>>) {
         let Some(batch) = self.batches.get_mut(&batch_id) else {
             return;
         };
@@ -616,13 +709,13 @@ impl GatewayActor {
                     }
                 }
                 Err(e) => {
-                    if e.contains(ALREADY_DELIVERED) {
+                    if matches!(e, Refusal::AlreadyDelivered { .. }) {
                         if let Some(v) = batch.delivered_votes.get_mut(i) {
                             *v += 1;
                         }
                     }
                     if let Some(slot) = batch.reasons.get_mut(i) {
-                        slot.get_or_insert(e);
+                        slot.get_or_insert_with(|| e.to_string());
                     }
                 }
             }
@@ -706,6 +799,13 @@ impl GatewayActor {
         if h <= chain.height || chain.ahead.contains_key(&h) {
             return;
         }
+        // `ahead` is bounded; when full, the lowest heights stay (the next
+        // one to process is among them), higher ones are fetched again.
+        if chain.ahead.len() >= AHEAD_MAX
+            && chain.ahead.last_key_value().is_none_or(|(&top, _)| top < h)
+        {
+            return;
+        }
         let header_ok = b.block.header.tx_root == federact_ledger::merkle::root(&b.block.tx_ids());
         if !header_ok
             || b.certificate
@@ -716,11 +816,31 @@ impl GatewayActor {
             warn!(chain = %chain_id, height = h, "block with an invalid certificate or body ignored");
             return;
         }
-        if chain.ahead.len() < AHEAD_MAX {
-            chain.ahead.insert(h, b);
+        if chain.ahead.len() >= AHEAD_MAX {
+            chain.ahead.pop_last();
         }
-        // Process in order.
+        chain.ahead.insert(h, b);
+        self.process_in_order(&chain_id, ctx);
+    }
+
+    /// Processes a chain's buffered blocks in height order, while the next
+    /// one is there (the consortium's only while the relay has room, see
+    /// [`RELAY_PENDING_MAX`]); then fetches what the chain is behind.
+    fn process_in_order(&mut self, chain_id: &str, ctx: &mut Context<Self>) {
+        let chain_id = chain_id.to_string();
+        let is_consortium = chain_id != self.local.chain_id;
         loop {
+            if is_consortium && self.relay_full() {
+                if !self.relay_paused {
+                    self.relay_paused = true;
+                    self.counters.relay_paused += 1;
+                    info!(
+                        pending = self.relay_pending_count,
+                        "relay at its bound of pending deliveries: consortium blocks wait"
+                    );
+                }
+                return;
+            }
             let Some(chain) = self.chain_mut(&chain_id) else {
                 return;
             };
@@ -733,6 +853,30 @@ impl GatewayActor {
             self.apply_block(&chain_id, b, ctx);
         }
         self.catch_up(&chain_id, ctx);
+        if !is_consortium {
+            self.resume_relay(ctx);
+        }
+    }
+
+    /// Whether [`RELAY_PENDING_MAX`] relayed deliveries are pending.
+    fn relay_full(&self) -> bool {
+        self.relay_pending_count >= RELAY_PENDING_MAX
+    }
+
+    /// Processes the consortium blocks that waited for the relay, once its
+    /// deliveries settled below the bound.
+    fn resume_relay(&mut self, ctx: &mut Context<Self>) {
+        if !self.relay_paused || self.relay_full() {
+            return;
+        }
+        self.relay_paused = false;
+        if let Some(id) = self.consortium.as_ref().map(|c| c.chain_id.clone()) {
+            info!(
+                pending = self.relay_pending_count,
+                "relay below its bound: consortium blocks resume"
+            );
+            self.process_in_order(&id, ctx);
+        }
     }
 
     /// A gateway far behind its chain (restarted: it replays both chains
@@ -866,21 +1010,23 @@ impl GatewayActor {
             self.counters.relayed += 1;
             self.submit(tx, None, ctx);
         }
+        self.relay_pending_count += pending.len();
         self.relay_pending.insert(height, pending);
         self.settle_deliveries(|_| false);
     }
 
     /// A relayed transaction delivering `proof`'s record, with the next
-    /// nonce (microseconds, so a restarted gateway never reuses one).
+    /// nonce.
     fn sign_delivery(&mut self, proof: Box<CrossChainProof>) -> Transaction {
+        let nonce = self.next_nonce();
+        delivery_tx(&self.key, proof, nonce)
+    }
+
+    /// The next nonce of the gateway's own transactions (microseconds, so
+    /// a restarted gateway never reuses one).
+    fn next_nonce(&mut self) -> u64 {
         self.nonce = self.nonce.max(now_micros()).saturating_add(1);
-        Transaction::sign(
-            Record::Relayed { proof },
-            &self.key,
-            self.nonce,
-            now_ms(),
-            None,
-        )
+        self.nonce
     }
 
     /// Submits a delivery again with a fresh nonce: the validators lost the
@@ -888,6 +1034,7 @@ impl GatewayActor {
     /// delivered" (an out-of-order nonce, a full mempool). Delivered once
     /// all the same: the chain refuses a second delivery of one record.
     fn resubmit_delivery(&mut self, tx_id: &TxId, ctx: &mut Context<Self>) {
+        let nonce = self.next_nonce();
         let Some(d) = self
             .relay_pending
             .values_mut()
@@ -896,16 +1043,7 @@ impl GatewayActor {
         else {
             return;
         };
-        let proof = d.proof.clone();
-        let tx = self.sign_delivery(proof);
-        let Some(d) = self
-            .relay_pending
-            .values_mut()
-            .flatten()
-            .find(|d| d.tx_id == *tx_id)
-        else {
-            return;
-        };
+        let tx = delivery_tx(&self.key, d.proof.clone(), nonce);
         d.tx_id = tx.id();
         d.asked_ms = now_ms();
         info!(source = %d.source.short(), tx = %d.tx_id.short(), "relayed delivery lost by the local validators; submitted again");
@@ -978,6 +1116,7 @@ impl GatewayActor {
             n += before - ds.len();
         }
         self.counters.relays_settled += n as u64;
+        self.relay_pending_count = self.relay_pending_count.saturating_sub(n);
         let mut advanced = None;
         while let Some((&h, ds)) = self.relay_pending.iter().next() {
             if !ds.is_empty() {
@@ -1089,7 +1228,12 @@ impl GatewayActor {
         if let Some(c) = &self.consortium {
             chains.push(c.chain_id.clone());
         }
+        self.resume_relay(ctx);
         for id in chains {
+            // Consortium blocks wait for the relay on purpose: no stall.
+            if self.relay_paused && id != self.local.chain_id {
+                continue;
+            }
             let Some(c) = self.chain_mut(&id) else {
                 continue;
             };
@@ -1246,6 +1390,7 @@ impl GatewayActor {
                 Probed::Committed => self.settle_deliveries(|d| d.tx_id == *id),
                 Probed::Refused(_) | Probed::Lost => self.resubmit_delivery(id, ctx),
             }
+            self.resume_relay(ctx);
             return;
         }
         let why = match verdict {
@@ -1429,6 +1574,12 @@ impl StreamHandler<Incoming> for GatewayActor {
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
     }
+}
+
+/// The relayed transaction delivering `proof`'s record, signed by the
+/// gateway's `key` with `nonce`.
+fn delivery_tx(key: &NodeKey, proof: Box<CrossChainProof>, nonce: u64) -> Transaction {
+    Transaction::sign(Record::Relayed { proof }, key, nonce, now_ms(), None)
 }
 
 /// What the statuses the validators gave for one transaction mean (see

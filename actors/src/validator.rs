@@ -19,7 +19,7 @@ use federact_ledger::block::{Block, Genesis};
 use federact_ledger::cert::{CommitCertificate, ValidatorSet};
 use federact_ledger::chain::{build_block, candidates, ProposalSlot};
 use federact_ledger::consensus::{Consensus, ConsensusParams, Effect, Message};
-use federact_ledger::error::{ErrorChain, LedgerError};
+use federact_ledger::error::{ErrorChain, LedgerError, RuleError};
 use federact_ledger::mempool::{Mempool, MempoolLimits};
 use federact_ledger::proof::CrossChainProof;
 use federact_ledger::record::Record;
@@ -30,8 +30,8 @@ use federact_ledger::tx::{verify_batch, Transaction, TxId};
 use crate::clock::now_ms;
 use crate::error::ActorError;
 use crate::wire::{
-    self, CertifiedBlock, LedgerAnswer, LedgerQuery, TxStatus, ValidatorOneWay, ValidatorRequest,
-    ValidatorResponse,
+    self, CertifiedBlock, LedgerAnswer, LedgerQuery, Refusal, TxStatus, ValidatorOneWay,
+    ValidatorRequest, ValidatorResponse,
 };
 
 /// Followers (gateways, tools) one validator pushes blocks to, at most.
@@ -363,23 +363,21 @@ impl ValidatorActor {
 
     /// Admits a batch of transactions: size and signatures (batched), the
     /// author's committed nonce, then the mempool's bounds.
-    fn admit(&mut self, txs: Vec<Transaction>) -> Vec<Result<(), String>> {
+    fn admit(&mut self, txs: Vec<Transaction>) -> Vec<Result<(), Refusal>> {
         let policy = self.store.genesis().tx_policy();
-        let mut out: Vec<Result<(), String>> = vec![Ok(()); txs.len()];
+        let mut out: Vec<Result<(), Refusal>> = vec![Ok(()); txs.len()];
         let batch_ok = verify_batch(&txs, &policy).is_ok();
+        let other = |e: &dyn std::fmt::Display| Refusal::Other(e.to_string());
         for (i, tx) in txs.into_iter().enumerate() {
             let result = (|| {
                 if !batch_ok {
-                    tx.verify(&policy).map_err(|e| e.to_string())?;
+                    tx.verify(&policy).map_err(|e| other(&e))?;
                 }
-                let last = self
-                    .store
-                    .last_nonce(tx.author())
-                    .map_err(|e| e.to_string())?;
+                let last = self.store.last_nonce(tx.author()).map_err(|e| other(&e))?;
                 if matches!(tx.record(), Record::Relayed { .. }) {
                     self.check_relayed(&tx)?;
                 }
-                self.mempool.insert(tx, last).map_err(|e| e.to_string())
+                self.mempool.insert(tx, last).map_err(|e| other(&e))
             })();
             match &result {
                 Ok(()) => self.counters.tx_admitted += 1,
@@ -398,14 +396,17 @@ impl ValidatorActor {
     /// answers the submitter at once, instead of when a proposer drops it
     /// (only that proposer would know why). Block building checks it again:
     /// two deliveries of one record may both wait here until one commits.
-    fn check_relayed(&self, tx: &Transaction) -> Result<(), String> {
+    fn check_relayed(&self, tx: &Transaction) -> Result<(), Refusal> {
         let tip = self.store.tip();
         let ctx = RuleContext {
             genesis: self.store.genesis(),
             height: tip.height + 1,
         };
         let mut overlay = Overlay::new(&self.store);
-        apply_tx(&mut overlay, &ctx, tx).map_err(|e| format!("relayed record refused: {e}"))
+        apply_tx(&mut overlay, &ctx, tx).map_err(|e| match e {
+            RuleError::AlreadyDelivered { tx } => Refusal::AlreadyDelivered { source: tx },
+            e => Refusal::Other(format!("relayed record refused: {e}")),
+        })
     }
 
     fn tx_status(&self, id: &TxId) -> TxStatus {
@@ -457,10 +458,10 @@ impl ValidatorActor {
             ValidatorRequest::Submit(txs) => {
                 if txs.len() > SUBMIT_BATCH_MAX {
                     return ValidatorResponse::Submitted(vec![
-                        Err(format!(
+                        Err(Refusal::Other(format!(
                             "batch of {} transactions exceeds {SUBMIT_BATCH_MAX}",
                             txs.len()
-                        ));
+                        )));
                         txs.len()
                     ]);
                 }

@@ -84,11 +84,38 @@ pub enum ValidatorRequest {
 /// Transaction ids one [`ValidatorRequest::TxStatuses`] is answered for.
 pub const TX_STATUS_MAX: usize = 4096;
 
+/// Why a validator did not admit a submitted transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// A relayed record whose consortium transaction `source` this chain
+    /// delivered before: a gateway that sees f+1 of these knows its
+    /// delivery is settled (typed, so no reason text can pass for it).
+    AlreadyDelivered {
+        /// The consortium transaction.
+        source: TxId,
+    },
+    /// Any other reason (signature, stale nonce, full mempool, a relayed
+    /// record's proof), as text for the submitter.
+    Other(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::AlreadyDelivered { source } => write!(
+                f,
+                "relayed record refused: consortium tx {source} already delivered"
+            ),
+            Refusal::Other(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Answers of a validator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ValidatorResponse {
     /// Per submitted transaction, in order: admitted, or why not.
-    Submitted(Vec<Result<(), String>>),
+    Submitted(Vec<Result<(), Refusal>>),
     /// The block, if committed.
     Block(Option<Box<CertifiedBlock>>),
     /// Following from this height (the validator's tip + 1 at most).

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use federact_actors::gateway::{GatewayCounters, GatewayStatus};
-use federact_actors::wire::{self, ValidatorRequest, ValidatorResponse};
+use federact_actors::wire::{self, Refusal, ValidatorRequest, ValidatorResponse};
 use federact_actors::EmbeddedFederation;
 use federact_config::{write_local_federation, Topology};
 use federact_ledger::hash::Hash;
@@ -128,7 +128,7 @@ async fn n1_delivery_lost_by_the_local_validators_is_submitted_again() {
 
 /// Submits one relayed record straight to cloud-1's validator, as a gateway
 /// would, and returns the validator's admission answer.
-async fn submit_relayed(fed: &EmbeddedFederation, proof: CrossChainProof) -> Result<(), String> {
+async fn submit_relayed(fed: &EmbeddedFederation, proof: CrossChainProof) -> Result<(), Refusal> {
     let node = fed.node("c1-server-1").unwrap();
     let client = node.ledger_client().unwrap();
     let tx = client.sign(Record::Relayed {
@@ -184,10 +184,11 @@ async fn forged_altered_and_replayed_relays_are_refused_at_admission() {
     ] {
         let r = submit_relayed(&fed, p).await;
         match r {
-            Err(why) => {
+            Err(Refusal::Other(why)) => {
                 assert!(why.contains("relayed record refused"), "{what}: {why}");
                 assert!(why.contains(expect), "{what}: {why}");
             }
+            Err(other) => panic!("{what}: refused as {other:?}"),
             Ok(()) => panic!("{what}: admitted"),
         }
     }
@@ -199,8 +200,10 @@ async fn forged_altered_and_replayed_relays_are_refused_at_admission() {
     })
     .await;
     assert!(settled, "{:?}", gateway_counters(&fed, 1).await);
+    let source = proof.tx_id;
     match submit_relayed(&fed, proof).await {
-        Err(why) => assert!(why.contains("already delivered"), "{why}"),
+        Err(Refusal::AlreadyDelivered { source: s }) => assert_eq!(s, source),
+        Err(other) => panic!("a replayed relay was refused as {other:?}"),
         Ok(()) => panic!("a replayed relay was admitted"),
     }
     fed.shutdown().await;

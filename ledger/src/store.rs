@@ -14,8 +14,8 @@
 //! | `b` | height (BE u64) | [`Block`] |
 //! | `c` | height | [`CommitCertificate`] |
 //! | `t` | tx id | [`TxLocation`] |
-//! | `v` | vm id ‖ height ‖ index | [`IndexedRecord`] (VM history) |
-//! | `p` | sha256(entity) ‖ height ‖ index | [`IndexedRecord`] (provenance) |
+//! | `v` | vm id ‖ height ‖ index | empty (VM history) |
+//! | `p` | sha256(entity) ‖ height ‖ index | empty (provenance) |
 //! | `s` | [`StateKey`] | [`StateValue`] (nonces, offload contracts, …) |
 //!
 //! # Durability contract
@@ -26,6 +26,12 @@
 //! partial block: reopening yields the last block whose batch reached disk.
 //! Errors are [`LedgerError`]s; an invalid block is not an error but a
 //! [`BlockError`] value inside `Ok`.
+//!
+//! The VM-history and provenance indexes are keys only: a scan reads the
+//! records from their blocks (each block once). They used to hold a copy
+//! of each [`IndexedRecord`], one or two per transaction: the largest part
+//! of a block's batch, and sled copies a leaf's values on every insert into
+//! it (stores written that way read the same: values are ignored).
 
 mod cursor;
 mod placements;
@@ -461,7 +467,6 @@ impl ChainStore {
         delta: &StateDelta,
     ) -> Result<Tip, LedgerError> {
         let h = block.header.height;
-        let chain_id = &block.header.chain_id;
         let mut batch = sled::Batch::default();
         batch.insert(&key_at(BLOCK, h)[..], block.encode());
         batch.insert(&key_at(CERT, h)[..], codec::encode(cert));
@@ -473,28 +478,11 @@ impl ChainStore {
                 codec::encode(&TxLocation { height: h, index }),
             );
             let record = tx.record();
-            let entities = record.prov_entities();
-            if record.vm_id().is_none() && entities.is_empty() {
-                continue;
-            }
-            let entry = codec::encode(&IndexedRecord {
-                chain_id: chain_id.clone(),
-                height: h,
-                index,
-                tx_id: id,
-                block_timestamp_ms: block.header.timestamp_ms,
-                author: *tx.author(),
-                trace_id: tx.trace_id(),
-                record: record.clone(),
-            });
             if let Some(vm) = record.vm_id() {
-                batch.insert(&key_indexed(VM, vm, h, index)[..], entry.clone());
+                batch.insert(&key_indexed(VM, vm, h, index)[..], &[][..]);
             }
-            for e in entities {
-                batch.insert(
-                    &key_indexed(PROV, &entity_key(&e), h, index)[..],
-                    entry.clone(),
-                );
+            for e in record.prov_entities() {
+                batch.insert(&key_indexed(PROV, &entity_key(&e), h, index)[..], &[][..]);
             }
         }
         for (k, v) in delta {
@@ -616,11 +604,44 @@ impl ChainStore {
         }))
     }
 
+    /// The records an index lists under `prefix` (keys `prefix ‖ height ‖
+    /// index`), read from their blocks, each block once.
     fn scan(&self, prefix: &[u8], what: &'static str) -> Result<Vec<IndexedRecord>, LedgerError> {
         let mut out = Vec::new();
+        let mut block: Option<Block> = None;
         for item in self.db.scan_prefix(prefix) {
-            let (k, v) = item.map_err(storage(format!("scanning {what}")))?;
-            out.push(codec::decode(&v, META_BYTES_MAX).map_err(|e| corrupt(what, &k, e))?);
+            let (k, _) = item.map_err(storage(format!("scanning {what}")))?;
+            let (height, index) = match k.get(prefix.len()..) {
+                Some(rest) if rest.len() == 12 => {
+                    let mut h = [0u8; 8];
+                    let mut i = [0u8; 4];
+                    h.copy_from_slice(&rest[..8]);
+                    i.copy_from_slice(&rest[8..]);
+                    (u64::from_be_bytes(h), u32::from_be_bytes(i))
+                }
+                _ => return Err(corrupt(what, &k, "index key of the wrong length")),
+            };
+            if block.as_ref().is_none_or(|b| b.header.height != height) {
+                block = Some(
+                    self.block(height)?
+                        .ok_or_else(|| corrupt(what, &k, "indexed block missing"))?,
+                );
+            }
+            let Some(b) = block.as_ref() else { continue };
+            let tx = b
+                .txs
+                .get(index as usize)
+                .ok_or_else(|| corrupt(what, &k, "indexed transaction missing"))?;
+            out.push(IndexedRecord {
+                chain_id: b.header.chain_id.clone(),
+                height,
+                index,
+                tx_id: tx.id(),
+                block_timestamp_ms: b.header.timestamp_ms,
+                author: *tx.author(),
+                trace_id: tx.trace_id(),
+                record: tx.record().clone(),
+            });
         }
         Ok(out)
     }
@@ -777,6 +798,36 @@ mod tests {
         assert!(matches!(
             ChainStore::open(dir.path(), Some(&other)),
             Err(LedgerError::GenesisMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn indexes_read_records_from_their_blocks_whatever_the_stored_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ChainStore::open(dir.path(), Some(&local_genesis())).unwrap();
+        commit(&mut s, vec![join("c1"), join("c2")]).unwrap();
+        commit(&mut s, vec![join("c3")]).unwrap();
+        let before = s.provenance("c2").unwrap();
+        assert_eq!(before.len(), 1);
+        let b1 = s.block(1).unwrap().unwrap();
+        assert_eq!(
+            (before[0].height, before[0].index, before[0].tx_id),
+            (1, 1, b1.txs[1].id())
+        );
+        assert_eq!(before[0].record, *b1.txs[1].record());
+        assert_eq!(before[0].block_timestamp_ms, b1.header.timestamp_ms);
+        // Stores written before indexes were keys only hold a copy of the
+        // record as the value: it is not read.
+        let k = key_indexed(PROV, &entity_key("c2"), 1, 1);
+        assert!(s.db.get(k).unwrap().is_some());
+        s.db.insert(k, &b"an old-format value"[..]).unwrap();
+        assert_eq!(s.provenance("c2").unwrap(), before);
+        // An index entry whose block is missing is corruption, not a panic.
+        s.db.insert(key_indexed(PROV, &entity_key("c2"), 9, 0), &[][..])
+            .unwrap();
+        assert!(matches!(
+            s.provenance("c2"),
+            Err(LedgerError::Corrupt { .. })
         ));
     }
 
