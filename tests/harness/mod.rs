@@ -22,6 +22,8 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod images;
+pub mod rng;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -784,21 +786,16 @@ impl Workload {
         seed: u64,
         what: &str,
     ) {
-        let deadline = Instant::now() + WAIT_MAX;
-        loop {
+        wait_for(seed, what, || {
             let counts: Vec<usize> = {
                 let l = self.log.lock().expect("log");
                 clouds.iter().map(|c| l.acked_since(c, since)).collect()
             };
-            if counts.iter().all(|&c| c >= n) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "seed {seed}: {what}: only {counts:?} acknowledged of {n} per cloud {clouds:?} within {WAIT_MAX:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (!counts.iter().all(|&c| c >= n)).then(|| {
+                format!("only {counts:?} acknowledged of {n} per cloud {clouds:?}")
+            })
+        })
+        .await
     }
 
     /// Stops the clients after their current submission.
@@ -1053,6 +1050,28 @@ fn missing_relays(
         }
     }
     missing
+}
+
+/// Polls `pending` every 50 ms until it returns `None` (done); fails the
+/// test, naming the seed, `what` and the last status `pending` described,
+/// if that takes longer than [`WAIT_MAX`].
+pub async fn wait_for(seed: u64, what: &str, mut pending: impl FnMut() -> Option<String>) {
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let Some(status) = pending() else {
+            return;
+        };
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {what}: {status} within {WAIT_MAX:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many of `times` are at or after `since`.
+pub fn count_since(times: &[Instant], since: Instant) -> usize {
+    times.iter().filter(|t| **t >= since).count()
 }
 
 /// Recovery times of one fault kind, in milliseconds.
