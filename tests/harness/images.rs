@@ -25,7 +25,7 @@ use federact::ledger::record::Site;
 
 use super::apps::Requested;
 use super::rng::SplitMix;
-use super::{federact, Cluster};
+use super::{federact, operator_config, Cluster};
 
 /// An image file on a source server's disk.
 #[derive(Debug, Clone)]
@@ -141,8 +141,8 @@ fn parse_report(stdout: &str) -> Result<MigrationReport, String> {
     })
 }
 
-/// Runs `federact migrate` as client `client` (its cloud's operator
-/// identity: only those may order a server to send its files) to move
+/// Runs `federact migrate` as the operator of client `client`'s cloud
+/// (only a cloud's operators may order its servers to send files) to move
 /// `image` from `from` to `to`; the task ends with the parsed report.
 pub fn migrate_cli(
     cluster: &Cluster,
@@ -151,11 +151,7 @@ pub fn migrate_cli(
     from: &Site,
     to: &Site,
 ) -> tokio::task::JoinHandle<Result<MigrationReport, String>> {
-    let config = cluster
-        .dir
-        .path()
-        .join("nodes")
-        .join(format!("{}.toml", cluster.clients[client].name));
+    let config = operator_config(cluster, client);
     let mut cmd = federact();
     cmd.arg("migrate")
         .arg("--config")

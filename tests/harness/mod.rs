@@ -92,6 +92,18 @@ pub struct Client {
     pub key: NodeKey,
 }
 
+/// The node configuration of the operator identity of client `client`'s
+/// cloud (`cN-operator`, written in application mode) that tools run as
+/// processes use.
+pub fn operator_config(cluster: &Cluster, client: usize) -> PathBuf {
+    let name = cluster.clients[client].name.trim_end_matches("-client");
+    cluster
+        .dir
+        .path()
+        .join("nodes")
+        .join(format!("{name}-operator.toml"))
+}
+
 /// A running federation of node processes.
 pub struct Cluster {
     /// The directory `init` wrote (keys, node files, data, logs).
@@ -156,11 +168,31 @@ impl Cluster {
             // seconds (the idle timeout), not the default half minute.
             let f = &written.federation_file;
             let text = std::fs::read_to_string(f).expect("federation file");
-            let text = text.replacen(
+            let mut text = text.replacen(
                 "[transport]\n",
                 "[transport]\nidle_timeout_ms = 5000\nkeep_alive_ms = 1000\n",
                 1,
             );
+            // One more operator identity per cloud (`cN-operator`) for the
+            // tools the test runs as processes (`federact migrate`): the
+            // transport keeps one connection per member, so a tool sharing
+            // the test client's identity would displace its connections.
+            for cloud in 1..=topo.clouds {
+                let name = format!("c{cloud}-operator");
+                let key = NodeKey::generate();
+                key.write_file(&dir.path().join(format!("keys/{name}.key")), false)
+                    .expect("operator key");
+                text.push_str(&format!(
+                    "\n[[nodes]]\nname = \"{name}\"\ncloud = \"cloud-{cloud}\"\nroles = [\"client\"]\nlisten = \"{}\"\npublic_key = \"{}\"\nkey_file = \"keys/{name}.key\"\ndata_dir = \"data/{name}\"\n",
+                    free_udp_port(),
+                    key.id()
+                ));
+                std::fs::write(
+                    dir.path().join("nodes").join(format!("{name}.toml")),
+                    format!("federation = \"../federation.toml\"\nnode = \"{name}\"\n"),
+                )
+                .expect("operator node file");
+            }
             std::fs::write(f, text).expect("write federation file");
         }
         let fed = Federation::load(&written.federation_file).expect("load federation");
