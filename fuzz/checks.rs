@@ -17,10 +17,10 @@ use federact_federation::frame::{self, EnvelopeRef};
 use federact_ledger::block::{Block, Genesis, Limits};
 use federact_ledger::cert::{vote_sign_bytes, CommitCertificate, ValidatorSet};
 use federact_ledger::codec;
-use federact_ledger::proof::CrossChainProof;
-use federact_ledger::rules::{self, MemState};
 use federact_ledger::hash::Hash;
+use federact_ledger::proof::CrossChainProof;
 use federact_ledger::record::{Record, Scope, Site};
+use federact_ledger::rules::{self, MemState};
 use federact_ledger::tx::{Transaction, TxPolicy, TX_BYTES_MAX};
 use federact_ledger::VoteKind;
 
@@ -166,7 +166,9 @@ pub struct ProofFixture {
 pub fn proof_fixture() -> &'static ProofFixture {
     static FIXTURE: OnceLock<ProofFixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let vals: Vec<NodeKey> = (0..4u8).map(|i| NodeKey::from_seed(&[i + 40; 32])).collect();
+        let vals: Vec<NodeKey> = (0..4u8)
+            .map(|i| NodeKey::from_seed(&[i + 40; 32]))
+            .collect();
         let set = ValidatorSet::new(vals.iter().map(|k| k.id()).collect(), 1).expect("set");
         let author = NodeKey::from_seed(&[7; 32]);
         let site = |c: &str, s: &str| Site::new(c, s);
@@ -258,7 +260,10 @@ pub fn proof_verify(data: &[u8]) -> bool {
     };
     let mut enc = fx.proofs[pick as usize % fx.proofs.len()].clone();
     let (at, patch) = match rest {
-        [a, b, patch @ ..] => (u16::from_le_bytes([*a, *b]) as usize % (enc.len() + 1), patch),
+        [a, b, patch @ ..] => (
+            u16::from_le_bytes([*a, *b]) as usize % (enc.len() + 1),
+            patch,
+        ),
         _ => (0, &[][..]),
     };
     // The patch overwrites from `at`, extending the encoding if longer; a

@@ -49,14 +49,13 @@ use federact::ledger::record::Site;
 use federact::ledger::tx::Transaction;
 use harness::apps::{
     add_counter, check_counters, check_migrations, check_offloads, indication_chain, indications,
-    live_records,
-    locate, migrate, name_of, other_server, read_counter, store_records, wait_indication, Counters,
-    Offloads, Requested,
+    live_records, locate, migrate, name_of, other_server, read_counter, store_records,
+    wait_indication, Counters, Offloads, Requested,
 };
 use harness::images::{check_images, migrate_cli, write_image, Image, ImageMove};
 use harness::{
-    check_invariants, print_table, small_topology, Cluster, ClusterOptions, Log, Outcome,
-    Recoveries, Workload, wait_for,
+    check_invariants, print_table, small_topology, wait_for, Cluster, ClusterOptions, Log, Outcome,
+    Recoveries, Workload,
 };
 
 // The long suite's choices: a seeded splitmix64.
@@ -589,7 +588,11 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
                 2 => (0..1 + ch.below(4096)).map(|_| ch.next() as u8).collect(),
                 _ => vec![ch.next() as u8; 1 << 20],
             };
-            let to = if sent % 5 == 4 { "no-such-actor" } else { actor.as_str() };
+            let to = if sent % 5 == 4 {
+                "no-such-actor"
+            } else {
+                actor.as_str()
+            };
             let _ = t.send(validator, to, body.into()).await;
             sent += 1;
             if sent % 16 == 0 {
@@ -1047,7 +1050,11 @@ impl Apps {
             .join("images")
             .join(server)
             .join(format!("vm-{}.qcow2", self.image_seq));
-        write_image(&path, 3, self.c.seed.wrapping_mul(31).wrapping_add(self.image_seq))
+        write_image(
+            &path,
+            3,
+            self.c.seed.wrapping_mul(31).wrapping_add(self.image_seq),
+        )
     }
 
     /// Records an image move and its answer.
@@ -1208,8 +1215,20 @@ impl Apps {
                 self.place(key).await;
                 let cloud1 = self.c.clients[OFFLOAD_CLIENT].cloud.clone();
                 let dst = Site::new(&cloud1, "c1-server-2");
-                let orch = self.c.fed.orchestrator(&cloud1).expect("orchestrator").name().to_string();
-                let gw = self.c.fed.gateway(&cloud1).expect("gateway").name().to_string();
+                let orch = self
+                    .c
+                    .fed
+                    .orchestrator(&cloud1)
+                    .expect("orchestrator")
+                    .name()
+                    .to_string();
+                let gw = self
+                    .c
+                    .fed
+                    .gateway(&cloud1)
+                    .expect("gateway")
+                    .name()
+                    .to_string();
                 let failures = |c: &Cluster| {
                     let log = c.log_text(&orch);
                     log.matches("adoption record not committed").count()
@@ -1227,7 +1246,9 @@ impl Apps {
                 self.block(&orch, &gw, false);
                 let healed = Instant::now();
                 let answer = pending.await.expect("migration task");
-                eprintln!("seed {seed}: migration with the adopter cut from its gateway: {answer:?}");
+                eprintln!(
+                    "seed {seed}: migration with the adopter cut from its gateway: {answer:?}"
+                );
                 if !matches!(&answer, Ok(r) if r.completed) {
                     self.violations.push(format!(
                         "inter-cloud migration with the adopter cut from its gateway: {answer:?}, expected completed"
@@ -1244,8 +1265,10 @@ impl Apps {
                         dst.server
                     ));
                 }
-                self.check_next(key, "after an adoption across a gateway cut").await;
-                self.recover(healed, "after the adopter's gateway came back").await
+                self.check_next(key, "after an adoption across a gateway cut")
+                    .await;
+                self.recover(healed, "after the adopter's gateway came back")
+                    .await
             }
             AppFault::ImageDestinationKilledMidTransfer
             | AppFault::ImageSourceKilledMidTransfer => {
@@ -1289,7 +1312,13 @@ impl Apps {
                 let to = Site::new(&cloud1, "c1-server-2");
                 let image = self.new_image(&src);
                 let pending = self.stalled_image(&image, &src, &to).await;
-                let gw = self.c.fed.gateway(&cloud1).expect("gateway").name().to_string();
+                let gw = self
+                    .c
+                    .fed
+                    .gateway(&cloud1)
+                    .expect("gateway")
+                    .name()
+                    .to_string();
                 self.c.kill9(&gw);
                 self.unblock(&src, &to.server);
                 self.c.spawn(&gw);

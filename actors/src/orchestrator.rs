@@ -257,9 +257,8 @@ pub const ADOPT_RECORDS_WAIT: Duration = Duration::from_secs(120);
 /// How long the source cloud's orchestrator waits for the destination
 /// cloud's to adopt: longer than the adopter may take (its records, then
 /// its server's wait), so a slow adoption is never taken for a failed one.
-const HAND_OVER_WAIT: Duration = Duration::from_secs(
-    ADOPT_RECORDS_WAIT.as_secs() + crate::server::ADOPT_WAIT.as_secs() + 60,
-);
+const HAND_OVER_WAIT: Duration =
+    Duration::from_secs(ADOPT_RECORDS_WAIT.as_secs() + crate::server::ADOPT_WAIT.as_secs() + 60);
 
 /// Submits `record`, retrying failures (timeouts, unreachable gateway or
 /// validators, a busy gateway) until `deadline`; a refusal containing
@@ -537,9 +536,15 @@ impl OrchestratorActor {
             };
             // A fresh placement fails fast (its caller may ask again); an
             // adoption retries until `ADOPT_RECORDS_WAIT`.
-            let deadline = Instant::now() + if adopting { ADOPT_RECORDS_WAIT } else { Duration::ZERO };
+            let deadline = Instant::now()
+                + if adopting {
+                    ADOPT_RECORDS_WAIT
+                } else {
+                    Duration::ZERO
+                };
             if join_needed {
-                if let Err(e) = submit_until(&ledger, join, Some("already joined"), deadline).await {
+                if let Err(e) = submit_until(&ledger, join, Some("already joined"), deadline).await
+                {
                     return Err((false, format!("join not recorded: {e}")));
                 }
             }

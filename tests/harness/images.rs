@@ -165,7 +165,9 @@ pub fn migrate_cli(
         .args(["--timeout-s", "180"])
         .env("RUST_LOG", "warn");
     tokio::task::spawn_blocking(move || {
-        let out = cmd.output().map_err(|e| format!("running federact migrate: {e}"))?;
+        let out = cmd
+            .output()
+            .map_err(|e| format!("running federact migrate: {e}"))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             return Err(format!(

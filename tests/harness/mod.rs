@@ -823,9 +823,8 @@ impl Workload {
                 let l = self.log.lock().expect("log");
                 clouds.iter().map(|c| l.acked_since(c, since)).collect()
             };
-            (!counts.iter().all(|&c| c >= n)).then(|| {
-                format!("only {counts:?} acknowledged of {n} per cloud {clouds:?}")
-            })
+            (!counts.iter().all(|&c| c >= n))
+                .then(|| format!("only {counts:?} acknowledged of {n} per cloud {clouds:?}"))
         })
         .await
     }
