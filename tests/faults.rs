@@ -557,11 +557,13 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
     );
 
     // 6. A member floods the same validator with garbage over its
-    // authenticated QUIC connection: random, truncated and large message
-    // bodies (up to 1 MiB, within the frame limit so they are read) to its
-    // consensus actor, and messages to actors it does not have. Each fails
-    // to decode or is dropped; the chain keeps committing and the
+    // authenticated QUIC connection: `MESSAGES` random, truncated, altered
+    // and large message bodies (up to 256 KiB, within the frame limit so
+    // they are read) to its consensus actor, and messages to actors it does
+    // not have, as fast as the transport takes them. Each fails to decode
+    // or is dropped; the chain keeps committing meanwhile and the
     // validator's memory stays bounded.
+    const MESSAGES: u64 = 3_000;
     let chain_id = c.fed.local_chain(&cloud).expect("chain").id().to_string();
     let validator = c.fed.node(&victim).expect("node").id();
     let actor = federact::actors::wire::validator_actor(&chain_id);
@@ -571,22 +573,22 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
     let start = Instant::now();
     let mut sent = 0u64;
     let flood = async {
-        loop {
-            let body: Vec<u8> = match ch.below(4) {
+        while sent < MESSAGES {
+            let body: Vec<u8> = match ch.below(8) {
                 // A genuine message, truncated or with bytes flipped.
-                0 => {
+                0 | 1 => {
                     let mut b = genuine.to_vec();
                     b.truncate(ch.below(b.len()));
                     b
                 }
-                1 => {
+                2 | 3 => {
                     let mut b = genuine.to_vec();
                     let i = ch.below(b.len());
                     b[i] ^= 1 + ch.below(255) as u8;
                     b
                 }
-                2 => (0..1 + ch.below(4096)).map(|_| ch.next() as u8).collect(),
-                _ => vec![ch.next() as u8; 1 << 20],
+                4..=6 => (0..1 + ch.below(4096)).map(|_| ch.next() as u8).collect(),
+                _ => vec![ch.next() as u8; 256 << 10],
             };
             let to = if sent % 5 == 4 {
                 "no-such-actor"
@@ -600,10 +602,16 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
             }
         }
     };
-    tokio::select! {
-        _ = flood => unreachable!(),
-        _ = w.wait_acked(&clouds, start, 3, seed, "commits under a garbage-message flood") => {}
-    }
+    tokio::join!(
+        flood,
+        w.wait_acked(
+            &clouds,
+            start,
+            3,
+            seed,
+            "commits under a garbage-message flood"
+        )
+    );
     let rss_after = c.rss_kib(&victim);
     eprintln!(
         "message flood: {sent} garbage messages at {victim} in {:?}, RSS {rss_before:?} -> {rss_after:?} KiB",
