@@ -67,16 +67,18 @@ enum Fault {
     Kill9Validator,
     PauseValidator,
     Kill9Gateway,
+    PauseGateway,
     PartitionCloud,
     ConsortiumLosesF,
     RestartCloud,
     DiskFull,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::Kill9Validator,
     Fault::PauseValidator,
     Fault::Kill9Gateway,
+    Fault::PauseGateway,
     Fault::PartitionCloud,
     Fault::ConsortiumLosesF,
     Fault::RestartCloud,
@@ -89,6 +91,7 @@ impl Fault {
             Fault::Kill9Validator => "kill -9 + restart of a validator",
             Fault::PauseValidator => "SIGSTOP/SIGCONT of a validator",
             Fault::Kill9Gateway => "kill -9 + restart of a gateway",
+            Fault::PauseGateway => "SIGSTOP/SIGCONT of a gateway",
             Fault::PartitionCloud => "partition of one cloud + heal",
             Fault::ConsortiumLosesF => "loss of f consortium validators",
             Fault::RestartCloud => "kill -9 + restart of every node of a cloud",
@@ -196,6 +199,21 @@ async fn inject(
             )
             .await;
             c.spawn(&gw);
+        }
+        Fault::PauseGateway => {
+            let gw = c.fed.gateway(&cloud).expect("gateway").name().to_string();
+            c.pause(&gw);
+            // Its clients' submissions time out meanwhile (no receipt: they
+            // may commit later, never twice); the other clouds go on.
+            w.wait_acked(
+                &others,
+                start,
+                during,
+                seed,
+                "other clouds with a gateway paused",
+            )
+            .await;
+            c.resume(&gw);
         }
         Fault::PartitionCloud => {
             c.partition_cloud(&cloud, true);
