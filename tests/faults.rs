@@ -748,7 +748,8 @@ async fn faults_long_many_seeds_shuffled_faults_impaired_links() {
 
 /// A validator equivocates: its process is replaced by the test holding its
 /// key (same address behind its relay), which sends two conflicting signed
-/// prevotes for the height the others are at. Every honest validator must
+/// prevotes for the height the others are at, then two conflicting signed
+/// proposals for a round of that height it leads. Every honest validator must
 /// detect it and report the evidence (its log's "equivocation evidence"
 /// warning), and the chain keeps committing.
 async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
@@ -819,6 +820,68 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Then two conflicting proposals for one (height, round) it leads:
+    // every honest validator reports `ConflictingProposals` evidence.
+    let proposals_evidence = |c: &Cluster, name: &str| {
+        std::fs::read_to_string(c.dir.path().join(format!("{name}.log")))
+            .map(|t| t.matches("ConflictingProposals").count())
+            .unwrap_or(0)
+    };
+    let before: Vec<usize> = honest.iter().map(|n| proposals_evidence(c, n)).collect();
+    let set = federact::ledger::cert::ValidatorSet::from_spec(&chain);
+    let deadline = Instant::now() + harness::WAIT_MAX;
+    loop {
+        let height = c.tip(&honest[0], chain.id()).await.unwrap_or(0) + 1;
+        // A round of this height it leads (round-robin: one in the first n).
+        let round = (0..names.len() as u32)
+            .find(|r| *set.proposer(height, *r) == key.id())
+            .expect("the byzantine validator leads a round of every n");
+        for value in [b"left".as_slice(), b"right".as_slice()] {
+            let block = federact::ledger::block::Block::new(
+                chain.id(),
+                height,
+                Hash::of(value),
+                key.id(),
+                round,
+                0,
+                Vec::new(),
+            );
+            let bytes = federact::ledger::consensus::proposal_sign_bytes(
+                chain.id(),
+                height,
+                round,
+                None,
+                &block.id(),
+            );
+            let sp = federact::ledger::consensus::SignedProposal {
+                proposal: federact::ledger::consensus::Proposal {
+                    height,
+                    round,
+                    valid_round: None,
+                    value: block,
+                    proposer: index,
+                },
+                signature: key.sign(&bytes),
+            };
+            let body = wire::encode(&ValidatorOneWay::Consensus(Message::Proposal(sp)));
+            for h in &honest {
+                let id = c.fed.node(h).expect("node").id();
+                let _ = t
+                    .send(id, &wire::validator_actor(chain.id()), body.clone())
+                    .await;
+            }
+        }
+        sent += 2;
+        let now: Vec<usize> = honest.iter().map(|n| proposals_evidence(c, n)).collect();
+        if now.iter().zip(&before).all(|(a, b)| a > b) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: conflicting proposals by {byzantine} not reported by all of {honest:?}: {before:?} -> {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     t.close().await;
     drop(t);
     // The endpoint's socket closes asynchronously: wait (bounded) until the
@@ -843,7 +906,7 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
     )
     .await;
     rows.insert(
-        "adversary: equivocating validator (evidence reported)",
+        "adversary: equivocating validator, votes and proposals (evidence reported)",
         (sent as usize, 0, Recoveries::default(), 0),
     );
 }
