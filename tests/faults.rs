@@ -746,6 +746,53 @@ async fn faults_long_many_seeds_shuffled_faults_impaired_links() {
     }
 }
 
+/// Sends the honest validators of `honest` (over the byzantine validator's
+/// transport `t`) the two conflicting messages `conflicting` builds for
+/// their current height, again each time, until every one of them has
+/// logged more `evidence` (the evidence variant's name) than before.
+/// Returns how many messages it sent.
+async fn equivocate_until_reported(
+    c: &Cluster,
+    t: &Transport,
+    honest: &[String],
+    evidence: &str,
+    conflicting: impl Fn(u64) -> [bytes::Bytes; 2],
+) -> u32 {
+    let seed = c.seed;
+    let chain = c.nodes[&honest[0]].cloud.clone();
+    let chain = c.fed.local_chain(&chain).expect("chain").id().to_string();
+    let actor = federact::actors::wire::validator_actor(&chain);
+    let reported = |c: &Cluster| -> Vec<usize> {
+        honest
+            .iter()
+            .map(|n| c.log_text(n).matches(evidence).count())
+            .collect()
+    };
+    let before = reported(c);
+    let deadline = Instant::now() + harness::WAIT_MAX;
+    let mut sent = 0u32;
+    loop {
+        // The honest validators' current height: their tip + 1.
+        let height = c.tip(&honest[0], &chain).await.unwrap_or(0) + 1;
+        for body in conflicting(height) {
+            for h in honest {
+                let id = c.fed.node(h).expect("node").id();
+                let _ = t.send(id, &actor, body.clone()).await;
+            }
+            sent += 1;
+        }
+        let now = reported(c);
+        if now.iter().zip(&before).all(|(a, b)| a > b) {
+            return sent;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {evidence} not reported by all of {honest:?}: {before:?} -> {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A validator equivocates: its process is replaced by the test holding its
 /// key (same address behind its relay), which sends two conflicting signed
 /// prevotes for the height the others are at, then two conflicting signed
@@ -754,7 +801,10 @@ async fn faults_long_many_seeds_shuffled_faults_impaired_links() {
 /// warning), and the chain keeps committing.
 async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
     use federact::actors::wire::{self, ValidatorOneWay};
-    use federact::ledger::consensus::{Message, SignedVote, Vote};
+    use federact::ledger::block::Block;
+    use federact::ledger::consensus::{
+        proposal_sign_bytes, Message, Proposal, SignedProposal, SignedVote, Vote,
+    };
     use federact::ledger::VoteKind;
 
     let seed = c.seed;
@@ -764,12 +814,6 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
     let byzantine = names[names.len() - 1].clone();
     let index = (names.len() - 1) as u16;
     let honest: Vec<String> = names[..names.len() - 1].to_vec();
-    let log_has_evidence = |c: &Cluster, name: &str| {
-        std::fs::read_to_string(c.dir.path().join(format!("{name}.log")))
-            .map(|t| t.matches("equivocation evidence").count())
-            .unwrap_or(0)
-    };
-    let before: Vec<usize> = honest.iter().map(|n| log_has_evidence(c, n)).collect();
     c.kill9(&byzantine);
     let cfg = federact::config::NodeConfig::load(
         &c.dir.path().join("nodes").join(format!("{byzantine}.toml")),
@@ -784,60 +828,33 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
     )
     .await
     .expect("byzantine transport");
-    let deadline = Instant::now() + harness::WAIT_MAX;
-    let mut sent = 0u32;
-    loop {
-        // The honest validators' current height: their tip + 1.
-        let tip = c.tip(&honest[0], chain.id()).await.unwrap_or(0);
-        for value in [b"left".as_slice(), b"right".as_slice()] {
+    // Two conflicting signed prevotes for the height the others are at.
+    let votes = |height: u64| {
+        [b"left".as_slice(), b"right".as_slice()].map(|value| {
             let vote = Vote {
                 kind: VoteKind::Prevote,
-                height: tip + 1,
+                height,
                 round: 0,
                 value: Some(Hash::of(value)),
                 validator: index,
             };
-            let sv = SignedVote {
+            let signature = key.sign(&vote.sign_bytes(chain.id()));
+            wire::encode(&ValidatorOneWay::Consensus(Message::Vote(SignedVote {
                 vote,
-                signature: key.sign(&vote.sign_bytes(chain.id())),
-            };
-            let body = wire::encode(&ValidatorOneWay::Consensus(Message::Vote(sv)));
-            for h in &honest {
-                let id = c.fed.node(h).expect("node").id();
-                let _ = t
-                    .send(id, &wire::validator_actor(chain.id()), body.clone())
-                    .await;
-            }
-        }
-        sent += 2;
-        let now: Vec<usize> = honest.iter().map(|n| log_has_evidence(c, n)).collect();
-        if now.iter().zip(&before).all(|(a, b)| a > b) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: equivocation by {byzantine} not reported by all of {honest:?}: {before:?} -> {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Then two conflicting proposals for one (height, round) it leads:
-    // every honest validator reports `ConflictingProposals` evidence.
-    let proposals_evidence = |c: &Cluster, name: &str| {
-        std::fs::read_to_string(c.dir.path().join(format!("{name}.log")))
-            .map(|t| t.matches("ConflictingProposals").count())
-            .unwrap_or(0)
+                signature,
+            })))
+        })
     };
-    let before: Vec<usize> = honest.iter().map(|n| proposals_evidence(c, n)).collect();
+    let mut sent = equivocate_until_reported(c, &t, &honest, "ConflictingVotes", votes).await;
+    // Two conflicting proposals for a round of that height it leads
+    // (round-robin: one of the first n rounds).
     let set = federact::ledger::cert::ValidatorSet::from_spec(&chain);
-    let deadline = Instant::now() + harness::WAIT_MAX;
-    loop {
-        let height = c.tip(&honest[0], chain.id()).await.unwrap_or(0) + 1;
-        // A round of this height it leads (round-robin: one in the first n).
+    let proposals = |height: u64| {
         let round = (0..names.len() as u32)
             .find(|r| *set.proposer(height, *r) == key.id())
-            .expect("the byzantine validator leads a round of every n");
-        for value in [b"left".as_slice(), b"right".as_slice()] {
-            let block = federact::ledger::block::Block::new(
+            .expect("the byzantine validator leads one of every n rounds");
+        [b"left".as_slice(), b"right".as_slice()].map(|value| {
+            let block = Block::new(
                 chain.id(),
                 height,
                 Hash::of(value),
@@ -846,42 +863,23 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
                 0,
                 Vec::new(),
             );
-            let bytes = federact::ledger::consensus::proposal_sign_bytes(
-                chain.id(),
+            let bytes = proposal_sign_bytes(chain.id(), height, round, None, &block.id());
+            let proposal = Proposal {
                 height,
                 round,
-                None,
-                &block.id(),
-            );
-            let sp = federact::ledger::consensus::SignedProposal {
-                proposal: federact::ledger::consensus::Proposal {
-                    height,
-                    round,
-                    valid_round: None,
-                    value: block,
-                    proposer: index,
-                },
-                signature: key.sign(&bytes),
+                valid_round: None,
+                value: block,
+                proposer: index,
             };
-            let body = wire::encode(&ValidatorOneWay::Consensus(Message::Proposal(sp)));
-            for h in &honest {
-                let id = c.fed.node(h).expect("node").id();
-                let _ = t
-                    .send(id, &wire::validator_actor(chain.id()), body.clone())
-                    .await;
-            }
-        }
-        sent += 2;
-        let now: Vec<usize> = honest.iter().map(|n| proposals_evidence(c, n)).collect();
-        if now.iter().zip(&before).all(|(a, b)| a > b) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: conflicting proposals by {byzantine} not reported by all of {honest:?}: {before:?} -> {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            wire::encode(&ValidatorOneWay::Consensus(Message::Proposal(
+                SignedProposal {
+                    proposal,
+                    signature: key.sign(&bytes),
+                },
+            )))
+        })
+    };
+    sent += equivocate_until_reported(c, &t, &honest, "ConflictingProposals", proposals).await;
     t.close().await;
     drop(t);
     // The endpoint's socket closes asynchronously: wait (bounded) until the
