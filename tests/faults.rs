@@ -158,62 +158,36 @@ async fn inject(
         .to_vec();
     let start = Instant::now();
     match fault {
-        Fault::Kill9Validator => {
-            let v = ch.pick(&local_validators).to_string();
-            c.kill9(&v);
-            // f = 1: the cloud's chain keeps committing without it.
-            w.wait_acked(
-                &[cloud.as_str()],
-                start,
-                during,
-                seed,
-                "local chain with a validator killed",
-            )
-            .await;
-            c.spawn(&v);
-        }
-        Fault::PauseValidator => {
-            let v = ch.pick(&local_validators).to_string();
-            c.pause(&v);
-            w.wait_acked(
-                &[cloud.as_str()],
-                start,
-                during,
-                seed,
-                "local chain with a validator paused",
-            )
-            .await;
-            c.resume(&v);
-        }
-        Fault::Kill9Gateway => {
-            let gw = c.fed.gateway(&cloud).expect("gateway").name().to_string();
-            c.kill9(&gw);
-            // The other clouds keep committing (their Indications naming
-            // this cloud queue on the consortium for its relay).
-            w.wait_acked(
-                &others,
-                start,
-                during,
-                seed,
-                "other clouds with a gateway killed",
-            )
-            .await;
-            c.spawn(&gw);
-        }
-        Fault::PauseGateway => {
-            let gw = c.fed.gateway(&cloud).expect("gateway").name().to_string();
-            c.pause(&gw);
-            // Its clients' submissions time out meanwhile (no receipt: they
-            // may commit later, never twice); the other clouds go on.
-            w.wait_acked(
-                &others,
-                start,
-                during,
-                seed,
-                "other clouds with a gateway paused",
-            )
-            .await;
-            c.resume(&gw);
+        Fault::Kill9Validator
+        | Fault::PauseValidator
+        | Fault::Kill9Gateway
+        | Fault::PauseGateway => {
+            let validator = matches!(fault, Fault::Kill9Validator | Fault::PauseValidator);
+            let kill = matches!(fault, Fault::Kill9Validator | Fault::Kill9Gateway);
+            let (victim, clouds, what) = if validator {
+                // f = 1: the cloud's chain keeps committing without it.
+                let v = ch.pick(&local_validators).to_string();
+                (v, vec![cloud.as_str()], "local chain with a validator")
+            } else {
+                // The other clouds keep committing (their Indications
+                // naming this cloud queue on the consortium for its relay);
+                // its clients' submissions fail meanwhile (no receipt: they
+                // may commit later, never twice).
+                let gw = c.gateway_of(&cloud);
+                (gw, others.clone(), "other clouds with a gateway")
+            };
+            if kill {
+                c.kill9(&victim);
+            } else {
+                c.pause(&victim);
+            }
+            let what = format!("{what} {}", if kill { "killed" } else { "paused" });
+            w.wait_acked(&clouds, start, during, seed, &what).await;
+            if kill {
+                c.spawn(&victim);
+            } else {
+                c.resume(&victim);
+            }
         }
         Fault::PartitionCloud => {
             c.partition_cloud(&cloud, true);
@@ -557,18 +531,8 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
         after.is_some() && after >= before,
         "seed {seed}: flooded validator {victim}: tip {before:?} -> {after:?}"
     );
-    let rss_after = c.rss_kib(&victim);
-    eprintln!(
-        "flood: {sent} datagrams at {victim} in {:?}, RSS {rss_before:?} -> {rss_after:?} KiB",
-        start.elapsed()
-    );
     // Memory stays bounded: garbage costs no per-datagram state.
-    if let (Some(b), Some(a)) = (rss_before, rss_after) {
-        assert!(
-            a < b + 64 * 1024,
-            "seed {seed}: {victim} grew from {b} to {a} KiB under the flood"
-        );
-    }
+    flood_memory(c, &victim, "datagrams", sent, start, rss_before, 64 * 1024);
     rows.insert(
         "adversary: random/truncated/oversized datagram flood",
         (1, 0, Recoveries::default(), 0),
@@ -630,25 +594,49 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
             "commits under a garbage-message flood"
         )
     );
-    let rss_after = c.rss_kib(&victim);
-    eprintln!(
-        "message flood: {sent} garbage messages at {victim} in {:?}, RSS {rss_before:?} -> {rss_after:?} KiB",
-        start.elapsed()
+    flood_memory(
+        c,
+        &victim,
+        "garbage messages",
+        sent,
+        start,
+        rss_before,
+        128 * 1024,
     );
     assert!(
         c.tip(&victim, &chain_id).await.is_some(),
         "seed {seed}: {victim} stopped answering after the message flood"
     );
-    if let (Some(b), Some(a)) = (rss_before, rss_after) {
-        assert!(
-            a < b + 128 * 1024,
-            "seed {seed}: {victim} grew from {b} to {a} KiB under the message flood"
-        );
-    }
     rows.insert(
         "adversary: member flooding garbage messages over QUIC",
         (1, 0, Recoveries::default(), 0),
     );
+}
+
+/// Reports a flood of `sent` `what` at `victim` since `start`, and checks
+/// that its resident memory grew by less than `growth_max_kib` from
+/// `rss_before` (when `/proc` tells).
+fn flood_memory(
+    c: &Cluster,
+    victim: &str,
+    what: &str,
+    sent: u64,
+    start: Instant,
+    rss_before: Option<u64>,
+    growth_max_kib: u64,
+) {
+    let rss_after = c.rss_kib(victim);
+    eprintln!(
+        "flood: {sent} {what} at {victim} in {:?}, RSS {rss_before:?} -> {rss_after:?} KiB",
+        start.elapsed()
+    );
+    if let (Some(b), Some(a)) = (rss_before, rss_after) {
+        assert!(
+            a < b + growth_max_kib,
+            "seed {}: {victim} grew from {b} to {a} KiB under a flood of {what}",
+            c.seed
+        );
+    }
 }
 
 /// Runs one seeded federation: the faults in `order`, optionally the
@@ -1268,11 +1256,7 @@ impl Apps {
                     .await;
                 let orch = self
                     .c
-                    .fed
-                    .orchestrator(&self.c.clients[OFFLOAD_CLIENT].cloud)
-                    .expect("orchestrator")
-                    .name()
-                    .to_string();
+                    .orchestrator_of(&self.c.clients[OFFLOAD_CLIENT].cloud);
                 self.c.kill9(&orch);
                 // The other cloud's invocations go on meanwhile.
                 self.counters()
@@ -1302,20 +1286,8 @@ impl Apps {
                 self.place(key).await;
                 let cloud1 = self.c.clients[OFFLOAD_CLIENT].cloud.clone();
                 let dst = Site::new(&cloud1, "c1-server-2");
-                let orch = self
-                    .c
-                    .fed
-                    .orchestrator(&cloud1)
-                    .expect("orchestrator")
-                    .name()
-                    .to_string();
-                let gw = self
-                    .c
-                    .fed
-                    .gateway(&cloud1)
-                    .expect("gateway")
-                    .name()
-                    .to_string();
+                let orch = self.c.orchestrator_of(&cloud1);
+                let gw = self.c.gateway_of(&cloud1);
                 let failures = |c: &Cluster| {
                     let log = c.log_text(&orch);
                     log.matches("adoption record not committed").count()
@@ -1399,13 +1371,7 @@ impl Apps {
                 let to = Site::new(&cloud1, "c1-server-2");
                 let image = self.new_image(&src);
                 let pending = self.stalled_image(&image, &src, &to).await;
-                let gw = self
-                    .c
-                    .fed
-                    .gateway(&cloud1)
-                    .expect("gateway")
-                    .name()
-                    .to_string();
+                let gw = self.c.gateway_of(&cloud1);
                 self.c.kill9(&gw);
                 self.unblock(&src, &to.server);
                 self.c.spawn(&gw);
@@ -1431,14 +1397,7 @@ impl Apps {
                     .c
                     .clients
                     .iter()
-                    .map(|cl| {
-                        self.c
-                            .fed
-                            .gateway(&cl.cloud)
-                            .expect("gateway")
-                            .name()
-                            .to_string()
-                    })
+                    .map(|cl| self.c.gateway_of(&cl.cloud))
                     .collect();
                 for g in &gateways {
                     self.c.kill9(g);

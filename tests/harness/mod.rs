@@ -435,6 +435,20 @@ impl Cluster {
             .collect()
     }
 
+    /// The name of `cloud`'s gateway.
+    pub fn gateway_of(&self, cloud: &str) -> String {
+        self.fed.gateway(cloud).expect("gateway").name().to_string()
+    }
+
+    /// The name of `cloud`'s orchestrator.
+    pub fn orchestrator_of(&self, cloud: &str) -> String {
+        self.fed
+            .orchestrator(cloud)
+            .expect("orchestrator")
+            .name()
+            .to_string()
+    }
+
     /// The relay handle of node `name`.
     pub fn relay(&self, name: &str) -> RelayHandle {
         self.nodes[name].relay.handle()
