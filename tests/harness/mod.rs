@@ -13,8 +13,9 @@
 //!   the local chain of each cloud it names.
 //!
 //! With [`ClusterOptions::apps`], servers and orchestrators run as processes
-//! too and [`apps`] drives invocations, offloads and migrations and checks
-//! their own invariants.
+//! too, [`apps`] drives invocations, offloads and migrations and checks
+//! their own invariants, and [`images`] moves VM image files (qcow2) with
+//! `federact migrate` and checks what each server kept.
 //!
 //! Waits are bounded polls on observable progress (acknowledgements, tips),
 //! never sleeps tuned to pass. A failure names the seed it ran with.
