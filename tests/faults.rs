@@ -17,10 +17,17 @@
 //!   killed, its source killed (each while the image is held back by the
 //!   relay, after the `Indication` committed), the offloading cloud's
 //!   orchestrator killed mid-offload, both gateways restarted mid
-//!   inter-cloud migration; then the counter, offload and migration
-//!   checkers, the ledger invariants and `federact ledger verify` on every
-//!   store. `faults_apps_long` (`--ignored`): four validators per chain,
-//!   shuffled faults, `FEDERACT_FAULT_RUNS` seeds from `FEDERACT_FAULT_SEED`.
+//!   inter-cloud migration, the adopting orchestrator cut from its gateway
+//!   mid inter-cloud migration (regression: the instance was left nowhere);
+//!   image files (`harness::images`, qcow2) moved with `federact migrate`:
+//!   clean local and inter-cloud moves, a transfer tampered in transit
+//!   (rejected), an image migration's destination killed mid-transfer;
+//!   then the counter, offload, migration and image checkers, the ledger
+//!   invariants and `federact ledger verify` on every store.
+//!   `faults_apps_long` (`--ignored`): four validators per chain, every
+//!   application fault (also an image migration's source killed, and the
+//!   destination gateway restarted mid inter-cloud image migration),
+//!   shuffled, `FEDERACT_FAULT_RUNS` seeds from `FEDERACT_FAULT_SEED`.
 //!
 //! Long suites: `cargo test --test faults -- --ignored --nocapture`
 //! (`FEDERACT_FAULT_RUNS=20` for more seeds); each prints the table
@@ -41,33 +48,18 @@ use federact::ledger::record::Record;
 use federact::ledger::record::Site;
 use federact::ledger::tx::Transaction;
 use harness::apps::{
-    add_counter, check_counters, check_migrations, check_offloads, indications, live_records,
-    locate, migrate, name_of, other_server, read_counter, store_records, wait_indication, Counters,
-    Offloads, Requested,
+    add_counter, check_counters, check_migrations, check_offloads, indication_chain, indications,
+    live_records, locate, migrate, name_of, other_server, read_counter, store_records,
+    wait_indication, Counters, Offloads, Requested,
 };
+use harness::images::{check_images, migrate_cli, write_image, Image, ImageMove};
 use harness::{
-    check_invariants, print_table, small_topology, Cluster, ClusterOptions, Log, Outcome,
+    check_invariants, print_table, small_topology, wait_for, Cluster, ClusterOptions, Log, Outcome,
     Recoveries, Workload,
 };
 
-/// A deterministic generator for the long suite's choices (splitmix64).
-struct Choices(u64);
-
-impl Choices {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, v: &'a [String]) -> &'a str {
-        &v[self.below(v.len())]
-    }
-}
+// The long suite's choices: a seeded splitmix64.
+use harness::rng::SplitMix as Choices;
 
 /// Every fault of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,16 +67,18 @@ enum Fault {
     Kill9Validator,
     PauseValidator,
     Kill9Gateway,
+    PauseGateway,
     PartitionCloud,
     ConsortiumLosesF,
     RestartCloud,
     DiskFull,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::Kill9Validator,
     Fault::PauseValidator,
     Fault::Kill9Gateway,
+    Fault::PauseGateway,
     Fault::PartitionCloud,
     Fault::ConsortiumLosesF,
     Fault::RestartCloud,
@@ -97,6 +91,7 @@ impl Fault {
             Fault::Kill9Validator => "kill -9 + restart of a validator",
             Fault::PauseValidator => "SIGSTOP/SIGCONT of a validator",
             Fault::Kill9Gateway => "kill -9 + restart of a gateway",
+            Fault::PauseGateway => "SIGSTOP/SIGCONT of a gateway",
             Fault::PartitionCloud => "partition of one cloud + heal",
             Fault::ConsortiumLosesF => "loss of f consortium validators",
             Fault::RestartCloud => "kill -9 + restart of every node of a cloud",
@@ -163,47 +158,36 @@ async fn inject(
         .to_vec();
     let start = Instant::now();
     match fault {
-        Fault::Kill9Validator => {
-            let v = ch.pick(&local_validators).to_string();
-            c.kill9(&v);
-            // f = 1: the cloud's chain keeps committing without it.
-            w.wait_acked(
-                &[cloud.as_str()],
-                start,
-                during,
-                seed,
-                "local chain with a validator killed",
-            )
-            .await;
-            c.spawn(&v);
-        }
-        Fault::PauseValidator => {
-            let v = ch.pick(&local_validators).to_string();
-            c.pause(&v);
-            w.wait_acked(
-                &[cloud.as_str()],
-                start,
-                during,
-                seed,
-                "local chain with a validator paused",
-            )
-            .await;
-            c.resume(&v);
-        }
-        Fault::Kill9Gateway => {
-            let gw = c.fed.gateway(&cloud).expect("gateway").name().to_string();
-            c.kill9(&gw);
-            // The other clouds keep committing (their Indications naming
-            // this cloud queue on the consortium for its relay).
-            w.wait_acked(
-                &others,
-                start,
-                during,
-                seed,
-                "other clouds with a gateway killed",
-            )
-            .await;
-            c.spawn(&gw);
+        Fault::Kill9Validator
+        | Fault::PauseValidator
+        | Fault::Kill9Gateway
+        | Fault::PauseGateway => {
+            let validator = matches!(fault, Fault::Kill9Validator | Fault::PauseValidator);
+            let kill = matches!(fault, Fault::Kill9Validator | Fault::Kill9Gateway);
+            let (victim, clouds, what) = if validator {
+                // f = 1: the cloud's chain keeps committing without it.
+                let v = ch.pick(&local_validators).to_string();
+                (v, vec![cloud.as_str()], "local chain with a validator")
+            } else {
+                // The other clouds keep committing (their Indications
+                // naming this cloud queue on the consortium for its relay);
+                // its clients' submissions fail meanwhile (no receipt: they
+                // may commit later, never twice).
+                let gw = c.gateway_of(&cloud);
+                (gw, others.clone(), "other clouds with a gateway")
+            };
+            if kill {
+                c.kill9(&victim);
+            } else {
+                c.pause(&victim);
+            }
+            let what = format!("{what} {}", if kill { "killed" } else { "paused" });
+            w.wait_acked(&clouds, start, during, seed, &what).await;
+            if kill {
+                c.spawn(&victim);
+            } else {
+                c.resume(&victim);
+            }
         }
         Fault::PartitionCloud => {
             c.partition_cloud(&cloud, true);
@@ -547,22 +531,112 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
         after.is_some() && after >= before,
         "seed {seed}: flooded validator {victim}: tip {before:?} -> {after:?}"
     );
-    let rss_after = c.rss_kib(&victim);
-    eprintln!(
-        "flood: {sent} datagrams at {victim} in {:?}, RSS {rss_before:?} -> {rss_after:?} KiB",
-        start.elapsed()
-    );
     // Memory stays bounded: garbage costs no per-datagram state.
-    if let (Some(b), Some(a)) = (rss_before, rss_after) {
-        assert!(
-            a < b + 64 * 1024,
-            "seed {seed}: {victim} grew from {b} to {a} KiB under the flood"
-        );
-    }
+    flood_memory(c, &victim, "datagrams", sent, start, rss_before, 64 * 1024);
     rows.insert(
         "adversary: random/truncated/oversized datagram flood",
         (1, 0, Recoveries::default(), 0),
     );
+
+    // 6. A member floods the same validator with garbage over its
+    // authenticated QUIC connection: `MESSAGES` random, truncated, altered
+    // and large message bodies (up to 256 KiB, within the frame limit so
+    // they are read) to its consensus actor, and messages to actors it does
+    // not have, as fast as the transport takes them. Each fails to decode
+    // or is dropped; the chain keeps committing meanwhile and the
+    // validator's memory stays bounded.
+    const MESSAGES: u64 = 3_000;
+    let chain_id = c.fed.local_chain(&cloud).expect("chain").id().to_string();
+    let validator = c.fed.node(&victim).expect("node").id();
+    let actor = federact::actors::wire::validator_actor(&chain_id);
+    let genuine = federact::actors::wire::encode(&federact::actors::wire::ValidatorRequest::Tip);
+    let t = c.clients[0].transport.clone();
+    let rss_before = c.rss_kib(&victim);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let flood = async {
+        while sent < MESSAGES {
+            let body: Vec<u8> = match ch.below(8) {
+                // A genuine message, truncated or with bytes flipped.
+                0 | 1 => {
+                    let mut b = genuine.to_vec();
+                    b.truncate(ch.below(b.len()));
+                    b
+                }
+                2 | 3 => {
+                    let mut b = genuine.to_vec();
+                    let i = ch.below(b.len());
+                    b[i] ^= 1 + ch.below(255) as u8;
+                    b
+                }
+                4..=6 => (0..1 + ch.below(4096)).map(|_| ch.next() as u8).collect(),
+                _ => vec![ch.next() as u8; 256 << 10],
+            };
+            let to = if sent % 5 == 4 {
+                "no-such-actor"
+            } else {
+                actor.as_str()
+            };
+            let _ = t.send(validator, to, body.into()).await;
+            sent += 1;
+            if sent % 16 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    tokio::join!(
+        flood,
+        w.wait_acked(
+            &clouds,
+            start,
+            3,
+            seed,
+            "commits under a garbage-message flood"
+        )
+    );
+    flood_memory(
+        c,
+        &victim,
+        "garbage messages",
+        sent,
+        start,
+        rss_before,
+        128 * 1024,
+    );
+    assert!(
+        c.tip(&victim, &chain_id).await.is_some(),
+        "seed {seed}: {victim} stopped answering after the message flood"
+    );
+    rows.insert(
+        "adversary: member flooding garbage messages over QUIC",
+        (1, 0, Recoveries::default(), 0),
+    );
+}
+
+/// Reports a flood of `sent` `what` at `victim` since `start`, and checks
+/// that its resident memory grew by less than `growth_max_kib` from
+/// `rss_before` (when `/proc` tells).
+fn flood_memory(
+    c: &Cluster,
+    victim: &str,
+    what: &str,
+    sent: u64,
+    start: Instant,
+    rss_before: Option<u64>,
+    growth_max_kib: u64,
+) {
+    let rss_after = c.rss_kib(victim);
+    eprintln!(
+        "flood: {sent} {what} at {victim} in {:?}, RSS {rss_before:?} -> {rss_after:?} KiB",
+        start.elapsed()
+    );
+    if let (Some(b), Some(a)) = (rss_before, rss_after) {
+        assert!(
+            a < b + growth_max_kib,
+            "seed {}: {victim} grew from {b} to {a} KiB under a flood of {what}",
+            c.seed
+        );
+    }
 }
 
 /// Runs one seeded federation: the faults in `order`, optionally the
@@ -660,14 +734,65 @@ async fn faults_long_many_seeds_shuffled_faults_impaired_links() {
     }
 }
 
+/// Sends the honest validators of `honest` (over the byzantine validator's
+/// transport `t`) the two conflicting messages `conflicting` builds for
+/// their current height, again each time, until every one of them has
+/// logged more `evidence` (the evidence variant's name) than before.
+/// Returns how many messages it sent.
+async fn equivocate_until_reported(
+    c: &Cluster,
+    t: &Transport,
+    honest: &[String],
+    evidence: &str,
+    conflicting: impl Fn(u64) -> [bytes::Bytes; 2],
+) -> u32 {
+    let seed = c.seed;
+    let chain = c.nodes[&honest[0]].cloud.clone();
+    let chain = c.fed.local_chain(&chain).expect("chain").id().to_string();
+    let actor = federact::actors::wire::validator_actor(&chain);
+    let reported = |c: &Cluster| -> Vec<usize> {
+        honest
+            .iter()
+            .map(|n| c.log_text(n).matches(evidence).count())
+            .collect()
+    };
+    let before = reported(c);
+    let deadline = Instant::now() + harness::WAIT_MAX;
+    let mut sent = 0u32;
+    loop {
+        // The honest validators' current height: their tip + 1.
+        let height = c.tip(&honest[0], &chain).await.unwrap_or(0) + 1;
+        for body in conflicting(height) {
+            for h in honest {
+                let id = c.fed.node(h).expect("node").id();
+                let _ = t.send(id, &actor, body.clone()).await;
+            }
+            sent += 1;
+        }
+        let now = reported(c);
+        if now.iter().zip(&before).all(|(a, b)| a > b) {
+            return sent;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {evidence} not reported by all of {honest:?}: {before:?} -> {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A validator equivocates: its process is replaced by the test holding its
 /// key (same address behind its relay), which sends two conflicting signed
-/// prevotes for the height the others are at. Every honest validator must
+/// prevotes for the height the others are at, then two conflicting signed
+/// proposals for a round of that height it leads. Every honest validator must
 /// detect it and report the evidence (its log's "equivocation evidence"
 /// warning), and the chain keeps committing.
 async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
     use federact::actors::wire::{self, ValidatorOneWay};
-    use federact::ledger::consensus::{Message, SignedVote, Vote};
+    use federact::ledger::block::Block;
+    use federact::ledger::consensus::{
+        proposal_sign_bytes, Message, Proposal, SignedProposal, SignedVote, Vote,
+    };
     use federact::ledger::VoteKind;
 
     let seed = c.seed;
@@ -677,12 +802,6 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
     let byzantine = names[names.len() - 1].clone();
     let index = (names.len() - 1) as u16;
     let honest: Vec<String> = names[..names.len() - 1].to_vec();
-    let log_has_evidence = |c: &Cluster, name: &str| {
-        std::fs::read_to_string(c.dir.path().join(format!("{name}.log")))
-            .map(|t| t.matches("equivocation evidence").count())
-            .unwrap_or(0)
-    };
-    let before: Vec<usize> = honest.iter().map(|n| log_has_evidence(c, n)).collect();
     c.kill9(&byzantine);
     let cfg = federact::config::NodeConfig::load(
         &c.dir.path().join("nodes").join(format!("{byzantine}.toml")),
@@ -697,42 +816,58 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
     )
     .await
     .expect("byzantine transport");
-    let deadline = Instant::now() + harness::WAIT_MAX;
-    let mut sent = 0u32;
-    loop {
-        // The honest validators' current height: their tip + 1.
-        let tip = c.tip(&honest[0], chain.id()).await.unwrap_or(0);
-        for value in [b"left".as_slice(), b"right".as_slice()] {
+    // Two conflicting signed prevotes for the height the others are at.
+    let votes = |height: u64| {
+        [b"left".as_slice(), b"right".as_slice()].map(|value| {
             let vote = Vote {
                 kind: VoteKind::Prevote,
-                height: tip + 1,
+                height,
                 round: 0,
                 value: Some(Hash::of(value)),
                 validator: index,
             };
-            let sv = SignedVote {
+            let signature = key.sign(&vote.sign_bytes(chain.id()));
+            wire::encode(&ValidatorOneWay::Consensus(Message::Vote(SignedVote {
                 vote,
-                signature: key.sign(&vote.sign_bytes(chain.id())),
+                signature,
+            })))
+        })
+    };
+    let mut sent = equivocate_until_reported(c, &t, &honest, "ConflictingVotes", votes).await;
+    // Two conflicting proposals for a round of that height it leads
+    // (round-robin: one of the first n rounds).
+    let set = federact::ledger::cert::ValidatorSet::from_spec(&chain);
+    let proposals = |height: u64| {
+        let round = (0..names.len() as u32)
+            .find(|r| *set.proposer(height, *r) == key.id())
+            .expect("the byzantine validator leads one of every n rounds");
+        [b"left".as_slice(), b"right".as_slice()].map(|value| {
+            let block = Block::new(
+                chain.id(),
+                height,
+                Hash::of(value),
+                key.id(),
+                round,
+                0,
+                Vec::new(),
+            );
+            let bytes = proposal_sign_bytes(chain.id(), height, round, None, &block.id());
+            let proposal = Proposal {
+                height,
+                round,
+                valid_round: None,
+                value: block,
+                proposer: index,
             };
-            let body = wire::encode(&ValidatorOneWay::Consensus(Message::Vote(sv)));
-            for h in &honest {
-                let id = c.fed.node(h).expect("node").id();
-                let _ = t
-                    .send(id, &wire::validator_actor(chain.id()), body.clone())
-                    .await;
-            }
-        }
-        sent += 2;
-        let now: Vec<usize> = honest.iter().map(|n| log_has_evidence(c, n)).collect();
-        if now.iter().zip(&before).all(|(a, b)| a > b) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: equivocation by {byzantine} not reported by all of {honest:?}: {before:?} -> {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            wire::encode(&ValidatorOneWay::Consensus(Message::Proposal(
+                SignedProposal {
+                    proposal,
+                    signature: key.sign(&bytes),
+                },
+            )))
+        })
+    };
+    sent += equivocate_until_reported(c, &t, &honest, "ConflictingProposals", proposals).await;
     t.close().await;
     drop(t);
     // The endpoint's socket closes asynchronously: wait (bounded) until the
@@ -757,7 +892,7 @@ async fn equivocating_validator(c: &mut Cluster, w: &Workload, rows: &mut Rows) 
     )
     .await;
     rows.insert(
-        "adversary: equivocating validator (evidence reported)",
+        "adversary: equivocating validator, votes and proposals (evidence reported)",
         (sent as usize, 0, Recoveries::default(), 0),
     );
 }
@@ -771,13 +906,34 @@ enum AppFault {
     SourceKilledMidMigration,
     OrchestratorKilledMidOffload,
     GatewaysRestartMidInterMigration,
+    AdopterCutFromItsGatewayMidInterMigration,
+    ImageDestinationKilledMidTransfer,
+    ImageSourceKilledMidTransfer,
+    GatewayRestartMidInterImageMigration,
 }
 
-const APP_FAULTS: [AppFault; 4] = [
+/// Every application fault (the long suite runs them all, shuffled).
+const APP_FAULTS: [AppFault; 8] = [
     AppFault::DestinationKilledMidMigration,
     AppFault::SourceKilledMidMigration,
     AppFault::OrchestratorKilledMidOffload,
     AppFault::GatewaysRestartMidInterMigration,
+    AppFault::AdopterCutFromItsGatewayMidInterMigration,
+    AppFault::ImageDestinationKilledMidTransfer,
+    AppFault::ImageSourceKilledMidTransfer,
+    AppFault::GatewayRestartMidInterImageMigration,
+];
+
+/// The quick suite's application faults: the instance faults, the
+/// regression of the stranded adoption, and one image fault (the other
+/// image faults take the same paths and run in the long suite).
+const APP_FAULTS_QUICK: [AppFault; 6] = [
+    AppFault::DestinationKilledMidMigration,
+    AppFault::SourceKilledMidMigration,
+    AppFault::OrchestratorKilledMidOffload,
+    AppFault::GatewaysRestartMidInterMigration,
+    AppFault::AdopterCutFromItsGatewayMidInterMigration,
+    AppFault::ImageDestinationKilledMidTransfer,
 ];
 
 impl AppFault {
@@ -792,6 +948,18 @@ impl AppFault {
             }
             AppFault::GatewaysRestartMidInterMigration => {
                 "kill -9 + restart of both gateways mid inter-cloud migration"
+            }
+            AppFault::AdopterCutFromItsGatewayMidInterMigration => {
+                "adopting orchestrator cut from its gateway mid inter-cloud migration"
+            }
+            AppFault::ImageDestinationKilledMidTransfer => {
+                "kill -9 of an image migration's destination mid-transfer"
+            }
+            AppFault::ImageSourceKilledMidTransfer => {
+                "kill -9 of an image migration's source mid-transfer"
+            }
+            AppFault::GatewayRestartMidInterImageMigration => {
+                "kill -9 + restart of the destination gateway mid inter-cloud image migration"
             }
         }
     }
@@ -821,6 +989,9 @@ struct Apps {
     requested: Vec<Requested>,
     seen: HashSet<federact::ledger::hash::Hash>,
     violations: Vec<String>,
+    /// Image files moved with `federact migrate`.
+    images: Vec<ImageMove>,
+    image_seq: u64,
 }
 
 impl Apps {
@@ -901,31 +1072,83 @@ impl Apps {
         src: &str,
         to: &Site,
     ) -> tokio::task::JoinHandle<Result<federact::actors::wire::MigrationReport, String>> {
+        let key = key.to_string();
+        self.hold_back(src, to, |c| migrate(c, COUNTER_CLIENT, &key, to.clone()))
+            .await
+    }
+
+    /// Like [`Apps::stalled_migration`] for an image file moved by
+    /// `federact migrate` from `src` (a server of the counter client's
+    /// cloud): the path to `to` blocked, returns once the `Indication`
+    /// committed.
+    async fn stalled_image(
+        &mut self,
+        image: &Image,
+        src: &str,
+        to: &Site,
+    ) -> tokio::task::JoinHandle<Result<federact::actors::wire::MigrationReport, String>> {
+        let from = Site::new(&self.c.clients[COUNTER_CLIENT].cloud, src);
+        self.hold_back(src, to, |c| {
+            migrate_cli(c, COUNTER_CLIENT, image, &from, to)
+        })
+        .await
+    }
+
+    /// Blocks the path between server `src` and `to` (both ways: a QUIC
+    /// connection either side opened earlier carries traffic in both
+    /// directions through the opener's peer's relay), starts a migration
+    /// from `src` with `start`, and waits until its `Indication` committed.
+    async fn hold_back<T>(
+        &mut self,
+        src: &str,
+        to: &Site,
+        start: impl FnOnce(&Cluster) -> tokio::task::JoinHandle<T>,
+    ) -> tokio::task::JoinHandle<T> {
         // Every migration announced so far is not this one.
         let before = indications(&live_records(&self.c).await);
         self.seen.extend(before);
-        // Both ways: a QUIC connection either side opened earlier carries
-        // traffic in both directions through the opener's peer's relay.
         self.block(src, &to.server, true);
-        let pending = migrate(&self.c, COUNTER_CLIENT, key, to.clone());
-        let chain = if to.cloud == self.c.clients[COUNTER_CLIENT].cloud {
-            self.c
-                .fed
-                .local_chain(&to.cloud)
-                .expect("chain")
-                .id()
-                .to_string()
-        } else {
-            self.c
-                .fed
-                .consortium()
-                .expect("consortium")
-                .id()
-                .to_string()
-        };
+        let pending = start(&self.c);
+        let chain = indication_chain(&self.c, &self.c.clients[COUNTER_CLIENT].cloud, &to.cloud);
         let id = wait_indication(&self.c, &chain, src, &to.server, &self.seen).await;
         self.seen.insert(id);
         pending
+    }
+
+    /// A fresh image (a few MiB, its own content) on server `server`'s disk.
+    fn new_image(&mut self, server: &str) -> Image {
+        self.image_seq += 1;
+        let path = self
+            .c
+            .dir
+            .path()
+            .join("images")
+            .join(server)
+            .join(format!("vm-{}.qcow2", self.image_seq));
+        write_image(
+            &path,
+            3,
+            self.c.seed.wrapping_mul(31).wrapping_add(self.image_seq),
+        )
+    }
+
+    /// Records an image move and its answer.
+    fn image_moved(
+        &mut self,
+        label: &str,
+        image: Image,
+        from: Site,
+        to: Site,
+        answer: Result<federact::actors::wire::MigrationReport, String>,
+    ) {
+        eprintln!("seed {}: image {label}: {answer:?}", self.c.seed);
+        self.images.push(ImageMove {
+            label: label.into(),
+            image,
+            from,
+            to,
+            answer,
+        });
     }
 
     fn block(&self, a: &str, b: &str, cut: bool) {
@@ -1033,11 +1256,7 @@ impl Apps {
                     .await;
                 let orch = self
                     .c
-                    .fed
-                    .orchestrator(&self.c.clients[OFFLOAD_CLIENT].cloud)
-                    .expect("orchestrator")
-                    .name()
-                    .to_string();
+                    .orchestrator_of(&self.c.clients[OFFLOAD_CLIENT].cloud);
                 self.c.kill9(&orch);
                 // The other cloud's invocations go on meanwhile.
                 self.counters()
@@ -1056,6 +1275,119 @@ impl Apps {
                 self.recover(healed, "after an orchestrator restarted")
                     .await
             }
+            AppFault::AdopterCutFromItsGatewayMidInterMigration => {
+                // Regression: the destination cloud's orchestrator could not
+                // record its join (its gateway unreachable, or too slow
+                // under load: a 30 s timeout), failed the adoption, and the
+                // instance was left nowhere — released by its source, its
+                // image unadopted at the destination, placed afresh from
+                // older state. An adoption now waits for its records.
+                let key = "m-adopt";
+                self.place(key).await;
+                let cloud1 = self.c.clients[OFFLOAD_CLIENT].cloud.clone();
+                let dst = Site::new(&cloud1, "c1-server-2");
+                let orch = self.c.orchestrator_of(&cloud1);
+                let gw = self.c.gateway_of(&cloud1);
+                let failures = |c: &Cluster| {
+                    let log = c.log_text(&orch);
+                    log.matches("adoption record not committed").count()
+                        + log.matches("join not recorded").count()
+                };
+                let before = failures(&self.c);
+                self.block(&orch, &gw, true);
+                let pending = migrate(&self.c, COUNTER_CLIENT, key, dst.clone());
+                // The adopter's join failed at least once: then heal.
+                let c = &self.c;
+                wait_for(seed, "the adopter's join failing", || {
+                    (failures(c) <= before).then(|| format!("{orch} logged no failed join yet"))
+                })
+                .await;
+                self.block(&orch, &gw, false);
+                let healed = Instant::now();
+                let answer = pending.await.expect("migration task");
+                eprintln!(
+                    "seed {seed}: migration with the adopter cut from its gateway: {answer:?}"
+                );
+                if !matches!(&answer, Ok(r) if r.completed) {
+                    self.violations.push(format!(
+                        "inter-cloud migration with the adopter cut from its gateway: {answer:?}, expected completed"
+                    ));
+                }
+                self.requested.push(Requested {
+                    key: key.into(),
+                    answer,
+                });
+                let at = self.server_of(key).await;
+                if at != dst.server {
+                    self.violations.push(format!(
+                        "counter/{key} at {at} after its migration to {}",
+                        dst.server
+                    ));
+                }
+                self.check_next(key, "after an adoption across a gateway cut")
+                    .await;
+                self.recover(healed, "after the adopter's gateway came back")
+                    .await
+            }
+            AppFault::ImageDestinationKilledMidTransfer
+            | AppFault::ImageSourceKilledMidTransfer => {
+                let src = "c2-server-1".to_string();
+                let dst = other_server(&self.c, &cloud2, &src);
+                let image = self.new_image(&src);
+                let to = Site::new(&cloud2, &dst);
+                let pending = self.stalled_image(&image, &src, &to).await;
+                let victim = if fault == AppFault::ImageSourceKilledMidTransfer {
+                    src.clone()
+                } else {
+                    dst.clone()
+                };
+                self.lose_with(&victim).await;
+                self.c.kill9(&victim);
+                self.unblock(&src, &dst);
+                let answer = if victim == dst {
+                    // The source's protocol timeout rejects it on the ledger.
+                    let a = pending.await.expect("migrate task");
+                    if !matches!(&a, Ok(r) if !r.completed) {
+                        self.violations.push(format!(
+                            "image migration with its destination killed: {a:?}, expected aborted"
+                        ));
+                    }
+                    a
+                } else {
+                    // The tool's request dies with the source; the
+                    // destination rejects on its timeout (the checker wants
+                    // exactly one outcome on the ledger).
+                    pending.await.expect("migrate task")
+                };
+                self.c.spawn(&victim);
+                let healed = Instant::now();
+                self.image_moved(fault.name(), image, Site::new(&cloud2, &src), to, answer);
+                self.recover(healed, "after an image migration's server restarted")
+                    .await
+            }
+            AppFault::GatewayRestartMidInterImageMigration => {
+                let src = "c2-server-2".to_string();
+                let cloud1 = self.c.clients[OFFLOAD_CLIENT].cloud.clone();
+                let to = Site::new(&cloud1, "c1-server-2");
+                let image = self.new_image(&src);
+                let pending = self.stalled_image(&image, &src, &to).await;
+                let gw = self.c.gateway_of(&cloud1);
+                self.c.kill9(&gw);
+                self.unblock(&src, &to.server);
+                self.c.spawn(&gw);
+                let healed = Instant::now();
+                let answer = pending.await.expect("migrate task");
+                // Either outcome is legitimate (the restart may outlast the
+                // protocol timeout); the checkers hold it to the ledger.
+                if let Err(e) = &answer {
+                    self.violations.push(format!(
+                        "inter-cloud image migration across a gateway restart failed: {e}"
+                    ));
+                }
+                self.image_moved(fault.name(), image, Site::new(&cloud2, &src), to, answer);
+                self.recover(healed, "after the destination gateway restarted")
+                    .await
+            }
             AppFault::GatewaysRestartMidInterMigration => {
                 let key = "m-gw";
                 let src = self.place(key).await;
@@ -1065,14 +1397,7 @@ impl Apps {
                     .c
                     .clients
                     .iter()
-                    .map(|cl| {
-                        self.c
-                            .fed
-                            .gateway(&cl.cloud)
-                            .expect("gateway")
-                            .name()
-                            .to_string()
-                    })
+                    .map(|cl| self.c.gateway_of(&cl.cloud))
                     .collect();
                 for g in &gateways {
                     self.c.kill9(g);
@@ -1167,6 +1492,8 @@ async fn run_apps(seed: u64, long: bool, order: &[AppFault], rows: &mut Rows) {
         requested: Vec::new(),
         seen: HashSet::new(),
         violations: Vec::new(),
+        images: Vec::new(),
+        image_seq: 0,
     };
     apps.counters().wait_acked(t0, 6, seed, "warm-up").await;
     apps.offloads().wait_acked(t0, 3, seed, "warm-up").await;
@@ -1201,6 +1528,44 @@ async fn run_apps(seed: u64, long: bool, order: &[AppFault], rows: &mut Rows) {
         apps.check_next(key, "after a clean migration").await;
     }
 
+    // Image files moved with `federact migrate`: a local and an
+    // inter-cloud move complete; a transfer tampered in transit (a source
+    // server sending an image that is not the announced one) is rejected.
+    let src = "c2-server-1";
+    let from = Site::new(&cloud2, src);
+    for (label, to) in [
+        ("clean local", Site::new(&cloud2, "c2-server-2")),
+        ("clean inter-cloud", Site::new(&cloud1, "c1-server-2")),
+    ] {
+        let image = apps.new_image(src);
+        let answer = migrate_cli(&apps.c, COUNTER_CLIENT, &image, &from, &to)
+            .await
+            .expect("migrate task");
+        assert!(
+            matches!(&answer, Ok(r) if r.completed),
+            "seed {seed}: {label} image migration: {answer:?}"
+        );
+        apps.image_moved(label, image, from.clone(), to, answer);
+    }
+    let image = apps.new_image(src);
+    let to = Site::new(&cloud2, "c2-server-2");
+    let client = &apps.c.clients[COUNTER_CLIENT];
+    let answer = federact::actors::migration::request_migration(
+        &client.transport,
+        apps.c.fed.node(src).expect("source").id(),
+        image.path.to_str().expect("UTF-8 path"),
+        to.clone(),
+        true,
+        Duration::from_secs(180),
+    )
+    .await
+    .map_err(|e| e.to_string());
+    assert!(
+        matches!(&answer, Ok(r) if !r.completed),
+        "seed {seed}: image tampered in transit: {answer:?}, expected rejected"
+    );
+    apps.image_moved("tampered in transit", image, from.clone(), to, answer);
+
     let mut recoveries: HashMap<AppFault, Vec<u128>> = HashMap::new();
     for &fault in order {
         let t = apps.inject(fault).await;
@@ -1220,10 +1585,14 @@ async fn run_apps(seed: u64, long: bool, order: &[AppFault], rows: &mut Rows) {
             )),
         }
     }
+    apps.requested
+        .extend(apps.images.iter().map(ImageMove::requested));
     let (mv, outcomes) = check_migrations(&apps.c, &apps.requested).await;
     v.extend(mv);
     let findings = check_invariants(&mut apps.c, &Log::default()).await;
     v.extend(findings.violations);
+    // The servers stopped: their image directories are final.
+    v.extend(check_images(&apps.c, &apps.images, &outcomes));
     let records = store_records(&apps.c);
     v.extend(check_offloads(&records, &offload_log));
     let lost_data = v
@@ -1266,7 +1635,7 @@ async fn run_apps(seed: u64, long: bool, order: &[AppFault], rows: &mut Rows) {
 async fn faults_apps_quick_servers_orchestrator_gateways_killed_mid_work_nothing_acknowledged_lost()
 {
     let mut rows = Rows::new();
-    run_apps(seed_from_env(1), false, &APP_FAULTS, &mut rows).await;
+    run_apps(seed_from_env(1), false, &APP_FAULTS_QUICK, &mut rows).await;
     print_table(&rows);
 }
 

@@ -28,25 +28,11 @@ use federact_ledger::hash::Hash;
 use federact_ledger::record::{Record, Scope, Site};
 use federact_ledger::tx::Transaction;
 
-/// splitmix64: a small seeded generator (reproducible from the seed alone).
-struct Rng(u64);
+#[path = "harness/rng.rs"]
+#[allow(dead_code)]
+mod rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+use rng::SplitMix as Rng;
 
 const INTERESTING: [u8; 6] = [0, 1, 0x7f, 0x80, 0xfe, 0xff];
 
@@ -286,4 +272,19 @@ fn config_parser_survives_seeds_corpus_and_mutations() {
             .into_bytes(),
     );
     smoke("config_parse", seeds, checks::config_parse);
+}
+
+#[test]
+fn proof_verification_survives_edits_and_forges_nothing() {
+    // Each genuine proof unedited (pick, offset 0, no patch), whole and
+    // truncated at its end: each decodes and verifies.
+    let n = checks::proof_fixture().proofs.len() as u8;
+    let mut seeds: Vec<Vec<u8>> = (0..n).map(|i| vec![i, 0, 0]).collect();
+    for (i, p) in checks::proof_fixture().proofs.iter().enumerate() {
+        // Rewrites the whole encoding with itself.
+        let mut whole = vec![i as u8 | 0x80, 0, 0];
+        whole.extend_from_slice(p);
+        seeds.push(whole);
+    }
+    smoke("proof_verify", seeds, checks::proof_verify);
 }

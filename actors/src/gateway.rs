@@ -1394,7 +1394,12 @@ impl GatewayActor {
             return;
         }
         let why = match verdict {
-            Probed::Wait | Probed::Committed => return, // the block will answer
+            Probed::Wait => return,
+            // Committed, and still waited for: the block may have been
+            // applied before the validators' admission reply registered
+            // the submitter (a fast chain under load), so no block will
+            // answer; answer from the chain.
+            Probed::Committed => return self.answer_from_chain(chain_id, *id, ctx),
             Probed::Refused(why) => why,
             Probed::Lost => "the transaction was lost by the validators (not pending, not committed); submit it again".into(),
         };
@@ -1406,6 +1411,66 @@ impl GatewayActor {
                 w.answer(GatewayResponse::Refused(why.clone()));
             }
         }
+    }
+
+    /// Answers the submitters of `id`, committed on `chain_id`, with a
+    /// receipt whose proof a validator gives and this gateway checks
+    /// against the chain's validator set (regression: a submitter
+    /// registered after its block was applied waited for its timeout —
+    /// e.g. an orchestrator's join "timed out after 30 s" although it had
+    /// committed at once). If no validator gives a valid proof, the next
+    /// probe asks again.
+    fn answer_from_chain(&mut self, chain_id: &str, id: TxId, ctx: &mut Context<Self>) {
+        let Some(chain) = self.chain_mut(chain_id) else {
+            return;
+        };
+        let (peers, actor, set) = (
+            chain.validators.clone(),
+            chain.actor.clone(),
+            chain.set.clone(),
+        );
+        let transport = self.transport.clone();
+        let body = wire::encode(&ValidatorRequest::Query(LedgerQuery::Tx { id }));
+        let chain_id = chain_id.to_string();
+        let verify_on = chain_id.clone();
+        let fut = async move {
+            for peer in peers {
+                let Ok(reply) = transport
+                    .request(peer, &actor, body.clone(), REQUEST_TIMEOUT)
+                    .await
+                else {
+                    continue;
+                };
+                if let Ok(ValidatorResponse::Answer(crate::wire::LedgerAnswer::Tx(Some(proof)))) =
+                    wire::decode::<ValidatorResponse>(&reply)
+                {
+                    if proof.tx_id == id && proof.verify(&set, &verify_on).is_ok() {
+                        return Some(proof);
+                    }
+                }
+            }
+            None
+        };
+        ctx.spawn(fut.into_actor(self).map(move |proof, act, _| {
+            let Some(proof) = proof else {
+                return;
+            };
+            if let Some((_, waiters, since, _)) = act.waiting.remove(&id) {
+                let height = proof.header.height;
+                act.metrics
+                    .commit_latency(&chain_id, now_ms().saturating_sub(since) as f64);
+                act.end_traced(&id, None, Some(height));
+                let receipt = Receipt {
+                    chain_id: chain_id.clone(),
+                    tx_id: id,
+                    height,
+                    proof: Some(proof),
+                };
+                for w in waiters {
+                    w.answer(GatewayResponse::Receipt(receipt.clone()));
+                }
+            }
+        }));
     }
 
     /// Relays a ledger query to the validators of a followed chain, one at

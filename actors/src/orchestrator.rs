@@ -245,6 +245,46 @@ fn refused_as_already(e: &ActorError, what: &str) -> bool {
     matches!(e, ActorError::Refused { reason } if reason.contains(what))
 }
 
+/// How long an adopting placement (the instance a completed migration
+/// brought) keeps submitting its join and placement records. Such an
+/// instance has no other home — its source released it — so a slow or
+/// briefly unreachable gateway must delay the adoption, not fail it
+/// (regression: a join that timed out under load failed the adoption, the
+/// image stayed unadopted at the destination and the source cloud placed
+/// the instance afresh from older state).
+pub const ADOPT_RECORDS_WAIT: Duration = Duration::from_secs(120);
+
+/// How long the source cloud's orchestrator waits for the destination
+/// cloud's to adopt: longer than the adopter may take (its records, then
+/// its server's wait), so a slow adoption is never taken for a failed one.
+const HAND_OVER_WAIT: Duration =
+    Duration::from_secs(ADOPT_RECORDS_WAIT.as_secs() + crate::server::ADOPT_WAIT.as_secs() + 60);
+
+/// Submits `record`, retrying failures (timeouts, unreachable gateway or
+/// validators, a busy gateway) until `deadline`; a refusal containing
+/// `already` counts as done (a retried record that committed the first
+/// time, e.g. a join). Returns the last error past the deadline.
+async fn submit_until(
+    ledger: &LedgerClient,
+    record: Record,
+    already: Option<&str>,
+    deadline: Instant,
+) -> Result<(), ActorError> {
+    let mut attempt = 1u32;
+    loop {
+        match ledger.submit(record.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if already.is_some_and(|w| refused_as_already(&e, w)) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                warn!(record = record.kind(), attempt, error = %e, "adoption record not committed; retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 impl OrchestratorActor {
     /// An orchestrator for `setup.cloud`. Opens its placement directory
     /// (`dir/placements`, restoring what it held before a restart) and
@@ -490,18 +530,25 @@ impl OrchestratorActor {
         let transport = self.transport.clone();
         let (name, key) = id.clone();
         let work = async move {
-            let join_needed = match hosting {
-                Hosting::Fresh => true,
-                Hosting::Adopt { join, .. } => join,
+            let (join_needed, adopting) = match hosting {
+                Hosting::Fresh => (true, false),
+                Hosting::Adopt { join, .. } => (join, true),
             };
+            // A fresh placement fails fast (its caller may ask again); an
+            // adoption retries until `ADOPT_RECORDS_WAIT`.
+            let deadline = Instant::now()
+                + if adopting {
+                    ADOPT_RECORDS_WAIT
+                } else {
+                    Duration::ZERO
+                };
             if join_needed {
-                match ledger.submit(join).await {
-                    Ok(_) => {}
-                    Err(e) if refused_as_already(&e, "already joined") => {}
-                    Err(e) => return Err((false, format!("join not recorded: {e}"))),
+                if let Err(e) = submit_until(&ledger, join, Some("already joined"), deadline).await
+                {
+                    return Err((false, format!("join not recorded: {e}")));
                 }
             }
-            if let Err(e) = ledger.submit(orch).await {
+            if let Err(e) = submit_until(&ledger, orch, None, deadline).await {
                 return Err((true, format!("placement not recorded: {e}")));
             }
             let (req, timeout) = match hosting {
@@ -1112,7 +1159,7 @@ impl OrchestratorActor {
             kind: EntityKind::Container,
             entity: entity_name(&id.0, &id.1),
         };
-        let timeout = crate::server::ADOPT_WAIT + Duration::from_secs(30);
+        let timeout = HAND_OVER_WAIT;
         let work = async move {
             let adopted = match transport
                 .request(peer, ORCHESTRATOR_ACTOR, wire::encode(&req), timeout)

@@ -32,7 +32,7 @@ use federact::ledger::hash::Hash;
 use federact::ledger::record::{Record, Scope, Site};
 use federact::ledger::store::ChainStore;
 
-use super::{Cluster, WAIT_MAX};
+use super::{count_since, wait_for, Cluster, WAIT_MAX};
 
 /// What one caller saw of one counter instance.
 #[derive(Debug, Default, Clone)]
@@ -124,21 +124,12 @@ impl Counters {
 
     /// Waits (bounded) for `n` acknowledged increments after `since`.
     pub async fn wait_acked(&self, since: Instant, n: usize, seed: u64, what: &str) {
-        let deadline = Instant::now() + WAIT_MAX;
-        loop {
-            let got = {
-                let l = self.log.lock().expect("log");
-                l.acked_at.iter().filter(|t| **t >= since).count()
-            };
-            if got >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "seed {seed}: {what}: {got} of {n} counter increments acknowledged within {WAIT_MAX:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let log = &self.log;
+        wait_for(seed, what, || {
+            let got = count_since(&log.lock().expect("log").acked_at, since);
+            (got < n).then(|| format!("{got} of {n} counter increments acknowledged"))
+        })
+        .await
     }
 
     /// Stops the caller after its current call.
@@ -311,21 +302,12 @@ impl Offloads {
 
     /// Waits (bounded) for `n` answered tasks after `since`.
     pub async fn wait_acked(&self, since: Instant, n: usize, seed: u64, what: &str) {
-        let deadline = Instant::now() + WAIT_MAX;
-        loop {
-            let got = {
-                let l = self.log.lock().expect("log");
-                l.acked_at.iter().filter(|t| **t >= since).count()
-            };
-            if got >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "seed {seed}: {what}: {got} of {n} offloaded tasks answered within {WAIT_MAX:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let log = &self.log;
+        wait_for(seed, what, || {
+            let got = count_since(&log.lock().expect("log").acked_at, since);
+            (got < n).then(|| format!("{got} of {n} offloaded tasks answered"))
+        })
+        .await
     }
 
     /// Stops the callers after their current task.

@@ -13,8 +13,9 @@
 //!   the local chain of each cloud it names.
 //!
 //! With [`ClusterOptions::apps`], servers and orchestrators run as processes
-//! too and [`apps`] drives invocations, offloads and migrations and checks
-//! their own invariants.
+//! too, [`apps`] drives invocations, offloads and migrations and checks
+//! their own invariants, and [`images`] moves VM image files (qcow2) with
+//! `federact migrate` and checks what each server kept.
 //!
 //! Waits are bounded polls on observable progress (acknowledgements, tips),
 //! never sleeps tuned to pass. A failure names the seed it ran with.
@@ -22,6 +23,8 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod images;
+pub mod rng;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -90,6 +93,18 @@ pub struct Client {
     pub key: NodeKey,
 }
 
+/// The node configuration of the operator identity of client `client`'s
+/// cloud (`cN-operator`, written in application mode) that tools run as
+/// processes use.
+pub fn operator_config(cluster: &Cluster, client: usize) -> PathBuf {
+    let name = cluster.clients[client].name.trim_end_matches("-client");
+    cluster
+        .dir
+        .path()
+        .join("nodes")
+        .join(format!("{name}-operator.toml"))
+}
+
 /// A running federation of node processes.
 pub struct Cluster {
     /// The directory `init` wrote (keys, node files, data, logs).
@@ -121,7 +136,41 @@ pub struct ClusterOptions {
     pub node_args: HashMap<String, Vec<String>>,
 }
 
+/// A free loopback UDP port for a node process to bind later, below the
+/// kernel's ephemeral range: a port the OS hands out for `:0` may be taken
+/// by any process on the machine between this check and the node's bind
+/// (seen: a validator that could not start, "Address already in use"),
+/// and again while a killed node restarts; ports below the range are only
+/// ever taken by name.
 fn free_udp_port() -> SocketAddr {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // Below the ephemeral range if there is room, else above it.
+    let (from, to) = if low > 11_000 {
+        (10_000, low)
+    } else {
+        (high.saturating_add(1).max(high), u16::MAX)
+    };
+    let mix = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    let mut rng = rng::SplitMix(mix ^ NEXT.fetch_add(1, Ordering::Relaxed));
+    for _ in 0..1000 {
+        let port = from + rng.below(usize::from(to - from)) as u16;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
     let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free port");
     s.local_addr().expect("local addr")
 }
@@ -154,11 +203,31 @@ impl Cluster {
             // seconds (the idle timeout), not the default half minute.
             let f = &written.federation_file;
             let text = std::fs::read_to_string(f).expect("federation file");
-            let text = text.replacen(
+            let mut text = text.replacen(
                 "[transport]\n",
                 "[transport]\nidle_timeout_ms = 5000\nkeep_alive_ms = 1000\n",
                 1,
             );
+            // One more operator identity per cloud (`cN-operator`) for the
+            // tools the test runs as processes (`federact migrate`): the
+            // transport keeps one connection per member, so a tool sharing
+            // the test client's identity would displace its connections.
+            for cloud in 1..=topo.clouds {
+                let name = format!("c{cloud}-operator");
+                let key = NodeKey::generate();
+                key.write_file(&dir.path().join(format!("keys/{name}.key")), false)
+                    .expect("operator key");
+                text.push_str(&format!(
+                    "\n[[nodes]]\nname = \"{name}\"\ncloud = \"cloud-{cloud}\"\nroles = [\"client\"]\nlisten = \"{}\"\npublic_key = \"{}\"\nkey_file = \"keys/{name}.key\"\ndata_dir = \"data/{name}\"\n",
+                    free_udp_port(),
+                    key.id()
+                ));
+                std::fs::write(
+                    dir.path().join("nodes").join(format!("{name}.toml")),
+                    format!("federation = \"../federation.toml\"\nnode = \"{name}\"\n"),
+                )
+                .expect("operator node file");
+            }
             std::fs::write(f, text).expect("write federation file");
         }
         let fed = Federation::load(&written.federation_file).expect("load federation");
@@ -399,6 +468,20 @@ impl Cluster {
             .filter(|(_, n)| n.cloud == cloud)
             .map(|(k, _)| k.clone())
             .collect()
+    }
+
+    /// The name of `cloud`'s gateway.
+    pub fn gateway_of(&self, cloud: &str) -> String {
+        self.fed.gateway(cloud).expect("gateway").name().to_string()
+    }
+
+    /// The name of `cloud`'s orchestrator.
+    pub fn orchestrator_of(&self, cloud: &str) -> String {
+        self.fed
+            .orchestrator(cloud)
+            .expect("orchestrator")
+            .name()
+            .to_string()
     }
 
     /// The relay handle of node `name`.
@@ -784,21 +867,15 @@ impl Workload {
         seed: u64,
         what: &str,
     ) {
-        let deadline = Instant::now() + WAIT_MAX;
-        loop {
+        wait_for(seed, what, || {
             let counts: Vec<usize> = {
                 let l = self.log.lock().expect("log");
                 clouds.iter().map(|c| l.acked_since(c, since)).collect()
             };
-            if counts.iter().all(|&c| c >= n) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "seed {seed}: {what}: only {counts:?} acknowledged of {n} per cloud {clouds:?} within {WAIT_MAX:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (!counts.iter().all(|&c| c >= n))
+                .then(|| format!("only {counts:?} acknowledged of {n} per cloud {clouds:?}"))
+        })
+        .await
     }
 
     /// Stops the clients after their current submission.
@@ -1053,6 +1130,28 @@ fn missing_relays(
         }
     }
     missing
+}
+
+/// Polls `pending` every 50 ms until it returns `None` (done); fails the
+/// test, naming the seed, `what` and the last status `pending` described,
+/// if that takes longer than [`WAIT_MAX`].
+pub async fn wait_for(seed: u64, what: &str, mut pending: impl FnMut() -> Option<String>) {
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let Some(status) = pending() else {
+            return;
+        };
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {what}: {status} within {WAIT_MAX:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many of `times` are at or after `since`.
+pub fn count_since(times: &[Instant], since: Instant) -> usize {
+    times.iter().filter(|t| **t >= since).count()
 }
 
 /// Recovery times of one fault kind, in milliseconds.
