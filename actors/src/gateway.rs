@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -1052,7 +1052,8 @@ impl GatewayActor {
     }
 
     /// BASICS step 4: a committed `Indication` whose destination is a
-    /// server of this cloud is pushed to that server's migration actor with
+    /// server of this cloud is pushed (retried while the server is
+    /// unreachable, see [`send_notice_retrying`]) to that server's migration actor with
     /// its inclusion proof, so the destination learns of it even if the
     /// source never tells it (the server verifies the proof; the gateway is
     /// not trusted).
@@ -1094,11 +1095,7 @@ impl GatewayActor {
                 },
             });
             let t = self.transport.clone();
-            actix::spawn(async move {
-                if let Err(e) = t.send(server, wire::MIGRATION_ACTOR, body).await {
-                    debug!(error = %e, "indication notice to the destination not sent");
-                }
-            });
+            actix::spawn(send_notice_retrying(t, server, *migration_id, body));
         }
     }
 
@@ -1702,5 +1699,39 @@ impl Handler<GatewayStatus> for GatewayActor {
     type Result = MessageResult<GatewayStatus>;
     fn handle(&mut self, _: GatewayStatus, _: &mut Context<Self>) -> Self::Result {
         MessageResult((self.status(), self.counters.clone()))
+    }
+}
+
+/// How long the gateway keeps re-sending an `Indication` notice to a
+/// destination server it cannot reach (restarting, or its connection lost).
+/// The destination is the only side that can still write the outcome if the
+/// source dies, so one failed send must not lose the notice.
+const NOTICE_RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// Sends an `Indication` notice to `server`'s migration actor, retrying
+/// with backoff (250 ms doubling to 4 s) for [`NOTICE_RETRY_FOR`]. A
+/// duplicate is harmless: the destination records an indication once.
+async fn send_notice_retrying(
+    t: Transport,
+    server: NodeId,
+    migration_id: federact_ledger::Hash,
+    body: bytes::Bytes,
+) {
+    let deadline = Instant::now() + NOTICE_RETRY_FOR;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match t.send(server, wire::MIGRATION_ACTOR, body.clone()).await {
+            Ok(()) => return,
+            Err(e) if Instant::now() + pause > deadline => {
+                warn!(migration = %migration_id.short(), server = %server.short(), error = %e,
+                    "indication notice to the destination not delivered; giving up");
+                return;
+            }
+            Err(e) => {
+                debug!(migration = %migration_id.short(), error = %e, "indication notice not sent; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+        }
     }
 }
