@@ -753,12 +753,12 @@ impl ServerActor {
         };
         Box::pin(work.into_actor(self).map(move |r, act, _| {
             let id = (name, key);
+            // Removed before the answer (one unlink): whoever hears
+            // `Hosted` finds no image left behind.
             let remove = |path: PathBuf| {
-                actix::spawn(async move {
-                    if let Err(e) = tokio::fs::remove_file(&path).await {
-                        warn!(error = %e, path = %path.display(), "received image not removed");
-                    }
-                });
+                if let Err(e) = std::fs::remove_file(&path) {
+                    warn!(error = %e, path = %path.display(), "received image not removed");
+                }
             };
             match r {
                 Ok((_, path)) if act.instances.contains_key(&id) => {
