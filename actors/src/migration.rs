@@ -322,6 +322,15 @@ impl MigrationActor {
         })
     }
 
+    /// The report of migration `id`, if it ended here recently.
+    fn finished_report(&self, id: &Hash) -> Option<MigrationReport> {
+        self.finished
+            .iter()
+            .rev()
+            .find(|r| r.migration_id == *id)
+            .cloned()
+    }
+
     /// The node id of a server site, if it is a server of the federation.
     fn server_id(&self, site: &Site) -> Option<NodeId> {
         self.federation
@@ -1146,13 +1155,8 @@ impl StreamHandler<Incoming> for MigrationActor {
                     }
                 },
                 Ok(MigrationRequest::Outcome { migration_id }) => {
-                    let answer = match self
-                        .finished
-                        .iter()
-                        .rev()
-                        .find(|r| r.migration_id == migration_id)
-                    {
-                        Some(r) => MigrationResponse::Done(r.clone()),
+                    let answer = match self.finished_report(&migration_id) {
+                        Some(r) => MigrationResponse::Done(r),
                         None => MigrationResponse::Unknown,
                     };
                     let body = wire::encode(&answer);
@@ -1229,11 +1233,7 @@ pub struct MigrationOutcome(pub Hash);
 impl Handler<MigrationOutcome> for MigrationActor {
     type Result = Option<MigrationReport>;
     fn handle(&mut self, msg: MigrationOutcome, _: &mut Context<Self>) -> Self::Result {
-        self.finished
-            .iter()
-            .rev()
-            .find(|r| r.migration_id == msg.0)
-            .cloned()
+        self.finished_report(&msg.0)
     }
 }
 
@@ -1287,12 +1287,7 @@ impl Handler<MigrationProgress> for MigrationActor {
         if self.running.contains_key(&msg.0) {
             return Some(None);
         }
-        self.finished
-            .iter()
-            .rev()
-            .find(|r| r.migration_id == msg.0)
-            .cloned()
-            .map(Some)
+        self.finished_report(&msg.0).map(Some)
     }
 }
 
@@ -1308,12 +1303,7 @@ impl Handler<MigrationEnded> for MigrationActor {
     fn handle(&mut self, msg: MigrationEnded, _: &mut Context<Self>) -> Self::Result {
         let id = msg.0;
         if !self.running.contains_key(&id) {
-            let done = self
-                .finished
-                .iter()
-                .rev()
-                .find(|r| r.migration_id == id)
-                .cloned();
+            let done = self.finished_report(&id);
             return Box::pin(async move { done });
         }
         let waiters = self.end_waiters.entry(id).or_default();
