@@ -39,7 +39,7 @@ use federact_federation::{Incoming, Responder, TransferReceiver, Transport};
 use federact_ledger::cert::ValidatorSet;
 use federact_ledger::hash::{Hash, Hasher};
 use federact_ledger::migration::{Effect, Migration, Notice, Outcome, Side};
-use federact_ledger::proof::CrossChainProof;
+use federact_ledger::proof::{CertifiedBlocks, CrossChainProof};
 use federact_ledger::record::{Record, Site};
 
 use crate::client::LedgerClient;
@@ -58,6 +58,14 @@ const FINISHED_MAX: usize = 256;
 const SUBMIT_ATTEMPTS: u32 = 5;
 /// The transport inbox capacity of a migration actor.
 pub const INBOX_CAPACITY: usize = 256;
+/// Blocks whose certificates a migration actor remembers as verified
+/// (notices of migrations committed in one block share a certificate).
+const CERTIFIED_BLOCKS_MAX: usize = 1024;
+/// Waiters for one migration's end ([`MigrationEnded`]).
+const END_WAITERS_MAX: usize = 16;
+/// How often received images that belong to no running migration are
+/// removed (see [`MigrationActor::sweep_incoming`]).
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Bounds on what a server's migration actor takes on.
 #[derive(Debug, Clone, Copy)]
@@ -241,6 +249,10 @@ pub struct MigrationActor {
     gateway: Option<NodeId>,
     /// Fault injection ([`SilenceIndicationNotices`]).
     silence_indication_notices: bool,
+    /// Blocks whose commit certificates this actor verified.
+    certified: CertifiedBlocks,
+    /// Who waits for a running migration to end ([`MigrationEnded`]).
+    end_waiters: HashMap<Hash, Vec<oneshot::Sender<MigrationReport>>>,
 }
 
 impl MigrationActor {
@@ -288,6 +300,9 @@ impl MigrationActor {
             sets.insert(chain.id().to_string(), ValidatorSet::from_spec(chain));
         }
         let gateway = setup.federation.gateway(&setup.site.cloud).map(|g| g.id());
+        // Nothing runs yet: every partly or wholly received image left in
+        // `incoming` belongs to a migration a crash or kill interrupted.
+        sweep_incoming(&setup.dir.join("incoming"), |_| false);
         Ok(MigrationActor {
             federation: setup.federation,
             site: setup.site,
@@ -302,7 +317,18 @@ impl MigrationActor {
             counter: 0,
             gateway,
             silence_indication_notices: false,
+            certified: CertifiedBlocks::new(CERTIFIED_BLOCKS_MAX),
+            end_waiters: HashMap::new(),
         })
+    }
+
+    /// The report of migration `id`, if it ended here recently.
+    fn finished_report(&self, id: &Hash) -> Option<MigrationReport> {
+        self.finished
+            .iter()
+            .rev()
+            .find(|r| r.migration_id == *id)
+            .cloned()
     }
 
     /// The node id of a server site, if it is a server of the federation.
@@ -618,6 +644,9 @@ impl MigrationActor {
         if let Some(w) = run.waiter.take() {
             w.answer(Ok(report.clone()));
         }
+        for w in self.end_waiters.remove(&id).unwrap_or_default() {
+            let _ = w.send(report.clone());
+        }
         if self.finished.len() >= FINISHED_MAX {
             self.finished.pop_front();
         }
@@ -673,11 +702,13 @@ impl MigrationActor {
         ));
     }
 
-    /// Verifies a peer's proof and returns the proven record.
-    fn verified(&self, proof: &CrossChainProof) -> Option<Record> {
+    /// Verifies a peer's proof and returns the proven record (a block's
+    /// certificate is checked once: later proofs of the same block only
+    /// have their inclusion and signature checked).
+    fn verified(&mut self, proof: &CrossChainProof) -> Option<Record> {
         let chain = proof.header.chain_id.as_str();
         let set = self.sets.get(chain)?;
-        match proof.verify(set, chain) {
+        match proof.verify_cached(set, chain, &mut self.certified) {
             Ok(tx) => Some(tx.record().clone()),
             Err(e) => {
                 warn!(error = %e, "migration notice with a bad proof ignored");
@@ -836,6 +867,16 @@ impl MigrationActor {
                 vm_id,
                 proof,
             } => {
+                // Both the source and the gateway tell: a second notice of
+                // an indication already recorded changes nothing, so it is
+                // not worth verifying.
+                if self
+                    .running
+                    .get(&id)
+                    .is_some_and(|r| r.records.iter().any(|(k, _, _)| k == "Indication"))
+                {
+                    return;
+                }
                 let Some(Record::Indication {
                     migration_id,
                     vm_id: v,
@@ -905,6 +946,38 @@ impl MigrationActor {
     }
 }
 
+/// Removes the received images (`ID.part`) in `incoming` whose migration
+/// `keep` does not name: those of migrations that ended while their
+/// transfer was being written (an aborted transfer task can still create
+/// its file after the discard) or that a crash interrupted. Returns how
+/// many it removed; a directory that cannot be read is left alone.
+fn sweep_incoming(incoming: &Path, keep: impl Fn(&Hash) -> bool) -> usize {
+    let Ok(entries) = std::fs::read_dir(incoming) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".part")) else {
+            continue;
+        };
+        if Hash::from_hex(id).is_some_and(|id| keep(&id)) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(error = %e, file = %entry.path().display(), "stale received image not removed")
+            }
+        }
+    }
+    if removed > 0 {
+        info!(removed, "stale received images removed");
+    }
+    removed
+}
+
 /// sha256 and size of a file, read in chunks; refuses files over `max`.
 pub async fn hash_file(path: &Path, max: u64) -> Result<(Hash, u64), MigrationError> {
     let io = |e: std::io::Error| MigrationError::Image {
@@ -917,7 +990,9 @@ pub async fn hash_file(path: &Path, max: u64) -> Result<(Hash, u64), MigrationEr
         return Err(MigrationError::ImageTooLarge { bytes: len, max });
     }
     let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
+    // No bigger than the file (plus one byte to see its end in one read):
+    // a zeroed megabyte per small image cost more than hashing it.
+    let mut buf = vec![0u8; chunk_for(len)];
     let mut total = 0u64;
     loop {
         let n = file.read(&mut buf).await.map_err(io)?;
@@ -933,6 +1008,15 @@ pub async fn hash_file(path: &Path, max: u64) -> Result<(Hash, u64), MigrationEr
     Ok((hasher.finish(), total))
 }
 
+/// The read buffer for a file of `len` bytes: [`CHUNK_BYTES`] at most,
+/// one byte more than the file below it (the extra byte lets one read
+/// see the end, and a file that grew since is still read in full).
+fn chunk_for(len: u64) -> usize {
+    usize::try_from(len.saturating_add(1))
+        .unwrap_or(CHUNK_BYTES)
+        .clamp(1, CHUNK_BYTES)
+}
+
 /// Streams `image` to `peer`; with `tamper`, flips the first byte in transit.
 async fn send_file(
     transport: &Transport,
@@ -944,13 +1028,14 @@ async fn send_file(
     let mut file = tokio::fs::File::open(image)
         .await
         .map_err(|e| e.to_string())?;
+    let chunk = chunk_for(header.bytes);
     let mut sender = transport
         .open_transfer(peer, MIGRATION_ACTOR, wire::encode(&header))
         .await
         .map_err(|e| e.to_string())?;
     let mut first = true;
     loop {
-        let mut buf = BytesMut::zeroed(CHUNK_BYTES);
+        let mut buf = BytesMut::zeroed(chunk);
         let n = file.read(&mut buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             break;
@@ -1013,6 +1098,9 @@ impl Actor for MigrationActor {
         if let Some(inbox) = self.inbox.take() {
             ctx.add_stream(crate::inbox_stream(inbox));
         }
+        ctx.run_interval(SWEEP_EVERY, |act, _| {
+            sweep_incoming(&act.dir.join("incoming"), |id| act.running.contains_key(id));
+        });
         info!(server = %self.site.server, "migration actor started");
     }
 }
@@ -1067,13 +1155,8 @@ impl StreamHandler<Incoming> for MigrationActor {
                     }
                 },
                 Ok(MigrationRequest::Outcome { migration_id }) => {
-                    let answer = match self
-                        .finished
-                        .iter()
-                        .rev()
-                        .find(|r| r.migration_id == migration_id)
-                    {
-                        Some(r) => MigrationResponse::Done(r.clone()),
+                    let answer = match self.finished_report(&migration_id) {
+                        Some(r) => MigrationResponse::Done(r),
                         None => MigrationResponse::Unknown,
                     };
                     let body = wire::encode(&answer);
@@ -1150,11 +1233,7 @@ pub struct MigrationOutcome(pub Hash);
 impl Handler<MigrationOutcome> for MigrationActor {
     type Result = Option<MigrationReport>;
     fn handle(&mut self, msg: MigrationOutcome, _: &mut Context<Self>) -> Self::Result {
-        self.finished
-            .iter()
-            .rev()
-            .find(|r| r.migration_id == msg.0)
-            .cloned()
+        self.finished_report(&msg.0)
     }
 }
 
@@ -1208,12 +1287,33 @@ impl Handler<MigrationProgress> for MigrationActor {
         if self.running.contains_key(&msg.0) {
             return Some(None);
         }
-        self.finished
-            .iter()
-            .rev()
-            .find(|r| r.migration_id == msg.0)
-            .cloned()
-            .map(Some)
+        self.finished_report(&msg.0).map(Some)
+    }
+}
+
+/// How migration `0` ended on this server, waiting while it runs:
+/// `Some(report)` once it ended (at once if it already had), `None` if
+/// this server does not know it or too many already wait for it.
+#[derive(Message)]
+#[rtype(result = "Option<MigrationReport>")]
+pub struct MigrationEnded(pub Hash);
+
+impl Handler<MigrationEnded> for MigrationActor {
+    type Result = ResponseFuture<Option<MigrationReport>>;
+    fn handle(&mut self, msg: MigrationEnded, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.0;
+        if !self.running.contains_key(&id) {
+            let done = self.finished_report(&id);
+            return Box::pin(async move { done });
+        }
+        let waiters = self.end_waiters.entry(id).or_default();
+        waiters.retain(|w| !w.is_closed());
+        if waiters.len() >= END_WAITERS_MAX {
+            return Box::pin(async { None });
+        }
+        let (tx, rx) = oneshot::channel();
+        waiters.push(tx);
+        Box::pin(async move { rx.await.ok() })
     }
 }
 
@@ -1250,6 +1350,13 @@ impl Handler<crate::node::Shutdown> for MigrationActor {
         for run in self.running.values_mut() {
             if let Some(t) = run.transfer.take() {
                 t.abort();
+            }
+            // A partly received image is of no use to anyone: the
+            // migration cannot resume after a restart.
+            if run.core.side() == Side::Destination
+                && run.image.extension().is_some_and(|e| e == "part")
+            {
+                let _ = std::fs::remove_file(&run.image);
             }
         }
         ctx.stop();

@@ -691,68 +691,96 @@ impl ServerActor {
         let work = async move {
             let started = Instant::now();
             let report = loop {
-                use crate::migration::MigrationProgress;
-                let progress = migration
-                    .send(MigrationProgress(migration_id))
-                    .await
-                    .map_err(|_| "migration actor stopped".to_string())?;
-                let waited = started.elapsed();
-                match progress {
-                    Some(Some(report)) => break report,
-                    None if waited > ADOPT_UNKNOWN_WAIT => {
-                        return Err(format!("no migration {} here", migration_id.short()))
+                // Answered when the migration ends (no polling while it
+                // runs); `None` while this server has not heard of it yet.
+                let ended = tokio::time::timeout(
+                    ADOPT_WAIT.saturating_sub(started.elapsed()),
+                    migration.send(crate::migration::MigrationEnded(migration_id)),
+                )
+                .await;
+                match ended {
+                    Ok(Ok(Some(report))) => break report,
+                    Ok(Ok(None)) if started.elapsed() <= ADOPT_UNKNOWN_WAIT => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
                     }
-                    _ if waited > ADOPT_WAIT => {
-                        return Err(format!("migration {} still running", migration_id.short()))
+                    Ok(Ok(None)) => {
+                        return Err((None, format!("no migration {} here", migration_id.short())))
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Ok(Err(_)) => return Err((None, "migration actor stopped".to_string())),
+                    Err(_) => {
+                        return Err((
+                            None,
+                            format!("migration {} still running", migration_id.short()),
+                        ))
+                    }
                 }
             };
             if !report.completed {
-                return Err(format!(
-                    "migration {} did not complete: {}",
-                    migration_id.short(),
-                    report.reason.unwrap_or_default()
+                return Err((
+                    None,
+                    format!(
+                        "migration {} did not complete: {}",
+                        migration_id.short(),
+                        report.reason.unwrap_or_default()
+                    ),
                 ));
             }
             let path = migration
                 .send(crate::migration::ImagePath(report.vm_id))
                 .await
-                .map_err(|_| "migration actor stopped".to_string())?;
+                .map_err(|_| (None, "migration actor stopped".to_string()))?;
             let bytes = tokio::fs::read(&path)
                 .await
-                .map_err(|e| format!("image {}: {e}", path.display()))?;
+                .map_err(|e| (None, format!("image {}: {e}", path.display())))?;
+            // From here on a failure means the image can never be adopted:
+            // it is removed with the failure (`Some(path)`).
+            let unusable = |reason: String| (Some(path.clone()), reason);
             // The file is what the protocol verified, unless replaced since.
             if Hash::of(&bytes) != report.vm_id {
-                return Err("the kept image does not match its vm id".into());
+                return Err(unusable("the kept image does not match its vm id".into()));
             }
-            let (in_name, in_key, state) = crate::migration::instance_image::parse(&bytes)?;
+            let (in_name, in_key, state) =
+                crate::migration::instance_image::parse(&bytes).map_err(unusable)?;
             if (in_name.as_str(), in_key.as_str()) != (n.as_str(), k.as_str()) {
-                return Err(format!("the image holds {in_name}/{in_key}, not {n}/{k}"));
+                return Err(unusable(format!(
+                    "the image holds {in_name}/{in_key}, not {n}/{k}"
+                )));
             }
             let function = registry
                 .activate(&n, Some(state))
-                .map_err(|e| e.to_string())?;
-            if let Err(e) = tokio::fs::remove_file(&path).await {
-                warn!(error = %e, "adopted image not removed");
-            }
-            Ok(function)
+                .map_err(|e| unusable(e.to_string()))?;
+            Ok((function, path))
         };
         Box::pin(work.into_actor(self).map(move |r, act, _| {
             let id = (name, key);
+            // Removed before the answer (one unlink): whoever hears
+            // `Hosted` finds no image left behind.
+            let remove = |path: PathBuf| {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    warn!(error = %e, path = %path.display(), "received image not removed");
+                }
+            };
             match r {
-                Ok(_) if act.instances.contains_key(&id) => ServerResponse::Hosted,
+                Ok((_, path)) if act.instances.contains_key(&id) => {
+                    remove(path);
+                    ServerResponse::Hosted
+                }
+                // The image stays: a later adopt may find room.
                 Ok(_) if act.instances.len() >= act.limits.instances_max as usize => {
                     ServerResponse::Failed(FunctionError::NoCapacity { name: id.0 })
                 }
-                Ok(function) => {
+                Ok((function, path)) => {
                     debug!(function = %id.0, key = %id.1, migration = %migration_id.short(), "instance adopted");
                     let addr = InstanceActor::new(id.1.clone(), function).start();
                     act.instances.insert(id, Instance::new(addr));
+                    remove(path);
                     ServerResponse::Hosted
                 }
-                Err(reason) => {
+                Err((unusable, reason)) => {
                     warn!(function = %id.0, key = %id.1, %reason, "adoption failed");
+                    if let Some(path) = unusable {
+                        remove(path);
+                    }
                     ServerResponse::Failed(FunctionError::Placement { reason })
                 }
             }

@@ -163,29 +163,38 @@ impl Callers {
     }
 }
 
-async fn migrate(
+/// Asks cloud-1's orchestrator to migrate counter/k to `to`; the returned
+/// future answers when the migration ended.
+fn send_migrate(
     fed: &EmbeddedFederation,
     to: Site,
     tamper: bool,
-) -> Result<MigrationReport, FunctionError> {
+) -> impl std::future::Future<
+    Output = Result<Result<MigrationReport, FunctionError>, actix::MailboxError>,
+> + 'static {
     let orch = fed
         .node("c1-orchestrator")
         .unwrap()
         .orchestrator()
         .unwrap()
         .clone();
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        orch.send(MigrateInstance {
-            name: "counter".into(),
-            key: "k".into(),
-            destination: Some(to),
-            tamper,
-        }),
-    )
-    .await
-    .expect("migration answered in time")
-    .unwrap()
+    orch.send(MigrateInstance {
+        name: "counter".into(),
+        key: "k".into(),
+        destination: Some(to),
+        tamper,
+    })
+}
+
+async fn migrate(
+    fed: &EmbeddedFederation,
+    to: Site,
+    tamper: bool,
+) -> Result<MigrationReport, FunctionError> {
+    tokio::time::timeout(Duration::from_secs(60), send_migrate(fed, to, tamper))
+        .await
+        .expect("migration answered in time")
+        .unwrap()
 }
 
 /// The other server of cloud-1.
@@ -254,6 +263,11 @@ async fn local_instance_migration_keeps_state_and_loses_no_call_made_during_the_
     let hosts = hosted(&fed, 1).await;
     assert!(hosts.contains(&(dest.to_string(), 1)), "{hosts:?}");
     assert!(hosts.contains(&(source.clone(), 0)), "{hosts:?}");
+    // Nothing is left on disk: the snapshot was sent, the image adopted.
+    for server in [source.as_str(), dest] {
+        let left = migration_files(dir.path(), server);
+        assert!(left.is_empty(), "{server} kept {left:?}");
+    }
     eprintln!(
         "local instance migration: {} ms, {} calls during the run",
         report.elapsed_ms,
@@ -370,6 +384,24 @@ async fn tampered_instance_image_is_rejected_and_the_instance_keeps_running_at_t
     verify(dir.path(), "c1-validator-1", "cloud-1.local");
 }
 
+/// The files under `server`'s migration directory (snapshots sent,
+/// images received or kept).
+fn migration_files(dir: &Path, server: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dir.join("data").join(server).join("migration"), &mut out);
+    out
+}
+
 /// Waits until `server`'s incoming image file has data (the transfer streams).
 async fn wait_streaming(dir: &Path, server: &str) {
     let incoming = dir
@@ -431,20 +463,12 @@ async fn destination_killed_mid_transfer_leaves_the_instance_running_at_the_sour
     let source = place(&fed, &inv).await;
     grow(&inv).await;
     let dest = other(&source);
-    let orch = fed
-        .node("c1-orchestrator")
-        .unwrap()
-        .orchestrator()
-        .unwrap()
-        .clone();
-    let pending = orch.send(MigrateInstance {
-        name: "counter".into(),
-        key: "k".into(),
-        destination: Some(Site::new("cloud-1", dest)),
-        tamper: false,
-    });
+    let pending = send_migrate(&fed, Site::new("cloud-1", dest), false);
     wait_streaming(dir.path(), dest).await;
     fed.stop_node(dest).await;
+    // The stopped destination discarded its partly received image.
+    let left = migration_files(dir.path(), dest);
+    assert!(left.is_empty(), "{dest} kept {left:?}");
     let report = tokio::time::timeout(Duration::from_secs(60), pending)
         .await
         .expect("migration ended in time")
@@ -455,7 +479,23 @@ async fn destination_killed_mid_transfer_leaves_the_instance_running_at_the_sour
     let next = inv.invoke("counter", "k", Bytes::new()).await.unwrap();
     assert_eq!(next, Bytes::from("3"));
     assert_eq!(whereabouts(&fed, 1).await.as_deref(), Some(source.as_str()));
+    // What a crash (no orderly stop) leaves: a partly received image. The
+    // restarted server removes it; files it did not write stay.
+    let incoming = dir
+        .path()
+        .join("data")
+        .join(dest)
+        .join("migration/incoming");
+    let stale = incoming.join(format!("{}.part", report.migration_id));
+    std::fs::write(&stale, b"half an image").unwrap();
+    let foreign = incoming.join("operator-notes.txt");
+    std::fs::write(&foreign, b"keep me").unwrap();
     restart(&mut fed, dest).await;
+    assert!(!stale.exists(), "stale received image kept after a restart");
+    assert!(
+        foreign.exists(),
+        "a file the server did not write was removed"
+    );
     let hosts = hosted(&fed, 1).await;
     let total: u32 = hosts.iter().map(|(_, n)| n).sum();
     assert_eq!(total, 1, "exactly one running instance: {hosts:?}");
@@ -473,18 +513,7 @@ async fn source_killed_mid_transfer_leaves_consistent_ledgers_and_one_instance()
     let source = place(&fed, &inv).await;
     grow(&inv).await;
     let dest = other(&source);
-    let orch = fed
-        .node("c1-orchestrator")
-        .unwrap()
-        .orchestrator()
-        .unwrap()
-        .clone();
-    let pending = orch.send(MigrateInstance {
-        name: "counter".into(),
-        key: "k".into(),
-        destination: Some(Site::new("cloud-1", dest)),
-        tamper: false,
-    });
+    let pending = send_migrate(&fed, Site::new("cloud-1", dest), false);
     wait_streaming(dir.path(), dest).await;
     fed.stop_node(&source).await;
     let answer = tokio::time::timeout(Duration::from_secs(60), pending)
@@ -685,18 +714,7 @@ async fn calls_beyond_a_frozen_instances_buffer_are_refused_busy_and_the_buffere
     // The destination is down: the migration holds the instance frozen
     // until its protocol timeout.
     fed.stop_node(dest).await;
-    let orch = fed
-        .node("c1-orchestrator")
-        .unwrap()
-        .orchestrator()
-        .unwrap()
-        .clone();
-    let pending = orch.send(MigrateInstance {
-        name: "counter".into(),
-        key: "k".into(),
-        destination: Some(Site::new("cloud-1", dest)),
-        tamper: false,
-    });
+    let pending = send_migrate(&fed, Site::new("cloud-1", dest), false);
     let outgoing = dir
         .path()
         .join("data")

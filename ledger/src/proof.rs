@@ -104,6 +104,38 @@ impl CrossChainProof {
         self.certificate
             .verify(source, chain_id, self.header.height, &self.header.id())
             .map_err(ProofError::Certificate)?;
+        self.verify_inclusion()
+    }
+
+    /// The block id of the source block.
+    pub fn block_id(&self) -> Hash {
+        self.header.id()
+    }
+
+    /// [`Self::verify`] that skips step 2 for a block whose certificate
+    /// `certified` already saw verified (against the same `source`), and
+    /// remembers this block once its certificate verifies. Proofs of
+    /// transactions of one block share its certificate: a receiver of many
+    /// (a migration actor, BASICS' notices) checks its quorum of
+    /// signatures once per block instead of once per transaction. Every
+    /// other step runs for each proof.
+    pub fn verify_cached(
+        &self,
+        source: &ValidatorSet,
+        chain_id: &str,
+        certified: &mut CertifiedBlocks,
+    ) -> Result<Transaction, ProofError> {
+        let id = self.header.id();
+        if self.header.chain_id == chain_id && certified.contains(&id) {
+            return self.verify_inclusion();
+        }
+        let tx = self.verify(source, chain_id)?;
+        certified.insert(id);
+        Ok(tx)
+    }
+
+    /// Steps 3–5 of [`Self::verify`].
+    fn verify_inclusion(&self) -> Result<Transaction, ProofError> {
         let tx: Transaction =
             codec::decode(&self.tx, TX_BYTES_MAX).map_err(ProofError::MalformedTx)?;
         let computed = tx.id();
@@ -122,10 +154,55 @@ impl CrossChainProof {
         tx.verify_signature().map_err(ProofError::BadTx)?;
         Ok(tx)
     }
+}
 
-    /// The block id of the source block.
-    pub fn block_id(&self) -> Hash {
-        self.header.id()
+/// Ids of blocks whose commit certificates were verified, the most recent
+/// `capacity` of them ([`CrossChainProof::verify_cached`]). A block id
+/// hashes the whole header (chain id and height included), so an entry
+/// vouches for exactly one block. Bounded: the oldest id is forgotten first.
+#[derive(Debug, Clone)]
+pub struct CertifiedBlocks {
+    ids: std::collections::HashSet<Hash>,
+    order: std::collections::VecDeque<Hash>,
+    capacity: usize,
+}
+
+impl CertifiedBlocks {
+    /// An empty cache remembering at most `capacity` (at least 1) blocks.
+    pub fn new(capacity: usize) -> Self {
+        CertifiedBlocks {
+            ids: std::collections::HashSet::new(),
+            order: std::collections::VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Whether block `id`'s certificate was verified.
+    pub fn contains(&self, id: &Hash) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Remembers block `id` as certified, forgetting the oldest beyond capacity.
+    pub fn insert(&mut self, id: Hash) {
+        if !self.ids.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    /// Blocks remembered.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether no block is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
     }
 }
 
@@ -177,6 +254,58 @@ pub(crate) mod tests {
         let tx = p.verify(&set(), "cons").unwrap();
         assert_eq!(tx.record(), &confirmation());
         assert!(CrossChainProof::build(&b, &c, 3).is_none());
+    }
+
+    #[test]
+    fn cached_verification_checks_each_certificate_once_and_every_inclusion() {
+        let (b, c) = committed(vec![orch("a"), confirmation(), orch("b")]);
+        let mut seen = CertifiedBlocks::new(2);
+        // A certificate from strangers is not remembered.
+        let strangers = ValidatorSet::new(vec![key(50).id()], 0).unwrap();
+        let p0 = CrossChainProof::build(&b, &c, 0).unwrap();
+        assert!(p0.verify_cached(&strangers, "cons", &mut seen).is_err());
+        assert!(seen.is_empty());
+        assert_eq!(
+            p0.verify_cached(&set(), "cons", &mut seen)
+                .unwrap()
+                .record(),
+            &orch("a")
+        );
+        assert!(seen.contains(&b.header.id()));
+        // Another proof of the same block: its certificate is not checked
+        // again (a stripped one passes), but its inclusion still is.
+        let mut p1 = CrossChainProof::build(&b, &c, 1).unwrap();
+        p1.certificate.signatures.clear();
+        assert_eq!(
+            p1.verify_cached(&set(), "cons", &mut seen)
+                .unwrap()
+                .record(),
+            &confirmation()
+        );
+        assert!(p1.verify(&set(), "cons").is_err());
+        let mut forged = p1.clone();
+        forged.path = MerkleProof::build(&b.tx_ids(), 2).unwrap();
+        assert!(matches!(
+            forged.verify_cached(&set(), "cons", &mut seen),
+            Err(ProofError::BadMerklePath { .. })
+        ));
+        // A header altered after certification is another block: its
+        // (absent) certificate is checked.
+        let mut altered = p1.clone();
+        altered.header.timestamp_ms += 1;
+        assert!(matches!(
+            altered.verify_cached(&set(), "cons", &mut seen),
+            Err(ProofError::Certificate(_))
+        ));
+        assert!(matches!(
+            p1.verify_cached(&set(), "other", &mut seen),
+            Err(ProofError::WrongChain { .. })
+        ));
+        // Bounded: the oldest block is forgotten first.
+        seen.insert(Hash::of(b"x"));
+        seen.insert(Hash::of(b"y"));
+        assert_eq!(seen.len(), 2);
+        assert!(!seen.contains(&b.header.id()));
     }
 
     #[test]
