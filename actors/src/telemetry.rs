@@ -1124,6 +1124,13 @@ pub fn sample_root() -> bool {
     if !tracing::Span::current().is_none() {
         return true;
     }
+    sample_new_root()
+}
+
+/// Whether a new, independent trace starts here, whatever span is current:
+/// the configured root ratio (1.0 without a pipeline). For operations that
+/// are never part of the caller's trace, like consensus rounds.
+pub fn sample_new_root() -> bool {
     let t = ROOT_THRESHOLD.load(Ordering::Relaxed);
     t == u64::MAX || rand::random::<u64>() < t
 }
