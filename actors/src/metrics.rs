@@ -224,7 +224,6 @@ impl Metrics {
             );
         }
     }
-
 }
 
 /// The label of a handshake refusal reason.
@@ -276,7 +275,10 @@ pub fn observe_transport(meter: &Meter, node: &str, transport: &Transport) {
                     .connections_opened
                     .load(Ordering::Relaxed)
                     .saturating_sub(m.connections_closed.load(Ordering::Relaxed));
-                obs.observe(i64::try_from(open).unwrap_or(i64::MAX), std::slice::from_ref(&n));
+                obs.observe(
+                    i64::try_from(open).unwrap_or(i64::MAX),
+                    std::slice::from_ref(&n),
+                );
             }
         })
         .build();
@@ -320,7 +322,10 @@ pub fn observe_transport(meter: &Meter, node: &str, transport: &Transport) {
             for (outcome, v) in [
                 ("ok", m.requests_ok.load(Ordering::Relaxed)),
                 ("failed", m.requests_failed.load(Ordering::Relaxed)),
-                ("backpressured", m.requests_backpressured.load(Ordering::Relaxed)),
+                (
+                    "backpressured",
+                    m.requests_backpressured.load(Ordering::Relaxed),
+                ),
             ] {
                 obs.observe(v, &[n.clone(), KeyValue::new("outcome", outcome)]);
             }

@@ -126,11 +126,13 @@ impl RoundTracer {
             let set = core.validator_set();
             let proposer = set.proposer(height, round);
             let me = set.get(core.index());
+            let validator = me.map(|m| m.short()).unwrap_or_default();
             tracing::info_span!(
                 parent: None,
                 "consensus.round",
                 federact.root = true,
                 chain,
+                validator = validator.as_str(),
                 height,
                 round,
                 proposer = %proposer.short(),

@@ -979,6 +979,16 @@ impl TelemetryGuard {
             .unwrap_or_default()
     }
 
+    /// The exporting meter provider, if any: e.g. to `force_flush` the
+    /// observable instruments (`federact.quic.*`) before the transports
+    /// they read are dropped. `force_flush` blocks until the export is
+    /// done: call it off the actix thread (`spawn_blocking`).
+    pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
+        self.pipeline
+            .as_ref()
+            .map(TelemetryPipeline::meter_provider)
+    }
+
     /// federact's instruments (disabled when not exporting).
     pub fn metrics(&self) -> Metrics {
         self.pipeline
