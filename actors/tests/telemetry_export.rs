@@ -166,7 +166,13 @@ fn child_federation() {
             .node("c1-server-1")
             .and_then(|n| n.ledger_client())
             .expect("the server has a ledger client");
-        client.submit(record(1)).await.expect("commits");
+        // The trace the parent checks hop by hop: before any validator stops.
+        let first = tracing::info_span!("test.submit", federact.root = true);
+        client
+            .submit(record(1))
+            .instrument(first)
+            .await
+            .expect("commits");
 
         let gateway = fed.federation().node("c1-gateway").expect("gateway").id();
         let server = fed.node("c1-server-1").expect("server").transport().clone();
@@ -776,7 +782,13 @@ async fn federation_exports_consensus_rounds_quic_spans_and_quic_instruments() {
     );
 
     // ---- QUIC spans of a committed submission: client and server side.
-    let submit = got.spans_named("ledger.submit")[0];
+    let submit = got.spans_named("test.submit")[0];
+    assert!(
+        got.spans_named("ledger.submit")
+            .iter()
+            .any(|s| s.parent_span_id == submit.span_id),
+        "the submission is in the test's trace"
+    );
     let trace: Vec<_> = got
         .spans
         .iter()
@@ -796,7 +808,12 @@ async fn federation_exports_consensus_rounds_quic_spans_and_quic_instruments() {
             q.attributes["bytes.out"].parse::<u64>().unwrap() > 0,
             "{q:#?}"
         );
-        assert!(q.attributes.contains_key("bytes.in"), "{q:#?}");
+        // Answered, or dropped by its caller (e.g. a race between peers).
+        assert!(
+            q.attributes.contains_key("bytes.in")
+                || q.attributes.get("cancelled").map(String::as_str) == Some("true"),
+            "{q:#?}"
+        );
         assert_eq!(q.attributes["peer"].len(), 8, "short node id: {q:#?}");
         assert!(!q.attributes["actor"].is_empty());
     }
@@ -816,7 +833,9 @@ async fn federation_exports_consensus_rounds_quic_spans_and_quic_instruments() {
             .unwrap();
         assert_eq!(s.attributes["actor"], q.attributes["actor"]);
         assert_eq!(s.attributes["bytes.in"], q.attributes["bytes.out"]);
-        assert!(s.attributes.contains_key("bytes.out"), "{s:#?}");
+        if q.attributes.contains_key("bytes.in") {
+            assert!(s.attributes.contains_key("bytes.out"), "{s:#?}");
+        }
     }
 
     // ---- a refused request: both sides fail with an error status.

@@ -123,6 +123,18 @@ impl From<TransportLimits> for TransportOptions {
     }
 }
 
+/// Marks a `quic.request` span cancelled if dropped before the request
+/// completed (emptied on completion).
+struct Cancelled<'a>(Option<&'a tracing::Span>);
+
+impl Drop for Cancelled<'_> {
+    fn drop(&mut self) {
+        if let Some(span) = self.0.take() {
+            span.record("cancelled", true);
+        }
+    }
+}
+
 /// A node's transport endpoint. Cheap to clone; the endpoint closes when
 /// [`Transport::close`] is called or the last clone is dropped.
 #[derive(Clone)]
@@ -480,13 +492,18 @@ impl Transport {
             actor,
             bytes.out = body.len(),
             "bytes.in" = tracing::field::Empty,
+            cancelled = tracing::field::Empty,
         );
         // The receiver's `quic.serve` span becomes a child of this one.
         let trace = TraceContext::of_span(&span);
+        // A caller that drops this future (a timeout of its own, a race
+        // between peers) leaves the span marked `cancelled = true`.
+        let mut pending = Cancelled(Some(&span));
         let result = self
             .request_in(peer, actor, body, timeout, &trace)
             .instrument(span.clone())
             .await;
+        pending.0 = None;
         match &result {
             Ok(answer) => {
                 span.record("bytes.in", answer.len());
