@@ -46,6 +46,7 @@ pub mod orchestrator;
 pub mod order;
 pub mod placement;
 pub mod relay;
+mod round_trace;
 pub mod server;
 pub mod telemetry;
 pub mod validator;

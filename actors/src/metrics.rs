@@ -24,13 +24,22 @@
 //! | `federact.migration.delay` | histogram | `ms` | `scope` |
 //! | `federact.offloads` | counter | `{offload}` | `outcome` |
 //! | `federact.relay.lag` | gauge | `{block}` | `source`, `destination` |
-//! | `federact.quic.connections` | up-down counter | `{connection}` | — |
-//! | `federact.quic.refusals` | counter | `{connection}` | `reason` |
+//! | `federact.quic.connections` | observable up-down counter | `{connection}` | `federact.node` |
+//! | `federact.quic.refusals` | observable counter | `{refusal}` | `federact.node`, `stage`, `reason` |
+//! | `federact.quic.requests` | observable counter | `{request}` | `federact.node`, `outcome` |
+//! | `federact.quic.bytes` | observable counter | `By` | `federact.node`, `direction` |
+//!
+//! The `federact.quic.*` instruments read the transport's own atomic
+//! counters (`federact_federation::metrics::Metrics`) when the reader
+//! collects ([`observe_transport`]): the transport's hot path is unchanged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
+use federact_federation::error::{FrameErrorKind, RefusalReason};
+use federact_federation::metrics::Metrics as TransportMetrics;
+use federact_federation::Transport;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
 use opentelemetry::{InstrumentationScope, KeyValue};
 
 /// Set by [`crate::telemetry::init`] once it has installed a global meter
@@ -75,8 +84,6 @@ struct Instruments {
     migration_delay: Histogram<f64>,
     offloads: Counter<u64>,
     relay_lag: Gauge<u64>,
-    quic_connections: UpDownCounter<i64>,
-    quic_refusals: Counter<u64>,
 }
 
 impl Metrics {
@@ -124,16 +131,6 @@ impl Metrics {
                 .u64_gauge("federact.relay.lag")
                 .with_description("Blocks of the source chain not yet delivered to the destination")
                 .with_unit("{block}")
-                .build(),
-            quic_connections: meter
-                .i64_up_down_counter("federact.quic.connections")
-                .with_description("Open QUIC connections")
-                .with_unit("{connection}")
-                .build(),
-            quic_refusals: meter
-                .u64_counter("federact.quic.refusals")
-                .with_description("QUIC connections or requests refused, by reason")
-                .with_unit("{connection}")
                 .build(),
         };
         Metrics {
@@ -227,27 +224,141 @@ impl Metrics {
             );
         }
     }
+}
 
-    /// A QUIC connection was established.
-    pub fn quic_connection_opened(&self) {
-        if let Some(i) = &self.inner {
-            i.quic_connections.add(1, &[]);
-        }
+/// The label of a handshake refusal reason.
+fn handshake_reason(r: RefusalReason) -> &'static str {
+    match r {
+        RefusalReason::UnknownKey => "unknown_peer",
+        RefusalReason::NoClientCertificate => "no_client_certificate",
+        RefusalReason::AlpnMismatch => "alpn_mismatch",
+        RefusalReason::BadCertificate => "bad_certificate",
+        RefusalReason::WrongPeer => "wrong_peer",
+        RefusalReason::Other => "handshake_failed",
     }
+}
 
-    /// A QUIC connection closed.
-    pub fn quic_connection_closed(&self) {
-        if let Some(i) = &self.inner {
-            i.quic_connections.add(-1, &[]);
-        }
+/// The label of a frame refusal reason.
+fn frame_reason(r: FrameErrorKind) -> &'static str {
+    match r {
+        FrameErrorKind::TooLarge => "oversized_frame",
+        FrameErrorKind::Truncated => "truncated_frame",
+        FrameErrorKind::Malformed => "malformed_frame",
+        FrameErrorKind::ForgedSender => "forged_sender",
+        FrameErrorKind::UnexpectedKind => "unexpected_frame_kind",
     }
+}
 
-    /// A QUIC connection or request was refused for `reason` (e.g.
-    /// `"not_a_member"`, `"frame_too_large"`, `"too_many_streams"`).
-    pub fn quic_refused(&self, reason: &'static str) {
-        if let Some(i) = &self.inner {
-            i.quic_refusals.add(1, &[KeyValue::new("reason", reason)]);
-        }
+/// Registers the `federact.quic.*` observable instruments of `transport` on
+/// `meter`, labelled `federact.node = node`. The callbacks hold the
+/// transport's counters weakly: once the transport is gone they report
+/// nothing. Nothing runs on the transport's paths; the counters are read
+/// when the metric reader collects.
+///
+/// Refusals carry `stage` (`handshake`, `frame`, `inbound`) and `reason`:
+/// `unknown_peer`, `no_client_certificate`, `alpn_mismatch`,
+/// `bad_certificate`, `wrong_peer`, `handshake_failed`; `oversized_frame`,
+/// `truncated_frame`, `malformed_frame`, `forged_sender`,
+/// `unexpected_frame_kind`; `unknown_actor`, `inbox_full`.
+pub fn observe_transport(meter: &Meter, node: &str, transport: &Transport) {
+    let counters: Weak<TransportMetrics> = Arc::downgrade(&transport.shared_metrics());
+    let node = KeyValue::new("federact.node", node.to_owned());
+
+    let (c, n) = (counters.clone(), node.clone());
+    meter
+        .i64_observable_up_down_counter("federact.quic.connections")
+        .with_description("Open QUIC connections (authenticated, duplicates excluded)")
+        .with_unit("{connection}")
+        .with_callback(move |obs| {
+            if let Some(m) = c.upgrade() {
+                let open = m
+                    .connections_opened
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(m.connections_closed.load(Ordering::Relaxed));
+                obs.observe(
+                    i64::try_from(open).unwrap_or(i64::MAX),
+                    std::slice::from_ref(&n),
+                );
+            }
+        })
+        .build();
+
+    let (c, n) = (counters.clone(), node.clone());
+    meter
+        .u64_observable_counter("federact.quic.refusals")
+        .with_description("QUIC handshakes, frames and inbound messages refused, by reason")
+        .with_unit("{refusal}")
+        .with_callback(move |obs| {
+            let Some(m) = c.upgrade() else { return };
+            let snap = m.snapshot();
+            let emit = |stage: &'static str, reason: &'static str, v: u64| {
+                obs.observe(
+                    v,
+                    &[
+                        n.clone(),
+                        KeyValue::new("stage", stage),
+                        KeyValue::new("reason", reason),
+                    ],
+                );
+            };
+            for r in RefusalReason::ALL {
+                emit("handshake", handshake_reason(r), snap.refused(r));
+            }
+            for r in federact_federation::error::FrameError::ALL {
+                emit("frame", frame_reason(r), snap.frames(r));
+            }
+            emit("inbound", "unknown_actor", snap.inbound_unknown_actor);
+            emit("inbound", "inbox_full", snap.inbound_inbox_full);
+        })
+        .build();
+
+    let (c, n) = (counters.clone(), node.clone());
+    meter
+        .u64_observable_counter("federact.quic.requests")
+        .with_description("QUIC requests sent, by outcome")
+        .with_unit("{request}")
+        .with_callback(move |obs| {
+            let Some(m) = c.upgrade() else { return };
+            for (outcome, v) in [
+                ("ok", m.requests_ok.load(Ordering::Relaxed)),
+                ("failed", m.requests_failed.load(Ordering::Relaxed)),
+                (
+                    "backpressured",
+                    m.requests_backpressured.load(Ordering::Relaxed),
+                ),
+            ] {
+                obs.observe(v, &[n.clone(), KeyValue::new("outcome", outcome)]);
+            }
+        })
+        .build();
+
+    let (c, n) = (counters, node);
+    meter
+        .u64_observable_counter("federact.quic.bytes")
+        .with_description("Application bytes over QUIC, all peers, by direction")
+        .with_unit("By")
+        .with_callback(move |obs| {
+            let Some(m) = c.upgrade() else { return };
+            let snap = m.snapshot();
+            let (bytes_in, bytes_out) = snap
+                .peers
+                .values()
+                .fold((0u64, 0u64), |(i, o), p| (i + p.bytes_in, o + p.bytes_out));
+            obs.observe(bytes_in, &[n.clone(), KeyValue::new("direction", "in")]);
+            obs.observe(bytes_out, &[n.clone(), KeyValue::new("direction", "out")]);
+        })
+        .build();
+}
+
+/// [`observe_transport`] on the global meter, when
+/// [`crate::telemetry::init`] installed an exporting one (else nothing).
+pub fn observe_transport_global(node: &str, transport: &Transport) {
+    if GLOBAL_METER_INSTALLED.load(Ordering::Acquire) {
+        observe_transport(
+            &opentelemetry::global::meter_with_scope(scope()),
+            node,
+            transport,
+        );
     }
 }
 
@@ -273,7 +384,6 @@ mod tests {
         m.tx_submitted("a.local", 1);
         m.tx_rejected("a.local", "duplicate");
         m.commit_latency("a.local", 3.0);
-        m.quic_connection_opened();
     }
 
     #[test]
@@ -289,6 +399,5 @@ mod tests {
         m.block_height("a.local", 7);
         m.migration_delay("inter_cloud", 120.0);
         m.relay_lag("a.local", "consortium", 2);
-        m.quic_refused("not_a_member");
     }
 }

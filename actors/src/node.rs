@@ -106,6 +106,7 @@ impl Node {
         let membership = Membership::from_federation(fed);
         let options = TransportOptions::from(*fed.transport());
         let transport = Transport::bind(&key, membership, options, config.bind_addr()).await?;
+        crate::metrics::observe_transport_global(spec.name(), &transport);
         let data = config.data_dir().to_path_buf();
         let mut validators = Vec::new();
         if spec.roles().contains(Role::Validator) {

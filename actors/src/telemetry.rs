@@ -979,6 +979,16 @@ impl TelemetryGuard {
             .unwrap_or_default()
     }
 
+    /// The exporting meter provider, if any: e.g. to `force_flush` the
+    /// observable instruments (`federact.quic.*`) before the transports
+    /// they read are dropped. `force_flush` blocks until the export is
+    /// done: call it off the actix thread (`spawn_blocking`).
+    pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
+        self.pipeline
+            .as_ref()
+            .map(TelemetryPipeline::meter_provider)
+    }
+
     /// federact's instruments (disabled when not exporting).
     pub fn metrics(&self) -> Metrics {
         self.pipeline
@@ -1124,6 +1134,13 @@ pub fn sample_root() -> bool {
     if !tracing::Span::current().is_none() {
         return true;
     }
+    sample_new_root()
+}
+
+/// Whether a new, independent trace starts here, whatever span is current:
+/// the configured root ratio (1.0 without a pipeline). For operations that
+/// are never part of the caller's trace, like consensus rounds.
+pub fn sample_new_root() -> bool {
     let t = ROOT_THRESHOLD.load(Ordering::Relaxed);
     t == u64::MAX || rand::random::<u64>() < t
 }

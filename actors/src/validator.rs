@@ -100,6 +100,8 @@ pub struct ValidatorActor {
     traced: HashMap<TxId, federact_federation::trace::TraceContext>,
     traced_order: VecDeque<TxId>,
     metrics: crate::metrics::Metrics,
+    /// One `consensus.round` span per (height, round), sampled.
+    rounds: crate::round_trace::RoundTracer,
 }
 
 /// Traced transactions a validator remembers until their commit.
@@ -157,6 +159,7 @@ impl ValidatorActor {
             traced: HashMap::new(),
             traced_order: VecDeque::new(),
             metrics: crate::metrics::Metrics::global(),
+            rounds: crate::round_trace::RoundTracer::new(),
         })
     }
 
@@ -165,6 +168,7 @@ impl ValidatorActor {
         loop {
             let effects = self.core.poll_effects();
             if effects.is_empty() {
+                self.rounds.observe(&self.chain_id, &self.core);
                 return;
             }
             for effect in effects {
@@ -176,6 +180,7 @@ impl ValidatorActor {
     fn perform(&mut self, effect: Effect<Block>, ctx: &mut Context<Self>) {
         match effect {
             Effect::Persist(entry) => {
+                self.rounds.own_entry(&entry);
                 if let Err(e) = self.wal.append(&entry) {
                     // Without a durable vote we must not send it: stop.
                     warn!(chain = %self.chain_id, error = %ErrorChain(&e), "vote WAL write failed; validator stops");
@@ -194,6 +199,7 @@ impl ValidatorActor {
             Effect::ScheduleTimeout { timeout, at_ms } => {
                 let delay = Duration::from_millis(at_ms.saturating_sub(now_ms()));
                 ctx.run_later(delay, move |act, ctx| {
+                    act.rounds.timeout_fired(&timeout, act.core.step());
                     act.core.handle_timeout(now_ms(), timeout);
                     act.drive(ctx);
                 });
@@ -224,7 +230,11 @@ impl ValidatorActor {
                 self.core
                     .handle_value_built(now_ms(), height, round, built.block);
             }
-            Effect::ValidateValue { height, value, .. } => {
+            Effect::ValidateValue {
+                height,
+                round,
+                value,
+            } => {
                 // Transactions identical (signature included) to ones in our
                 // mempool were verified at admission: don't verify them twice.
                 let mempool = &self.mempool;
@@ -244,6 +254,7 @@ impl ValidatorActor {
                         false
                     }
                 };
+                self.rounds.proposal_checked(height, round, valid);
                 self.core
                     .handle_value_validity(now_ms(), height, value.id(), valid);
             }
@@ -266,7 +277,13 @@ impl ValidatorActor {
                     }
                 }));
             }
-            Effect::Decide { value, certificate } => self.commit(value, certificate, ctx),
+            Effect::Decide { value, certificate } => {
+                let span = self
+                    .rounds
+                    .decided(&certificate, value.txs.len(), &self.core);
+                let _entered = span.enter();
+                self.commit(value, certificate, ctx);
+            }
             Effect::Evidence(evidence) => {
                 self.counters.evidence += 1;
                 warn!(chain = %self.chain_id, ?evidence, "equivocation evidence");
@@ -606,6 +623,7 @@ impl Actor for ValidatorActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.rounds.stop();
         if let Err(e) = self.store.flush() {
             warn!(chain = %self.chain_id, error = %ErrorChain(&e), "flush on stop failed");
         }

@@ -114,6 +114,135 @@ fn child_process() {
     println!("CHILD SHUTDOWN_RESULT={result:?}");
 }
 
+/// The stopped validator whose proposer slots time out.
+const STOPPED_VALIDATOR: &str = "c1-validator-4";
+
+fn record(n: u64) -> federact_ledger::record::Record {
+    federact_ledger::record::Record::ProvData {
+        data_digest: federact_ledger::hash::Hash::of(&n.to_be_bytes()),
+        generated_by: format!("telemetry-{n}"),
+        used_by: None,
+    }
+}
+
+/// Child entry point of
+/// [`federation_exports_consensus_rounds_quic_spans_and_quic_instruments`]:
+/// a one-cloud federation (four validators) in this process, exporting
+/// through `telemetry::init` with every root sampled. It commits a record,
+/// sends a request to an actor that does not exist, stops one validator and
+/// commits five more (so a round whose proposer is down times out), and has
+/// a stranger (a key outside the federation) dial the gateway.
+#[test]
+fn child_federation() {
+    if std::env::var(CHILD_ENV).as_deref() != Ok("federation") {
+        return;
+    }
+    use federact_actors::EmbeddedFederation;
+    use federact_config::{write_local_federation, NodeKey, Topology};
+    use federact_federation::{Membership, RefusalReason, Transport, TransportOptions};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 1,
+        local_validators: 4,
+        inter_validators: 0,
+    };
+    write_local_federation(dir.path(), &topo, false).expect("federation written");
+    let mut cfg = TelemetryConfig::new("federation-child")
+        .with_env(|k| std::env::var(k).ok())
+        .expect("telemetry config");
+    cfg.sampling = Sampling::ParentBasedRatio(1.0);
+    // Metrics go out when flushed below, not on a timer.
+    cfg.metrics_interval = Duration::from_secs(600);
+    let guard = telemetry::init(&cfg).expect("telemetry init");
+    let meters = guard.meter_provider().expect("exporting").clone();
+
+    System::new().block_on(async move {
+        let mut fed = EmbeddedFederation::start(dir.path())
+            .await
+            .expect("federation starts");
+        let client = fed
+            .node("c1-server-1")
+            .and_then(|n| n.ledger_client())
+            .expect("the server has a ledger client");
+        // The trace the parent checks hop by hop: before any validator stops.
+        let first = tracing::info_span!("test.submit", federact.root = true);
+        client
+            .submit(record(1))
+            .instrument(first)
+            .await
+            .expect("commits");
+
+        let gateway = fed.federation().node("c1-gateway").expect("gateway").id();
+        let server = fed.node("c1-server-1").expect("server").transport().clone();
+        let root = tracing::info_span!("test.unknown_actor", federact.root = true);
+        let answer = server
+            .request(
+                gateway,
+                "no-such-actor",
+                bytes::Bytes::from_static(b"hello"),
+                Duration::from_secs(30),
+            )
+            .instrument(root.clone())
+            .await;
+        assert!(answer.is_err(), "{answer:?}");
+        drop(root);
+
+        let stopped = fed
+            .federation()
+            .node(STOPPED_VALIDATOR)
+            .expect("validator")
+            .id()
+            .short();
+        println!("CHILD STOPPED={stopped}");
+        fed.stop_node(STOPPED_VALIDATOR).await;
+        // Five heights in a row: round 0 of one of them is the stopped
+        // validator's (round-robin proposers over four validators).
+        for i in 2..7 {
+            client
+                .submit(record(i))
+                .await
+                .expect("3 of 4 validators commit");
+        }
+
+        let stranger = Transport::bind(
+            &NodeKey::from_seed(&[99; 32]),
+            Membership::from_federation(fed.federation()),
+            TransportOptions::default(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .expect("stranger binds");
+        let _ = stranger
+            .request(
+                gateway,
+                "gateway",
+                bytes::Bytes::new(),
+                Duration::from_secs(5),
+            )
+            .await;
+        let gw = fed.node("c1-gateway").expect("gateway").transport().clone();
+        let refused = support::eventually(Duration::from_secs(60), || {
+            let gw = gw.clone();
+            async move { gw.metrics().snapshot().refused(RefusalReason::UnknownKey) >= 1 }
+        })
+        .await;
+        println!("CHILD REFUSED={refused}");
+        stranger.close().await;
+
+        // Collect the transports' counters while they exist.
+        let flushed = tokio::task::spawn_blocking(move || meters.force_flush())
+            .await
+            .expect("flush ran");
+        println!("CHILD FLUSH={flushed:?}");
+        fed.shutdown().await;
+    });
+    println!("CHILD STATS={:?}", guard.stats());
+    let result = guard.shutdown();
+    println!("CHILD SHUTDOWN_RESULT={result:?}");
+}
+
 // --------------------------------------------------------------- parent side
 
 struct ChildRun {
@@ -136,16 +265,16 @@ impl ChildRun {
 /// Runs [`child_process`] in `mode` with `env` (and no other OTEL_* or
 /// RUST_LOG from this process) and checks it exited 0.
 async fn run_child(mode: &str, env: &[(&str, &str)]) -> ChildRun {
+    run_child_test("child_process", mode, env).await
+}
+
+/// Runs the child entry point `test` in `mode`; see [`run_child`].
+async fn run_child_test(test: &str, mode: &str, env: &[(&str, &str)]) -> ChildRun {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.args([
-        "child_process",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_ENV, mode)
-    .kill_on_drop(true);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, mode)
+        .kill_on_drop(true);
     for (k, _) in std::env::vars() {
         if k.starts_with("OTEL_") || k == "RUST_LOG" {
             cmd.env_remove(k);
@@ -550,4 +679,237 @@ fn invalid_telemetry_section_is_an_error() {
     let fed = support::federation_with_telemetry("otlp_protocol = \"http/json\"");
     let err = TelemetryConfig::from_spec(fed.node("a-gw").unwrap(), fed.telemetry()).unwrap_err();
     assert!(err.to_string().contains("telemetry.otlp_protocol"), "{err}");
+}
+
+/// Outcomes a `consensus.round` span may end with.
+const OUTCOMES: [&str; 9] = [
+    "committed",
+    "fetched",
+    "timeout-propose",
+    "invalid-proposal",
+    "timeout-prevote",
+    "nil-polka",
+    "timeout-precommit",
+    "round-skip",
+    "stopped",
+];
+
+/// Consensus rounds, QUIC request spans and the QUIC instruments of a
+/// federation, as received by a real OTLP receiver ([`child_federation`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_exports_consensus_rounds_quic_spans_and_quic_instruments() {
+    let receiver = OtlpReceiver::start_grpc().await.unwrap();
+    let run = run_child_test(
+        "child_federation",
+        "federation",
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())],
+    )
+    .await;
+    assert_eq!(run.get("REFUSED"), "true", "{}", run.stderr);
+    assert_eq!(run.get("FLUSH"), "Ok(())");
+    // Shutdown returned Ok: every ended span was delivered before it did.
+    assert_eq!(run.get("SHUTDOWN_RESULT"), "Ok(())", "{}", run.stderr);
+    let got = receiver.received();
+    let fail = |what: &str| -> ! { panic!("{what}\nchild stderr:\n{}", run.stderr) };
+
+    // ---- consensus rounds: roots, one per (validator, height, round).
+    let rounds = got.spans_named("consensus.round");
+    if rounds.is_empty() {
+        fail("no consensus.round span");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for r in &rounds {
+        let a = &r.attributes;
+        assert!(r.parent_span_id.is_empty(), "a round is a root: {r:#?}");
+        assert_eq!(a["chain"], "cloud-1.local", "{r:#?}");
+        assert!(OUTCOMES.contains(&a["outcome"].as_str()), "{r:#?}");
+        for key in [
+            "validator",
+            "proposer",
+            "height",
+            "round",
+            "prevote",
+            "precommit",
+        ] {
+            assert!(!a[key].is_empty(), "{key} in {r:#?}");
+        }
+        let id = (
+            a["validator"].clone(),
+            a["height"].clone(),
+            a["round"].clone(),
+        );
+        assert!(seen.insert(id), "one span per validator and round: {r:#?}");
+    }
+    let mut outcomes: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in &rounds {
+        *outcomes
+            .entry(r.attributes["outcome"].as_str())
+            .or_default() += 1;
+    }
+    eprintln!("round outcomes: {outcomes:?}");
+    let committed: Vec<_> = rounds
+        .iter()
+        .filter(|r| r.attributes["outcome"] == "committed")
+        .collect();
+    assert!(!committed.is_empty(), "{rounds:#?}");
+    let commits = got.spans_named("consensus.commit");
+    for c in &commits {
+        let parent = rounds
+            .iter()
+            .find(|r| r.span_id == c.parent_span_id)
+            .unwrap_or_else(|| panic!("commit under a round: {c:#?}"));
+        assert_eq!(parent.trace_id, c.trace_id);
+        assert_eq!(parent.attributes["height"], c.attributes["height"]);
+        assert!(["committed", "fetched"].contains(&parent.attributes["outcome"].as_str()));
+    }
+    assert!(
+        committed
+            .iter()
+            .all(|r| commits.iter().any(|c| c.parent_span_id == r.span_id)),
+        "every committed round has its commit child"
+    );
+    assert!(
+        commits.iter().any(|c| c.attributes["txs"] != "0"),
+        "{commits:#?}"
+    );
+    let stopped = run.get("STOPPED");
+    assert!(
+        rounds
+            .iter()
+            .any(|r| r.attributes["proposer"] == stopped
+                && r.attributes["outcome"] == "timeout-propose"),
+        "a round of the stopped proposer timed out: {rounds:#?}"
+    );
+
+    // ---- QUIC spans of a committed submission: client and server side.
+    let submit = got.spans_named("test.submit")[0];
+    assert!(
+        got.spans_named("ledger.submit")
+            .iter()
+            .any(|s| s.parent_span_id == submit.span_id),
+        "the submission is in the test's trace"
+    );
+    let trace: Vec<_> = got
+        .spans
+        .iter()
+        .filter(|s| s.trace_id == submit.trace_id)
+        .collect();
+    for s in &trace {
+        assert!(
+            s.parent_span_id.is_empty() || trace.iter().any(|p| p.span_id == s.parent_span_id),
+            "orphan span in the submit trace: {s:#?}"
+        );
+    }
+    let requests: Vec<_> = trace.iter().filter(|s| s.name == "quic.request").collect();
+    assert!(!requests.is_empty(), "{trace:#?}");
+    for q in &requests {
+        assert_eq!(q.status_code, 0, "{q:#?}");
+        assert!(
+            q.attributes["bytes.out"].parse::<u64>().unwrap() > 0,
+            "{q:#?}"
+        );
+        // Answered, or dropped by its caller (e.g. a race between peers).
+        assert!(
+            q.attributes.contains_key("bytes.in")
+                || q.attributes.get("cancelled").map(String::as_str) == Some("true"),
+            "{q:#?}"
+        );
+        assert_eq!(q.attributes["peer"].len(), 8, "short node id: {q:#?}");
+        assert!(!q.attributes["actor"].is_empty());
+    }
+    let served: Vec<_> = trace
+        .iter()
+        .filter(|s| s.name == "quic.serve")
+        .filter(|s| requests.iter().any(|q| q.span_id == s.parent_span_id))
+        .collect();
+    assert!(
+        !served.is_empty(),
+        "a served request is a child of its request: {trace:#?}"
+    );
+    for s in &served {
+        let q = requests
+            .iter()
+            .find(|q| q.span_id == s.parent_span_id)
+            .unwrap();
+        assert_eq!(s.attributes["actor"], q.attributes["actor"]);
+        assert_eq!(s.attributes["bytes.in"], q.attributes["bytes.out"]);
+        if q.attributes.contains_key("bytes.in") {
+            assert!(s.attributes.contains_key("bytes.out"), "{s:#?}");
+        }
+    }
+
+    // ---- a refused request: both sides fail with an error status.
+    let root = got.spans_named("test.unknown_actor")[0];
+    let failed = got
+        .spans_named("quic.request")
+        .into_iter()
+        .find(|q| q.parent_span_id == root.span_id)
+        .unwrap_or_else(|| fail("no quic.request under test.unknown_actor"));
+    assert_eq!(failed.status_code, 2, "{failed:#?}");
+    assert!(
+        !failed.events.is_empty(),
+        "the error is recorded: {failed:#?}"
+    );
+    assert_eq!(failed.attributes["actor"], "no-such-actor");
+    let refused = got
+        .spans_named("quic.serve")
+        .into_iter()
+        .find(|s| s.parent_span_id == failed.span_id)
+        .unwrap_or_else(|| fail("no quic.serve under the failed request"));
+    assert_eq!(refused.status_code, 2, "{refused:#?}");
+
+    // ---- QUIC instruments, read from the transports' counters.
+    let point = |name: &str, attrs: &[(&str, &str)]| -> f64 {
+        got.points_named(name)
+            .into_iter()
+            .filter(|p| {
+                attrs
+                    .iter()
+                    .all(|(k, v)| p.attributes.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|p| p.value)
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        point(
+            "federact.quic.connections",
+            &[("federact.node", "c1-gateway")]
+        ) >= 1.0,
+        "{:#?}",
+        got.points_named("federact.quic.connections")
+    );
+    assert!(
+        point(
+            "federact.quic.refusals",
+            &[
+                ("federact.node", "c1-gateway"),
+                ("stage", "handshake"),
+                ("reason", "unknown_peer")
+            ]
+        ) >= 1.0,
+        "{:#?}",
+        got.points_named("federact.quic.refusals")
+    );
+    assert!(
+        point(
+            "federact.quic.refusals",
+            &[
+                ("federact.node", "c1-gateway"),
+                ("stage", "inbound"),
+                ("reason", "unknown_actor")
+            ]
+        ) >= 1.0
+    );
+    assert!(
+        point(
+            "federact.quic.requests",
+            &[("federact.node", "c1-server-1"), ("outcome", "failed")]
+        ) >= 1.0
+    );
+    assert!(
+        point(
+            "federact.quic.bytes",
+            &[("federact.node", "c1-server-1"), ("direction", "out")]
+        ) > 0.0
+    );
 }

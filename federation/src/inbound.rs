@@ -195,6 +195,9 @@ pub struct Responder {
     peer: Arc<Peer>,
     actor: String,
     correlation: u64,
+    /// The server-side `quic.serve` span (disabled unless the request came
+    /// with a sampled trace context); ends when the responder does.
+    span: tracing::Span,
     _drain: mpsc::Sender<()>,
 }
 
@@ -246,28 +249,42 @@ impl Responder {
             Ok(f) => Bytes::from(f),
             Err(e) => {
                 let _ = send.reset(e.code().into());
-                return Err(TransportError::TooLarge {
+                let e = TransportError::TooLarge {
                     actor: self.actor.clone(),
                     len: body.len(),
                     max: max_frame,
-                });
+                };
+                crate::trace::record_error(&self.span, &e);
+                return Err(e);
             }
         };
         let len = frame.len() as u64;
         if let Err(e) = send.write_chunk(frame).await {
-            return Err(TransportError::ConnectionLost {
+            let e = TransportError::ConnectionLost {
                 peer: self.peer.id,
                 reason: e.to_string(),
-            });
+            };
+            crate::trace::record_error(&self.span, &e);
+            return Err(e);
         }
         let _ = send.finish();
         self.peer.counters.bytes_out.fetch_add(len, Relaxed);
+        if !self.span.is_disabled() {
+            self.span.record("bytes.out", body.len());
+            if kind == Kind::Error {
+                crate::trace::record_failure(&self.span, &String::from_utf8_lossy(body));
+            }
+        }
         Ok(())
     }
 
     pub(crate) fn reset(&mut self, code: u32) {
         if let Some(mut send) = self.send.take() {
             let _ = send.reset(code.into());
+            if !self.span.is_disabled() {
+                let reason = crate::error::RemoteRefusal::from_code(code.into());
+                crate::trace::record_failure(&self.span, &format!("refused: {reason:?}"));
+            }
         }
     }
 }
@@ -345,12 +362,21 @@ pub(crate) async fn handle_bi(
         );
         return;
     }
+    // A sampled sender gets a server-side span, child of its
+    // `quic.request`; the handler continues the trace from this span. An
+    // unsampled or untraced request costs one string check.
+    let (span, trace) = if env.trace.is_sampled() {
+        serve_span(&peer, &env)
+    } else {
+        (tracing::Span::none(), env.trace)
+    };
     let responder = Responder {
         send: Some(send),
         inner: inner.clone(),
         peer: peer.clone(),
         actor: env.to.clone(),
         correlation: env.correlation,
+        span,
         _drain: drain,
     };
     deliver(
@@ -359,11 +385,32 @@ pub(crate) async fn handle_bi(
             from: env.from,
             actor: env.to,
             body: env.body,
-            trace: env.trace,
+            trace,
             responder,
         },
     )
     .await;
+}
+
+/// The `quic.serve` span of a sampled request, parented on the envelope's
+/// context, and the context its handler continues from.
+fn serve_span(peer: &Peer, env: &frame::Envelope) -> (tracing::Span, TraceContext) {
+    let span = tracing::info_span!(
+        parent: None,
+        "quic.serve",
+        otel.kind = "server",
+        peer = %peer.id.short(),
+        actor = env.to.as_str(),
+        "bytes.in" = env.body.len(),
+        bytes.out = tracing::field::Empty,
+    );
+    env.trace.set_parent_of(&span);
+    let own = TraceContext::of_span(&span);
+    if own.is_empty() {
+        // No OpenTelemetry layer here: pass the sender's context on as is.
+        return (span, env.trace.clone());
+    }
+    (span, own)
 }
 
 /// Serves one unidirectional stream: a one-way message or a transfer.

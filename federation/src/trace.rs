@@ -98,6 +98,18 @@ impl TraceContext {
         &self.tracestate
     }
 
+    /// True when the sender's span was sampled (the W3C `sampled` flag):
+    /// only then do the transport's own request spans exist. A string
+    /// check, no parsing of the ids.
+    pub fn is_sampled(&self) -> bool {
+        let tp = self.traceparent.as_bytes();
+        if tp.len() != 55 {
+            return false;
+        }
+        let low = tp[54];
+        matches!(low, b'1' | b'3' | b'5' | b'7' | b'9' | b'b' | b'd' | b'f')
+    }
+
     /// Encoded length of both strings.
     pub(crate) fn len(&self) -> usize {
         self.traceparent.len() + self.tracestate.len()
@@ -130,6 +142,26 @@ impl TraceContext {
             let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
         }
     }
+}
+
+/// Marks `span` failed: OpenTelemetry status `Error` with the error's
+/// message and a `WARN` event carrying it (the transport's counterpart of
+/// `federact_actors::telemetry::record_error`). A no-op on a disabled span.
+pub fn record_error(span: &tracing::Span, err: &(dyn std::error::Error + 'static)) {
+    if span.is_disabled() {
+        return;
+    }
+    span.set_status(opentelemetry::trace::Status::error(err.to_string()));
+    tracing::event!(parent: span, tracing::Level::WARN, error = err, "failed");
+}
+
+/// [`record_error`] for failures that are a message, not an error value.
+pub fn record_failure(span: &tracing::Span, message: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.set_status(opentelemetry::trace::Status::error(message.to_owned()));
+    tracing::event!(parent: span, tracing::Level::WARN, error = message, "failed");
 }
 
 /// Parses `version-traceid-spanid-flags` per W3C Trace Context level 1.
@@ -200,11 +232,11 @@ mod tests {
             ("garbage", false),
         ];
         for (tp, ok) in cases {
-            assert_eq!(
-                TraceContext::from_parts(tp, "").span_context().is_some(),
-                ok,
-                "{tp}"
-            );
+            let cx = TraceContext::from_parts(tp, "");
+            assert_eq!(cx.span_context().is_some(), ok, "{tp}");
+            if ok {
+                assert_eq!(cx.is_sampled(), tp.ends_with("-01"), "{tp}");
+            }
         }
     }
 

@@ -42,7 +42,7 @@ use federact_config::{NodeId, NodeKey, TransportLimits};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, Notify, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::codes;
 use crate::error::{FrameError, RefusalReason, RemoteRefusal, TransportError};
@@ -119,6 +119,18 @@ impl From<TransportLimits> for TransportOptions {
             connection_window_bytes: 32 << 20,
             segmentation_offload: true,
             mtu_upper_bound: 1452,
+        }
+    }
+}
+
+/// Marks a `quic.request` span cancelled if dropped before the request
+/// completed (emptied on completion).
+struct Cancelled<'a>(Option<&'a tracing::Span>);
+
+impl Drop for Cancelled<'_> {
+    fn drop(&mut self) {
+        if let Some(span) = self.0.take() {
+            span.record("cancelled", true);
         }
     }
 }
@@ -382,6 +394,13 @@ impl Transport {
         &self.inner.metrics
     }
 
+    /// The transport's counters as a shared handle, for readers that
+    /// outlive a borrow (e.g. OpenTelemetry observable instruments, which
+    /// should hold it weakly so the transport can go away).
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
     /// The current membership.
     pub fn membership(&self) -> Arc<Membership> {
         tls::current(&self.inner.membership)
@@ -461,7 +480,48 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Bytes, TransportError> {
         let trace = TraceContext::current();
-        match tokio::time::timeout(timeout, self.inner.request(peer, actor, &body, &trace)).await {
+        if !trace.is_sampled() {
+            // The common case (no exporter, or an unsampled operation):
+            // no span, nothing beyond the context lookup done before.
+            return self.request_in(peer, actor, body, timeout, &trace).await;
+        }
+        let span = tracing::info_span!(
+            "quic.request",
+            otel.kind = "client",
+            peer = %peer.short(),
+            actor,
+            bytes.out = body.len(),
+            "bytes.in" = tracing::field::Empty,
+            cancelled = tracing::field::Empty,
+        );
+        // The receiver's `quic.serve` span becomes a child of this one.
+        let trace = TraceContext::of_span(&span);
+        // A caller that drops this future (a timeout of its own, a race
+        // between peers) leaves the span marked `cancelled = true`.
+        let mut pending = Cancelled(Some(&span));
+        let result = self
+            .request_in(peer, actor, body, timeout, &trace)
+            .instrument(span.clone())
+            .await;
+        pending.0 = None;
+        match &result {
+            Ok(answer) => {
+                span.record("bytes.in", answer.len());
+            }
+            Err(e) => crate::trace::record_error(&span, e),
+        }
+        result
+    }
+
+    async fn request_in(
+        &self,
+        peer: NodeId,
+        actor: &str,
+        body: Bytes,
+        timeout: Duration,
+        trace: &TraceContext,
+    ) -> Result<Bytes, TransportError> {
+        match tokio::time::timeout(timeout, self.inner.request(peer, actor, &body, trace)).await {
             Ok(r) => r,
             Err(_) => {
                 self.inner.metrics.requests_failed.fetch_add(1, Relaxed);
