@@ -1735,3 +1735,68 @@ async fn send_notice_retrying(
         }
     }
 }
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+    use federact_federation::{Member, Membership, TransportOptions};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// A destination server that cannot be reached when its `Indication`
+    /// commits (restarting) still gets the notice once it is back: the
+    /// first send fails, the retry delivers it.
+    #[test]
+    fn indication_notice_reaches_a_destination_that_was_down_at_the_first_send() {
+        actix::System::new().block_on(async {
+            let (gateway, server) = (NodeKey::generate(), NodeKey::generate());
+            let sock_g = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            // Held, not served: datagrams to the server go unanswered.
+            let sock_s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let membership = Membership::new([
+                Member {
+                    id: gateway.id(),
+                    addr: sock_g.local_addr().unwrap(),
+                    name: "gateway".into(),
+                },
+                Member {
+                    id: server.id(),
+                    addr: sock_s.local_addr().unwrap(),
+                    name: "server".into(),
+                },
+            ]);
+            let options = TransportOptions {
+                connect_timeout: Duration::from_millis(300),
+                ..TransportOptions::default()
+            };
+            let t = Transport::bind_socket(&gateway, membership.clone(), options.clone(), sock_g)
+                .await
+                .unwrap();
+            let body = bytes::Bytes::from_static(b"indication notice");
+            actix::spawn(send_notice_retrying(
+                t.clone(),
+                server.id(),
+                federact_ledger::Hash::of(b"migration"),
+                body.clone(),
+            ));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while t.metrics().dials_failed.load(Relaxed) == 0 {
+                assert!(Instant::now() < deadline, "the first send never failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let s = Transport::bind_socket(&server, membership, options, sock_s)
+                .await
+                .unwrap();
+            let mut inbox = s.register(wire::MIGRATION_ACTOR, 8).unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(60), inbox.recv())
+                .await
+                .expect("the notice was not re-sent to the restarted server");
+            match got {
+                Some(Incoming::OneWay { from, body: b, .. }) => {
+                    assert_eq!(from, gateway.id());
+                    assert_eq!(b, body);
+                }
+                other => panic!("expected the one-way notice, got {other:?}"),
+            }
+        });
+    }
+}
