@@ -499,15 +499,38 @@ impl GatewayActor {
         if chain.outbox.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut chain.outbox);
+        let outbox = std::mem::take(&mut chain.outbox);
         let validators = chain.validators.clone();
+        // A request carries one trace context, so every traced transaction
+        // starts a batch of its own (the untraced ones after it ride along):
+        // each trace then reaches the validators' `validator.submit` spans.
+        let mut segments: Vec<Vec<(Transaction, Option<Waiter>)>> = Vec::new();
+        for item in outbox {
+            let traced = self.traced.contains_key(&item.0.id());
+            match segments.last_mut() {
+                Some(seg) if !traced => seg.push(item),
+                _ => segments.push(vec![item]),
+            }
+        }
+        for segment in segments {
+            self.queue_batch(chain_id, &validators, segment, ctx);
+        }
+    }
+
+    /// Makes one submit batch of `batch` and queues it on every validator's
+    /// lane.
+    fn queue_batch(
+        &mut self,
+        chain_id: &str,
+        validators: &[NodeId],
+        batch: Vec<(Transaction, Option<Waiter>)>,
+        ctx: &mut Context<Self>,
+    ) {
         let (txs, waiters): (Vec<Transaction>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
         let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
         let n = ids.len();
-        // A batch mixes transactions of many traces; its requests carry the
-        // context of its first traced transaction (so the validators'
-        // `validator.submit` spans join that trace) and the span counts how
-        // many traced transactions rode along.
+        // Its requests carry the context of its traced transaction (the
+        // first; see `flush`), and the span counts the traced ones.
         let flush_span = match ids.iter().find_map(|id| self.traced.get(id)) {
             Some((parent, _)) => tracing::info_span!(
                 parent: parent,
@@ -605,8 +628,13 @@ impl GatewayActor {
         let mut total = 0usize;
         let mut rest = queued;
         while let Some(&b) = rest.front() {
-            let k = self.batches.get(&b).map_or(0, |b| b.ids.len());
-            if !taken.is_empty() && total + k > REQUEST_TXS_MAX {
+            let (k, traced) = self
+                .batches
+                .get(&b)
+                .map_or((0, false), |b| (b.ids.len(), !b.span.is_disabled()));
+            // A request runs in its first batch's span: a traced batch
+            // leads a request of its own, so its trace reaches the validator.
+            if !taken.is_empty() && (total + k > REQUEST_TXS_MAX || traced) {
                 break;
             }
             rest.pop_front();
