@@ -276,11 +276,41 @@ pub fn write_local_federation_with(
     })
 }
 
-/// Asks the OS for `n` distinct free UDP ports on 127.0.0.1, holding every
-/// socket until all are chosen so none is handed out twice.
+/// `n` distinct free UDP ports on 127.0.0.1, holding every socket until
+/// all are chosen so none is handed out twice. They are picked below the
+/// kernel's ephemeral range (above it if there is no room below): a port
+/// the OS hands out for `:0` may be taken by any process's outgoing socket
+/// between this check and the node's bind (seen in CI: "Address already in
+/// use" while tests ran in parallel); ports outside the range are only ever
+/// taken by name.
 fn free_udp_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
-    let sockets = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    sockets.iter().map(|s| s.local_addr()).collect()
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let (from, to) = if low > 11_000 {
+        (10_000, low)
+    } else {
+        (high.saturating_add(1), u16::MAX)
+    };
+    let mut held = Vec::with_capacity(n);
+    if to > from {
+        let span = u32::from(to - from);
+        for _ in 0..(20 * n + 1000) {
+            if held.len() == n {
+                break;
+            }
+            let port = from + (rand::random::<u32>() % span) as u16;
+            if let Ok(s) = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], port))) {
+                held.push(s);
+            }
+        }
+    }
+    while held.len() < n {
+        held.push(UdpSocket::bind("127.0.0.1:0")?);
+    }
+    held.iter().map(|s| s.local_addr()).collect()
 }
