@@ -283,7 +283,7 @@ pub fn write_local_federation_with(
 /// between this check and the node's bind (seen in CI: "Address already in
 /// use" while tests ran in parallel); ports outside the range are only ever
 /// taken by name.
-fn free_udp_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
+pub fn free_udp_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
     let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|t| {

@@ -33,6 +33,7 @@ pub use federation::{
 };
 pub use identity::{NodeId, NodeKey, Signature};
 pub use init::{
-    default_chain_params, write_local_federation, write_local_federation_with, Topology,
+    default_chain_params, free_udp_ports, write_local_federation, write_local_federation_with,
+    Topology,
 };
 pub use node::NodeConfig;

@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 
 use federact::actors::wire::{self, ValidatorRequest, ValidatorResponse};
 use federact::actors::{Invoker, LedgerClient};
-use federact::config::{write_local_federation, Federation, NodeConfig, NodeKey, Role, Topology};
+use federact::config::{
+    free_udp_ports, write_local_federation, Federation, NodeConfig, NodeKey, Role, Topology,
+};
 use federact::federation::netem::{Relay, RelayHandle, RelayOptions};
 use federact::federation::{Membership, Transport};
 use federact::ledger::block::Block;
@@ -136,43 +138,11 @@ pub struct ClusterOptions {
     pub node_args: HashMap<String, Vec<String>>,
 }
 
-/// A free loopback UDP port for a node process to bind later, below the
-/// kernel's ephemeral range: a port the OS hands out for `:0` may be taken
-/// by any process on the machine between this check and the node's bind
-/// (seen: a validator that could not start, "Address already in use"),
-/// and again while a killed node restarts; ports below the range are only
-/// ever taken by name.
+/// A free loopback UDP port for a node process to bind later, outside the
+/// kernel's ephemeral range (see [`free_udp_ports`]; a killed node rebinds
+/// it on restart, which a port the OS hands out for `:0` may not allow).
 fn free_udp_port() -> SocketAddr {
-    use std::sync::atomic::AtomicU64;
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| {
-            let mut it = t.split_whitespace().map(|x| x.parse::<u16>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .unwrap_or((32768, 60999));
-    // Below the ephemeral range if there is room, else above it.
-    let (from, to) = if low > 11_000 {
-        (10_000, low)
-    } else {
-        (high.saturating_add(1).max(high), u16::MAX)
-    };
-    let mix = u64::from(std::process::id()) << 32
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-    let mut rng = rng::SplitMix(mix ^ NEXT.fetch_add(1, Ordering::Relaxed));
-    for _ in 0..1000 {
-        let port = from + rng.below(usize::from(to - from)) as u16;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if std::net::UdpSocket::bind(addr).is_ok() {
-            return addr;
-        }
-    }
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free port");
-    s.local_addr().expect("local addr")
+    free_udp_ports(1).expect("a free loopback port")[0]
 }
 
 impl Cluster {
