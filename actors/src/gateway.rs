@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use federact_config::{Federation, NodeId, NodeKey};
 use federact_federation::{Inbox, Incoming, Responder, Transport};
 use federact_ledger::cert::ValidatorSet;
+use federact_ledger::error::ErrorChain;
 use federact_ledger::proof::CrossChainProof;
 use federact_ledger::record::{Record, Route};
 use federact_ledger::store::CursorStore;
@@ -1152,7 +1153,7 @@ impl GatewayActor {
         }
         if let Some(h) = advanced {
             if let Err(e) = self.cursor.set(RELAY_CURSOR, h) {
-                warn!(error = %e, "relay cursor write failed");
+                warn!(error = %ErrorChain(&e), "relay cursor write failed");
             }
         }
     }
@@ -1751,7 +1752,7 @@ async fn send_notice_retrying(
         match t.send(server, wire::MIGRATION_ACTOR, body.clone()).await {
             Ok(()) => return,
             Err(e) if Instant::now() + pause > deadline => {
-                warn!(migration = %migration_id.short(), server = %server.short(), error = %e,
+                warn!(migration = %migration_id.short(), server = %server.short(), error = %ErrorChain(&e),
                     "indication notice to the destination not delivered; giving up");
                 return;
             }

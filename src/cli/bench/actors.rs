@@ -19,7 +19,7 @@ use federact::config::{write_local_federation, Topology};
 use federact_actors::loadgen::{closed_loop, open_loop, ClosedRun, RateStep};
 use federact_actors::{Bytes, EmbeddedFederation, Function, FunctionError, Invoker, NodeOptions};
 
-use super::report::{f, Report, Series};
+use super::report::{f, Axes, Report, Series};
 use super::{bar, CommonArgs};
 
 /// Arguments of `federact bench actors`.
@@ -328,7 +328,7 @@ fn write_report(
         "concurrent callers",
         "calls/s (log)",
         &series(&|run| run.calls_per_s()),
-        true,
+        Axes::LogXY,
     )?;
     r.plot(
         "latency_p99.svg",
@@ -336,7 +336,7 @@ fn write_report(
         "concurrent callers",
         "p99 µs (log)",
         &series(&|run| run.latencies.quantile_ms(0.99) * 1000.0),
-        true,
+        Axes::LogXY,
     )?;
     Ok(())
 }

@@ -28,7 +28,7 @@ use federact_actors::loadgen::{bench_record, submit_at_rate, Latencies, RateStep
 use federact_actors::{EmbeddedFederation, LedgerClient};
 
 use super::procs::{NodeProcs, RoleUse};
-use super::report::{f, Report, Series};
+use super::report::{f, Axes, Report, Series};
 use super::{bar, wait_until, CommonArgs};
 
 /// Arguments of `federact bench ledger`.
@@ -539,7 +539,7 @@ fn write_report(
                 points: pts(&|s| s.offered_per_s as f64),
             },
         ],
-        false,
+        Axes::Linear,
     )?;
     r.plot(
         "latency.svg",
@@ -560,7 +560,7 @@ fn write_report(
                 points: pts(&|s| s.latencies.mean_ms().max(0.01)),
             },
         ],
-        true,
+        Axes::LogY,
     )?;
     Ok(())
 }

@@ -44,7 +44,7 @@ use federact_actors::loadgen::{open_loop_drain, Latencies, RateStep};
 use federact_actors::migration::{MigrationActor, MigrationLimits, StartMigration};
 use federact_actors::{EmbeddedFederation, NodeOptions};
 
-use super::report::{f, Report, Series};
+use super::report::{f, Axes, Report, Series};
 use super::{bar, CommonArgs};
 
 /// Arguments of `federact bench migration`.
@@ -938,7 +938,7 @@ fn write_report(
         "migrations/s",
         "p50 delay ms (log)",
         &series,
-        true,
+        Axes::LogXY,
     )?;
     let gaps: Vec<Series> = pairs
         .iter()
@@ -965,7 +965,7 @@ fn write_report(
             "migrations/s",
             "mean inter-block delay ms (log)",
             &gaps,
-            true,
+            Axes::LogXY,
         )?;
     }
     Ok(())
@@ -1096,7 +1096,7 @@ fn write_compare_report(
         x_label,
         "p50 delay ms (log)",
         &series,
-        true,
+        Axes::LogY,
     )?;
     if a.experiment == Experiment::Clouds {
         let pick = |local: bool| -> Vec<(f64, f64)> {
@@ -1128,7 +1128,7 @@ fn write_compare_report(
                     points: pick(false),
                 },
             ],
-            false,
+            Axes::Linear,
         )?;
     }
     Ok(())

@@ -102,10 +102,10 @@ impl Report {
         x_label: &str,
         y_label: &str,
         series: &[Series],
-        log_y: bool,
+        axes: Axes,
     ) -> anyhow::Result<()> {
         let path = self.dir.join(name);
-        draw(&path, title, x_label, y_label, series, log_y)
+        draw(&path, title, x_label, y_label, series, axes)
             .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
         self.files.push(name.to_string());
         let _ = writeln!(self.summary, "![{title}]({name})\n");
@@ -133,6 +133,19 @@ impl Report {
     }
 }
 
+/// Which axes of a plot are logarithmic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axes {
+    /// Both linear.
+    Linear,
+    /// Logarithmic y (latencies spanning decades).
+    LogY,
+    /// Both logarithmic: sweeps whose x doubles (rates 1, 2, 4, … 4096),
+    /// which a linear x axis squashes into its left edge. Falls back to a
+    /// linear x axis when some x is not positive.
+    LogXY,
+}
+
 fn csv_cell(c: &str) -> String {
     if c.contains([',', '"', '\n']) {
         format!("\"{}\"", c.replace('"', "\"\""))
@@ -147,7 +160,7 @@ fn draw(
     x_label: &str,
     y_label: &str,
     series: &[Series],
-    log_y: bool,
+    axes: Axes,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let pts = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -195,13 +208,25 @@ fn draw(
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(70);
-    if log_y {
-        let lo = if y0 > 0.0 { y0 * 0.8 } else { 0.01 };
-        let hi = (y1 * 1.25).max(lo * 10.0);
-        body!(builder.build_cartesian_2d(x0..x1, (lo..hi).log_scale())?);
+    let log_x = axes == Axes::LogXY && x0 > 0.0;
+    let (x_lo, x_hi) = if log_x {
+        (x0 / 1.25, x1 * 1.25)
     } else {
-        let hi = if y1 > 0.0 { y1 * 1.1 } else { 1.0 };
-        body!(builder.build_cartesian_2d(x0..x1, 0.0..hi)?);
+        (x0, x1)
+    };
+    let y_range = if axes == Axes::Linear {
+        0.0..if y1 > 0.0 { y1 * 1.1 } else { 1.0 }
+    } else {
+        let lo = if y0 > 0.0 { y0 * 0.8 } else { 0.01 };
+        lo..(y1 * 1.25).max(lo * 10.0)
+    };
+    match (log_x, axes != Axes::Linear) {
+        (true, true) => {
+            body!(builder.build_cartesian_2d((x_lo..x_hi).log_scale(), y_range.log_scale())?)
+        }
+        (true, false) => body!(builder.build_cartesian_2d((x_lo..x_hi).log_scale(), y_range)?),
+        (false, true) => body!(builder.build_cartesian_2d(x_lo..x_hi, y_range.log_scale())?),
+        (false, false) => body!(builder.build_cartesian_2d(x_lo..x_hi, y_range)?),
     }
     root.present()?;
     Ok(())
@@ -319,7 +344,7 @@ mod tests {
                 name: "s".into(),
                 points: vec![(1.0, 2.0), (2.0, 3.0)],
             }],
-            true,
+            Axes::LogXY,
         )
         .unwrap();
         let summary = std::fs::read_to_string(r.finish().unwrap()).unwrap();
@@ -330,6 +355,25 @@ mod tests {
             std::fs::read_to_string(dir.path().join("r/x.csv")).unwrap(),
             "a,b\n1,2\n"
         );
+    }
+
+    #[test]
+    fn every_axes_kind_draws_even_with_zero_coordinates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Report::create(&dir.path().join("r"), "t").unwrap();
+        let series = [Series {
+            name: "s".into(),
+            points: vec![(0.0, 0.0), (1.0, 5.0), (4096.0, 900.0)],
+        }];
+        for (i, axes) in [Axes::Linear, Axes::LogY, Axes::LogXY]
+            .into_iter()
+            .enumerate()
+        {
+            let name = format!("p{i}.svg");
+            r.plot(&name, "t", "x", "y", &series, axes).unwrap();
+            let svg = std::fs::read_to_string(dir.path().join("r").join(&name)).unwrap();
+            assert!(svg.contains("<polyline"), "{axes:?} drew no line");
+        }
     }
 
     #[test]
