@@ -733,15 +733,31 @@ fn print_history(
     searched: &str,
     json: bool,
 ) -> anyhow::Result<()> {
+    print_records(
+        entries,
+        json,
+        &format!("no migration records of vm {vm_id} in {searched}"),
+        &format!("vm {vm_id}"),
+    )
+}
+
+/// Prints `entries` as JSON, or under `heading` with their count, or
+/// `none` when there are none.
+fn print_records(
+    entries: &[IndexedRecord],
+    json: bool,
+    none: &str,
+    heading: &str,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&entries_json(entries))?);
         return Ok(());
     }
     if entries.is_empty() {
-        println!("no migration records of vm {vm_id} in {searched}");
+        println!("{none}");
         return Ok(());
     }
-    println!("vm {vm_id}: {} record(s)", entries.len());
+    println!("{heading}: {} record(s)", entries.len());
     print_entries(entries);
     Ok(())
 }
@@ -758,15 +774,10 @@ fn print_provenance(
     searched: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(&entries_json(entries))?);
-        return Ok(());
-    }
-    if entries.is_empty() {
-        println!("no provenance records of {entity} on {searched}");
-        return Ok(());
-    }
-    println!("{entity}: {} record(s)", entries.len());
-    print_entries(entries);
-    Ok(())
+    print_records(
+        entries,
+        json,
+        &format!("no provenance records of {entity} on {searched}"),
+        entity,
+    )
 }

@@ -314,64 +314,55 @@ fn read_bench(dir: &Path, n: usize) -> anyhow::Result<Reads> {
     }
     let txs = ids.len() as u64;
     let pick = |len: usize, i: usize| (i.wrapping_mul(2_654_435_761)) % len.max(1);
-    let mut lat = Vec::with_capacity(n);
-    let start = Instant::now();
-    if !ids.is_empty() {
-        for i in 0..n {
-            if start.elapsed() > READ_BUDGET {
-                break;
-            }
-            let id = &ids[pick(ids.len(), i)];
-            let t = Instant::now();
-            let found = store.tx_location(id)?;
-            lat.push(t.elapsed().as_micros() as u64);
-            if found.is_none() {
-                bail!("transaction {id:?} of a committed block is not in the store's index");
-            }
+    let location = timed_reads(n, !ids.is_empty(), |i| {
+        let id = &ids[pick(ids.len(), i)];
+        if store.tx_location(id)?.is_none() {
+            bail!("transaction {id:?} of a committed block is not in the store's index");
         }
-    }
-    let location_rate = lat.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    let location = (Latencies::from_micros(lat), location_rate);
-    let mut lat = Vec::with_capacity(n);
-    let start = Instant::now();
-    if !ids.is_empty() {
-        for i in 0..n {
-            if start.elapsed() > READ_BUDGET {
-                break;
-            }
-            let id = &ids[pick(ids.len(), i)];
-            let t = Instant::now();
-            let found = store.tx(id)?;
-            lat.push(t.elapsed().as_micros() as u64);
-            if found.is_none() {
-                bail!("transaction {id:?} of a committed block is not in the store's index");
-            }
+        Ok(())
+    })?;
+    let by_id = timed_reads(n, !ids.is_empty(), |i| {
+        let id = &ids[pick(ids.len(), i)];
+        if store.tx(id)?.is_none() {
+            bail!("transaction {id:?} of a committed block is not in the store's index");
         }
-    }
-    let by_id_rate = lat.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    let by_id = (Latencies::from_micros(lat), by_id_rate);
-    let mut lat = Vec::with_capacity(n);
-    let start = Instant::now();
-    if height > 0 {
-        for i in 0..n {
-            if start.elapsed() > READ_BUDGET {
-                break;
-            }
-            let h = 1 + pick(height as usize, i) as u64;
-            let t = Instant::now();
-            let _ = store.block(h)?;
-            lat.push(t.elapsed().as_micros() as u64);
-        }
-    }
-    let by_height_rate = lat.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        Ok(())
+    })?;
+    let by_height = timed_reads(n, height > 0, |i| {
+        store.block(1 + pick(height as usize, i) as u64)?;
+        Ok(())
+    })?;
     Ok(Reads {
         wanted: n,
         blocks: height,
         txs,
         location,
         by_id,
-        by_height: (Latencies::from_micros(lat), by_height_rate),
+        by_height,
     })
+}
+
+/// Runs `read(i)` for i in 0..n (none if `!any`), at most [`READ_BUDGET`]
+/// long; returns the latencies of the reads and their rate per second.
+fn timed_reads(
+    n: usize,
+    any: bool,
+    mut read: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<(Latencies, f64)> {
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    if any {
+        for i in 0..n {
+            if start.elapsed() > READ_BUDGET {
+                break;
+            }
+            let t = Instant::now();
+            read(i)?;
+            lat.push(t.elapsed().as_micros() as u64);
+        }
+    }
+    let rate = lat.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    Ok((Latencies::from_micros(lat), rate))
 }
 
 fn write_report(
