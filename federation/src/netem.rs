@@ -773,6 +773,19 @@ mod tests {
         (addr, task)
     }
 
+    /// A relay with default options in front of a fresh echo server.
+    async fn relay_to_echo() -> (Relay, JoinHandle<()>) {
+        let (server, task) = echo_server().await;
+        let relay = Relay::start(
+            "127.0.0.1:0".parse().unwrap(),
+            server,
+            RelayOptions::default(),
+        )
+        .await
+        .unwrap();
+        (relay, task)
+    }
+
     async fn client_socket(relay: &Relay) -> UdpSocket {
         let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         s.connect(relay.front_addr()).await.unwrap();
@@ -801,14 +814,7 @@ mod tests {
 
     #[tokio::test]
     async fn relay_forwards_both_ways_with_a_session_per_client() {
-        let (server, _t) = echo_server().await;
-        let relay = Relay::start(
-            "127.0.0.1:0".parse().unwrap(),
-            server,
-            RelayOptions::default(),
-        )
-        .await
-        .unwrap();
+        let (relay, _t) = relay_to_echo().await;
         let a = client_socket(&relay).await;
         let b = client_socket(&relay).await;
         assert_eq!(roundtrip(&a, b"from a").await, b"from a");
@@ -820,14 +826,7 @@ mod tests {
 
     #[tokio::test]
     async fn relay_partition_drops_and_heal_restores() {
-        let (server, _t) = echo_server().await;
-        let relay = Relay::start(
-            "127.0.0.1:0".parse().unwrap(),
-            server,
-            RelayOptions::default(),
-        )
-        .await
-        .unwrap();
+        let (relay, _t) = relay_to_echo().await;
         let h = relay.handle();
         let a = client_socket(&relay).await;
         assert_eq!(roundtrip(&a, b"before").await, b"before");
@@ -848,14 +847,7 @@ mod tests {
 
     #[tokio::test]
     async fn relay_blocks_one_client_and_serves_the_other() {
-        let (server, _t) = echo_server().await;
-        let relay = Relay::start(
-            "127.0.0.1:0".parse().unwrap(),
-            server,
-            RelayOptions::default(),
-        )
-        .await
-        .unwrap();
+        let (relay, _t) = relay_to_echo().await;
         let h = relay.handle();
         let a = client_socket(&relay).await;
         let b = client_socket(&relay).await;
@@ -869,14 +861,7 @@ mod tests {
 
     #[tokio::test]
     async fn relay_delays_and_duplicates_datagrams() {
-        let (server, _t) = echo_server().await;
-        let relay = Relay::start(
-            "127.0.0.1:0".parse().unwrap(),
-            server,
-            RelayOptions::default(),
-        )
-        .await
-        .unwrap();
+        let (relay, _t) = relay_to_echo().await;
         let h = relay.handle();
         let a = client_socket(&relay).await;
         assert_eq!(roundtrip(&a, b"warm").await, b"warm");
