@@ -138,11 +138,11 @@ impl Report {
 pub enum Axes {
     /// Both linear.
     Linear,
-    /// Logarithmic y (latencies spanning decades).
+    /// Logarithmic y (latencies spanning decades). Points at or below
+    /// zero on a logarithmic axis are left out of the plot.
     LogY,
     /// Both logarithmic: sweeps whose x doubles (rates 1, 2, 4, … 4096),
-    /// which a linear x axis squashes into its left edge. Falls back to a
-    /// linear x axis when some x is not positive.
+    /// which a linear x axis squashes into its left edge.
     LogXY,
 }
 
@@ -162,6 +162,19 @@ fn draw(
     series: &[Series],
     axes: Axes,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // A logarithmic axis cannot show zero or below: such points are left
+    // out of the plot (the CSV keeps them).
+    let (log_x, log_y) = (axes == Axes::LogXY, axes != Axes::Linear);
+    let kept: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            name: s.name.clone(),
+            points: (s.points.iter().copied())
+                .filter(|&(x, y)| (!log_x || x > 0.0) && (!log_y || y > 0.0))
+                .collect(),
+        })
+        .collect();
+    let series = &kept[..];
     let pts = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
@@ -171,7 +184,7 @@ fn draw(
         y1 = y1.max(y);
     }
     if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        (x0, x1, y0, y1) = (1.0, 2.0, 1.0, 2.0);
     }
     if x1 <= x0 {
         x1 = x0 + 1.0;
@@ -186,6 +199,8 @@ fn draw(
                 .configure_mesh()
                 .x_desc(x_label)
                 .y_desc(y_label)
+                .x_label_formatter(&tick)
+                .y_label_formatter(&tick)
                 .draw()?;
             for (i, s) in series.iter().enumerate() {
                 let c = colors[i % colors.len()];
@@ -208,28 +223,37 @@ fn draw(
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(70);
-    let log_x = axes == Axes::LogXY && x0 > 0.0;
     let (x_lo, x_hi) = if log_x {
         (x0 / 1.25, x1 * 1.25)
     } else {
         (x0, x1)
     };
-    let y_range = if axes == Axes::Linear {
+    let y_range = if !log_y {
         0.0..if y1 > 0.0 { y1 * 1.1 } else { 1.0 }
     } else {
         let lo = if y0 > 0.0 { y0 * 0.8 } else { 0.01 };
         lo..(y1 * 1.25).max(lo * 10.0)
     };
-    match (log_x, axes != Axes::Linear) {
-        (true, true) => {
+    match (log_x, log_y) {
+        (true, _) => {
             body!(builder.build_cartesian_2d((x_lo..x_hi).log_scale(), y_range.log_scale())?)
         }
-        (true, false) => body!(builder.build_cartesian_2d((x_lo..x_hi).log_scale(), y_range)?),
         (false, true) => body!(builder.build_cartesian_2d(x_lo..x_hi, y_range.log_scale())?),
         (false, false) => body!(builder.build_cartesian_2d(x_lo..x_hi, y_range)?),
     }
     root.present()?;
     Ok(())
+}
+
+/// An axis tick label: whole numbers without a trailing ".0", others with
+/// up to three significant decimals.
+fn tick(v: &f64) -> String {
+    if v.fract() == 0.0 || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
 
 /// The command line as typed (arguments with spaces quoted).
@@ -358,6 +382,15 @@ mod tests {
     }
 
     #[test]
+    fn ticks_print_whole_numbers_without_decimals() {
+        assert_eq!(tick(&1.0), "1");
+        assert_eq!(tick(&1_000_000.0), "1000000");
+        assert_eq!(tick(&0.25), "0.25");
+        assert_eq!(tick(&12.5), "12.5");
+        assert_eq!(tick(&0.0), "0");
+    }
+
+    #[test]
     fn every_axes_kind_draws_even_with_zero_coordinates() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Report::create(&dir.path().join("r"), "t").unwrap();
@@ -374,6 +407,12 @@ mod tests {
             let svg = std::fs::read_to_string(dir.path().join("r").join(&name)).unwrap();
             assert!(svg.contains("<polyline"), "{axes:?} drew no line");
         }
+        let nothing_positive = [Series {
+            name: "zeros".into(),
+            points: vec![(0.0, 0.0), (0.0, 0.0)],
+        }];
+        r.plot("z.svg", "t", "x", "y", &nothing_positive, Axes::LogXY)
+            .unwrap();
     }
 
     #[test]
