@@ -19,22 +19,25 @@
 //! OpenTelemetry layer), on with every trace sampled (ratio 1.0) and on at
 //! ratio 0.01 (parent-based: the caller's `invoke` span decides, the
 //! server's spans follow), exporting over OTLP/gRPC to a real receiver in
-//! the same process. `INVOKE_BENCH_TELEMETRY=0` skips this part;
-//! `INVOKE_BENCH_ROUNDS=N` sets the rounds (default 3).
+//! the same process. Each variant's subscriber is the default of this
+//! thread and of every node's thread, as in a node process, so the
+//! servers' spans are recorded too. The variant order rotates from round
+//! to round; each figure is the median over the rounds.
 //!
-//! One run (`INVOKE_BENCH_ROUNDS=5`, the shared 2-core box under other
-//! sessions' builds, so absolute figures are low and noisy; ratios are
-//! between variants measured in alternating rounds):
+//! - `INVOKE_BENCH_TELEMETRY=0` skips this part, `INVOKE_BENCH_BASE=0` the
+//!   first table;
+//! - `INVOKE_BENCH_ROUNDS=N` (default 7), `INVOKE_BENCH_TELEMETRY_CALLS=N`
+//!   (calls per row, default 20000);
+//! - `INVOKE_BENCH_VARIANTS=off,1.0,0.01` (the default; the first is the
+//!   baseline of the cost columns; also the experiments
+//!   `pipeline-no-layer`: pipeline threads at 0.01 but no OpenTelemetry
+//!   layer, and `layer-no-processor`: the layer on a tracer provider with
+//!   no span processor);
+//! - `INVOKE_BENCH_PATHS=same,quic`, `INVOKE_BENCH_CONCURRENT=0` (the
+//!   sequential column only), `INVOKE_BENCH_VERBOSE=1` (every round on
+//!   stderr).
 //!
-//! | variant               | path                | seq calls/s | cost  | 32 concurrent/s | cost  |
-//! |-----------------------|---------------------|-------------|-------|-----------------|-------|
-//! | export off            | same server         | 182 255     | —     | 236 217         | —     |
-//! | export off            | other server (QUIC) | 6 561       | —     | 23 436          | —     |
-//! | export on, ratio 1.0  | same server         | 39 820      | 78.2% | 35 094          | 85.1% |
-//! | export on, ratio 1.0  | other server (QUIC) | 4 492       | 31.5% | 13 002          | 44.5% |
-//! | export on, ratio 0.01 | same server         | 141 627     | 22.3% | 149 597         | 36.7% |
-//! | export on, ratio 0.01 | other server (QUIC) | 5 934       | 9.6%  | 23 396          | 0.2%  |
-//!
+//! RESULTS_PLACEHOLDER
 //! Provenance on (auditable function, three ledger commits per call,
 //! single-validator chain): about 10 calls/s, p50 ≈ 100 ms, against
 //! 156 574/s (same server) and 6 505/s (QUIC) without, in the same run.
@@ -209,7 +212,7 @@ async fn main() {
         .await;
     }
     if std::env::var("INVOKE_BENCH_TELEMETRY").as_deref() != Ok("0") {
-        telemetry_cost(&fed, &invoker, &local_key, &remote_key, &payload, calls).await;
+        telemetry_cost(&fed, &invoker, &local_key, &remote_key, &payload).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     fed.shutdown().await;
@@ -355,7 +358,6 @@ async fn telemetry_cost(
     local_key: &str,
     remote_key: &str,
     payload: &Bytes,
-    calls: usize,
 ) {
     let receiver = otlp_receiver::OtlpReceiver::start_grpc()
         .await
@@ -363,7 +365,14 @@ async fn telemetry_cost(
     let rounds: usize = std::env::var("INVOKE_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(7);
+    // Rows of the default 5000 calls last ~50 ms on the same-server path:
+    // one scheduling hiccup on a shared 2-core box moves such a row by
+    // 10-20%. `INVOKE_BENCH_TELEMETRY_CALLS` (default 20000) sets them.
+    let calls: usize = std::env::var("INVOKE_BENCH_TELEMETRY_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
     // `INVOKE_BENCH_VARIANTS`: comma-separated `off`, ratios (`1.0`,
     // `0.01`) and the experiments of [`Variant`]; the first is the
     // baseline of the cost columns.
@@ -487,7 +496,7 @@ async fn telemetry_cost(
         xs[xs.len() / 2]
     };
     println!(
-        "\ntracing cost: {calls} calls per row, median of {rounds} alternating rounds; cost = throughput lost vs export off\n"
+        "\ntracing cost: {calls} calls per row, median of {rounds} rounds (variant order rotated each round); cost = throughput lost vs the first variant\n"
     );
     println!(
         "| {:<24} | {:<18} | {:>12} | {:>6} | {:>16} | {:>6} | {:>14} |",
