@@ -31,8 +31,8 @@
 //! - `INVOKE_BENCH_VARIANTS=off,1.0,0.01` (the default; the first is the
 //!   baseline of the cost columns; also the experiments
 //!   `pipeline-no-layer`: pipeline threads at 0.01 but no OpenTelemetry
-//!   layer, and `layer-no-processor`: the layer on a tracer provider with
-//!   no span processor);
+//!   layer, and `layer-no-processor`: every span built by the layer but
+//!   no span processor, to set against ratio 1.0);
 //! - `INVOKE_BENCH_PATHS=same,quic`, `INVOKE_BENCH_CONCURRENT=0` (the
 //!   sequential column only), `INVOKE_BENCH_VERBOSE=1` (every round on
 //!   stderr).
@@ -309,8 +309,11 @@ enum Variant {
     /// Experiment: the pipeline at ratio 0.01 exists (threads, root
     /// ratio) but no OpenTelemetry layer is in the subscriber.
     PipelineNoLayer,
-    /// Experiment: the pipeline at ratio 0.01 exists, but the subscriber's
-    /// OpenTelemetry layer feeds a tracer provider with no span processor.
+    /// Experiment: every span built, none exported: the subscriber's
+    /// OpenTelemetry layer (no root ratio, so every root is sampled) feeds
+    /// a tracer provider with no span processor. Against ratio 1.0 it
+    /// splits the cost of a sampled call into building its spans and
+    /// exporting them.
     LayerNoProcessor,
 }
 
@@ -333,7 +336,7 @@ impl Variant {
             Variant::Off => "export off".into(),
             Variant::On(r) => format!("export on, ratio {r}"),
             Variant::PipelineNoLayer => "pipeline, no layer".into(),
-            Variant::LayerNoProcessor => "layer, no processor".into(),
+            Variant::LayerNoProcessor => "spans built, no processor".into(),
         }
     }
 }
@@ -404,7 +407,8 @@ async fn telemetry_cost(
             let ratio = match variant {
                 Variant::Off => None,
                 Variant::On(r) => Some(*r),
-                Variant::PipelineNoLayer | Variant::LayerNoProcessor => Some(0.01),
+                Variant::PipelineNoLayer => Some(0.01),
+                Variant::LayerNoProcessor => None,
             };
             let pipeline = ratio.map(|r| {
                 let mut cfg =
@@ -432,6 +436,9 @@ async fn telemetry_cost(
                             .with_tracer(opentelemetry::trace::TracerProvider::tracer(
                                 provider, "federact",
                             ))
+                            // As `TelemetryPipeline::layer` builds spans.
+                            .with_threads(false)
+                            .with_tracked_inactivity(false)
                             .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
                             .boxed(),
                     ),
