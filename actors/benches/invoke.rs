@@ -37,7 +37,35 @@
 //!   sequential column only), `INVOKE_BENCH_VERBOSE=1` (every round on
 //!   stderr).
 //!
-//! RESULTS_PLACEHOLDER
+//! Measured on the shared 2-core box while other sessions built (load
+//! average 7-14), so single runs scatter by ±20%: read several runs.
+//! `INVOKE_BENCH_BASE=0 INVOKE_BENCH_ROUNDS=9` (20000 calls per row), one
+//! run each of the code before and after root sampling moved into the
+//! pipeline's layer and spans stopped recording thread and busy/idle time:
+//!
+//! | variant               | path                | seq/s before | cost  | seq/s after | cost  | conc/s before | cost  | conc/s after | cost  |
+//! |-----------------------|---------------------|--------------|-------|-------------|-------|---------------|-------|--------------|-------|
+//! | export off            | same server         | 83 375       | —     | 93 139      | —     | 254 433       | —     | 317 219      | —     |
+//! | export off            | other server (QUIC) | 8 783        | —     | 7 912       | —     | 54 949        | —     | 51 336       | —     |
+//! | export on, ratio 1.0  | same server         | 18 877       | 77.4% | 26 720      | 71.3% | 26 618        | 89.5% | 38 362       | 87.9% |
+//! | export on, ratio 1.0  | other server (QUIC) | 4 183        | 52.4% | 4 449       | 43.8% | 9 773         | 82.2% | 8 635        | 83.2% |
+//! | export on, ratio 0.01 | same server         | 81 616       | 2.1%  | 69 335      | 25.6% | 245 854       | 3.4%  | 150 783      | 52.5% |
+//! | export on, ratio 0.01 | other server (QUIC) | 7 892        | 10.1% | 8 009       | -1.2% | 47 090        | 14.3% | 43 770       | 14.7% |
+//!
+//! Single runs scatter: over all runs of that session at 0.01 (full runs
+//! and `INVOKE_BENCH_PATHS=same INVOKE_BENCH_VARIANTS=off,0.01` runs,
+//! alternating before/after), the same-server sequential cost was -13.9 to
+//! 25.6% after (median of 7: -8.3%) and -11.9 to 18.0% before (median of
+//! 6: 1.8%); same-server concurrent 6.6 to 52.5% after (median 12.0%) and
+//! -2.8 to 17.0% before (median 8.9%); QUIC concurrent 14.7, 17.3, 17.9
+//! and -21.9% after. The ≤10% goal holds for the sequential paths; the
+//! concurrent ones sit around it and this box cannot tell them apart.
+//! At 0.01 the cost is the sampled 1% times what a sampled call costs:
+//! `off,1.0,layer-no-processor,pipeline-no-layer,0.01` on the same server
+//! (concurrent) put a call at 3.1 µs, building its two spans at +5.4 µs and
+//! exporting them (to the receiver in this process, on the same 2 cores)
+//! at +8 µs more; the pipeline's threads alone cost nothing measurable.
+//!
 //! Provenance on (auditable function, three ledger commits per call,
 //! single-validator chain): about 10 calls/s, p50 ≈ 100 ms, against
 //! 156 574/s (same server) and 6 505/s (QUIC) without, in the same run.
