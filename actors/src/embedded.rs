@@ -147,6 +147,27 @@ impl EmbeddedFederation {
         }
     }
 
+    /// Runs `f` once on every running node's thread and returns when each
+    /// has run it: e.g. to install a thread-local `tracing` dispatcher on
+    /// the node threads (a benchmark comparing subscribers in one process).
+    pub async fn on_each_node_thread(&self, f: impl Fn() + Send + Sync + 'static) {
+        let f = Arc::new(f);
+        let mut done = Vec::new();
+        for arbiter in self.arbiters.values() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let f = f.clone();
+            if arbiter.spawn_fn(move || {
+                f();
+                let _ = tx.send(());
+            }) {
+                done.push(rx);
+            }
+        }
+        for rx in done {
+            let _ = rx.await;
+        }
+    }
+
     /// Stops node `name` (its actors flush their stores; its endpoint
     /// closes; its thread ends, releasing the stores' files).
     pub async fn stop_node(&mut self, name: &str) {

@@ -254,7 +254,8 @@ impl Sampling {
         }
     }
 
-    /// The probability [`sampled_root`] lets a root span be created.
+    /// The probability [`sampled_root`] lets a root span be created (kept
+    /// by the pipeline's layer, see [`PipelineFilter`]).
     fn root_ratio(self) -> f64 {
         match self {
             Sampling::AlwaysOn | Sampling::TraceIdRatio(_) => 1.0,
@@ -672,6 +673,7 @@ pub struct TelemetryPipeline {
     tracer_provider: SdkTracerProvider,
     meter_provider: SdkMeterProvider,
     counters: Arc<ExportCounters>,
+    root_threshold: u64,
     shutdown_timeout: Duration,
     shut_down: bool,
     // Declared last: dropped after the providers.
@@ -718,7 +720,6 @@ impl TelemetryPipeline {
             cap: cfg.max_queue_size,
         };
         let resource = cfg.resource();
-        set_root_ratio(cfg.sampling.root_ratio());
         let tracer_provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(cfg.sampling.sampler())
@@ -750,6 +751,7 @@ impl TelemetryPipeline {
             tracer_provider,
             meter_provider,
             counters,
+            root_threshold: root_threshold(cfg.sampling.root_ratio()),
             shutdown_timeout: cfg.shutdown_timeout,
             shut_down: false,
             runtime,
@@ -758,18 +760,30 @@ impl TelemetryPipeline {
 
     /// The `tracing` layer that turns spans into OpenTelemetry spans for this
     /// pipeline (the exporter's own crates filtered out). Compose it into a
-    /// subscriber after a level filter.
+    /// subscriber after a level filter. It also carries the pipeline's root
+    /// sampling ratio: [`sampled_root`] under a subscriber with this layer
+    /// samples at this pipeline's ratio.
+    ///
+    /// Spans carry their level, target and code location, not the thread
+    /// (`thread.id`/`thread.name`: an allocation per span, and an actix
+    /// thread name says nothing) nor busy/idle times (two clock reads per
+    /// poll of an instrumented future).
     pub fn layer<S>(&self) -> impl Layer<S>
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
         let tracer = self.tracer_provider.tracer("federact");
-        let quiet = Targets::new()
-            .with_default(LevelFilter::TRACE)
-            .with_targets(EXPORTER_TARGETS.map(|t| (t, LevelFilter::OFF)));
+        let filter = PipelineFilter {
+            quiet: Targets::new()
+                .with_default(LevelFilter::TRACE)
+                .with_targets(EXPORTER_TARGETS.map(|t| (t, LevelFilter::OFF))),
+            root_threshold: self.root_threshold,
+        };
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .with_filter(quiet)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(filter)
     }
 
     /// The tracer provider (to build other tracers or flush).
@@ -808,9 +822,6 @@ impl TelemetryPipeline {
         if std::mem::replace(&mut self.shut_down, true) {
             return Ok(());
         }
-        // The root ratio is process-wide state this pipeline set: without
-        // a pipeline every root samples again (a later pipeline sets its own).
-        set_root_ratio(1.0);
         let budget = self.shutdown_timeout;
         let deadline = Instant::now() + budget;
         let (tx, rx) = mpsc::channel::<(&'static str, OTelSdkResult)>();
@@ -1114,35 +1125,81 @@ impl opentelemetry_sdk::trace::ShouldSample for GatedRoots {
     }
 }
 
-/// Root sampling threshold out of `u64::MAX` (1.0 until a pipeline sets it).
-static ROOT_THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
-
-fn set_root_ratio(ratio: f64) {
-    let t = if ratio >= 1.0 {
+/// A root sampling ratio as a threshold out of `u64::MAX`.
+fn root_threshold(ratio: f64) -> u64 {
+    if ratio >= 1.0 {
         u64::MAX
     } else {
         (ratio.max(0.0) * u64::MAX as f64) as u64
-    };
-    ROOT_THRESHOLD.store(t, Ordering::Relaxed);
+    }
+}
+
+/// The per-layer filter of [`TelemetryPipeline::layer`]: hides the
+/// exporter's own crates (whose spans would trace their own exports),
+/// exactly as its [`Targets`] say, and carries the pipeline's root sampling
+/// threshold. [`sample_root`] finds it by downcasting the current
+/// dispatcher, so each subscriber samples roots at its own pipeline's
+/// ratio: no process-wide state, and two pipelines in one process (tests,
+/// benchmarks) do not change each other's sampling.
+#[derive(Debug, Clone)]
+struct PipelineFilter {
+    quiet: Targets,
+    root_threshold: u64,
+}
+
+impl PipelineFilter {
+    fn sample(&self) -> bool {
+        self.root_threshold == u64::MAX || rand::random::<u64>() < self.root_threshold
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for PipelineFilter {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        tracing_subscriber::layer::Filter::<S>::enabled(&self.quiet, meta, cx)
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing_subscriber::layer::Filter::<S>::callsite_enabled(&self.quiet, meta)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        tracing_subscriber::layer::Filter::<S>::max_level_hint(&self.quiet)
+    }
+}
+
+/// The root decision of the current dispatcher's pipeline (`true` when
+/// the dispatcher has none: nothing is exported, and `fmt` logs see every
+/// span as before).
+fn pipeline_samples_root(dispatch: &tracing::Dispatch) -> bool {
+    dispatch
+        .downcast_ref::<PipelineFilter>()
+        .is_none_or(PipelineFilter::sample)
 }
 
 /// Whether a new trace may start here: `true` inside a span (the parent
-/// decided) and otherwise with the configured root ratio (parent-based
-/// sampling; 1.0 without a pipeline). One relaxed load and, below 1.0, one
-/// random draw.
+/// decided) and otherwise with the root ratio of the current subscriber's
+/// pipeline (parent-based sampling; 1.0 without a pipeline). One
+/// thread-local lookup, one subscriber downcast and, below 1.0, one random
+/// draw: no span, no allocation.
 pub fn sample_root() -> bool {
-    if !tracing::Span::current().is_none() {
-        return true;
-    }
-    sample_new_root()
+    tracing::dispatcher::get_default(|d| {
+        d.current_span().id().is_some() || pipeline_samples_root(d)
+    })
 }
 
 /// Whether a new, independent trace starts here, whatever span is current:
-/// the configured root ratio (1.0 without a pipeline). For operations that
-/// are never part of the caller's trace, like consensus rounds.
+/// the root ratio of the current subscriber's pipeline (1.0 without one).
+/// For operations that are never part of the caller's trace, like
+/// consensus rounds.
 pub fn sample_new_root() -> bool {
-    let t = ROOT_THRESHOLD.load(Ordering::Relaxed);
-    t == u64::MAX || rand::random::<u64>() < t
+    tracing::dispatcher::get_default(pipeline_samples_root)
 }
 
 /// `make()` if a trace may start here ([`sample_root`]), else a disabled

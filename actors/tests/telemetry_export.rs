@@ -588,6 +588,105 @@ async fn parent_based_sampling_follows_the_remote_parent() {
     );
 }
 
+/// federact's root fast path: under a pipeline at parent-based ratio 0, an
+/// unsampled root is never built (`sampled_root` does not call its maker,
+/// the span and its `child_of` children are disabled, nothing is exported),
+/// while a span continuing a sampled remote parent is exported with the
+/// roots and children opened inside it. A second pipeline at ratio 1.0 in
+/// the same process samples its own roots and leaves the first one's ratio
+/// alone (the ratio belongs to each pipeline's layer, not the process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsampled_roots_build_no_span_while_a_sampled_remote_parent_is_followed() {
+    let never = OtlpReceiver::start_grpc().await.unwrap();
+    let always = OtlpReceiver::start_grpc().await.unwrap();
+    let pipeline = |receiver: &OtlpReceiver, ratio: f64| {
+        let mut cfg = TelemetryConfig::new("root-gate").with_endpoint(receiver.endpoint());
+        cfg.sampling = Sampling::ParentBasedRatio(ratio);
+        cfg.export_metrics = false;
+        TelemetryPipeline::build(&cfg).unwrap().expect("exporting")
+    };
+    let p_never = pipeline(&never, 0.0);
+    let sub_never = tracing_subscriber::registry().with(p_never.layer());
+    // Built after the first: must not change the first one's sampling.
+    let p_always = pipeline(&always, 1.0);
+    let sub_always = tracing_subscriber::registry().with(p_always.layer());
+    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    // No subscriber with a pipeline: every root may start.
+    assert!(telemetry::sample_root());
+    tracing::subscriber::with_default(sub_never, || {
+        assert!(!telemetry::sample_root());
+        assert!(!telemetry::sample_new_root());
+        let mut built = 0;
+        for _ in 0..100 {
+            let root = telemetry::sampled_root(|| {
+                built += 1;
+                tracing::info_span!("test.unsampled_root", federact.root = true)
+            });
+            assert!(root.is_disabled());
+            let child = telemetry::child_of(&root, || tracing::info_span!("test.orphan"));
+            assert!(child.is_disabled());
+            let _entered = root.enter();
+            // Still no current span: the next root decides afresh.
+            assert!(!telemetry::sample_root());
+        }
+        assert_eq!(built, 0, "an unsampled root must not be built");
+
+        let server = telemetry::continue_trace(
+            tracing::info_span!("test.server", function = "echo"),
+            &TraceContext::from_parts(sampled, ""),
+        );
+        assert!(!server.is_disabled());
+        server.in_scope(|| {
+            assert!(telemetry::sample_root(), "inside a span the parent decides");
+            let nested = telemetry::sampled_root(|| {
+                tracing::info_span!("test.nested", federact.root = true)
+            });
+            assert!(!nested.is_disabled());
+            drop(nested);
+            drop(telemetry::child_of(&server, || {
+                tracing::info_span!("test.child")
+            }));
+        });
+    });
+    tracing::subscriber::with_default(sub_always, || {
+        drop(telemetry::sampled_root(|| {
+            tracing::info_span!("test.sampled_root", federact.root = true)
+        }));
+    });
+    for p in [p_never, p_always] {
+        tokio::task::spawn_blocking(move || p.shutdown())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    let got = never
+        .wait_until(RECEIVE_BOUND, |r| !r.spans_named("test.server").is_empty())
+        .await
+        .unwrap_or_else(|r| panic!("received {r:#?}"));
+    let mut names: Vec<_> = got.spans.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["test.child", "test.nested", "test.server"]);
+    let server = got.spans_named("test.server")[0];
+    assert_eq!(server.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(server.parent_span_id, "00f067aa0ba902b7");
+    assert_eq!(server.attributes["function"], "echo");
+    for child in ["test.nested", "test.child"] {
+        let span = got.spans_named(child)[0];
+        assert_eq!(span.trace_id, server.trace_id, "{child}");
+        assert_eq!(span.parent_span_id, server.span_id, "{child}");
+    }
+    let got = always
+        .wait_until(RECEIVE_BOUND, |r| {
+            !r.spans_named("test.sampled_root").is_empty()
+        })
+        .await
+        .unwrap_or_else(|r| panic!("received {r:#?}"));
+    assert_eq!(got.spans.len(), 1, "{got:#?}");
+    assert!(got.spans[0].parent_span_id.is_empty());
+}
+
 /// A full queue drops and counts instead of growing: a backend that never
 /// answers holds the first batch, everything beyond the bound is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
