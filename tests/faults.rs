@@ -55,6 +55,7 @@ use federact::federation::{Membership, Transport};
 use federact::ledger::hash::Hash;
 use federact::ledger::record::Record;
 use federact::ledger::record::Site;
+use federact::ledger::store::ChainStore;
 use federact::ledger::tx::Transaction;
 use harness::apps::{
     add_counter, check_counters, check_migrations, check_offloads, indication_chain, indications,
@@ -404,9 +405,8 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
     let (cr, gw) = (&*c, &gateway_name);
     harness::wait_until(seed, "the outsider's handshakes counted", || async move {
         let n = handshakes_refused(cr, gw).await;
-        (n < handshakes_before + 2).then(|| {
-            format!("{gw} counted {n} refused handshakes, {handshakes_before} before")
-        })
+        (n < handshakes_before + 2)
+            .then(|| format!("{gw} counted {n} refused handshakes, {handshakes_before} before"))
     })
     .await;
     adversary_row(rows, "adversary: key outside the membership", 1);
@@ -640,10 +640,9 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
             } else {
                 actor.as_str()
             };
-            let bad = federact::actors::wire::decode::<federact::actors::wire::ValidatorOneWay>(
-                &body,
-            )
-            .is_err();
+            let bad =
+                federact::actors::wire::decode::<federact::actors::wire::ValidatorOneWay>(&body)
+                    .is_err();
             if t.send(validator, to, body.into()).await.is_ok() {
                 if to_unknown {
                     unknown += 1;
@@ -898,9 +897,7 @@ async fn equivocate_until_reported(
                     .iter()
                     .zip(was)
                     .all(|(n, b)| matches!((n, b), (Some(n), Some(b)) if n > b));
-                (!grew).then(|| {
-                    format!("evidence counters of {honest:?}: {was:?} -> {now:?}")
-                })
+                (!grew).then(|| format!("evidence counters of {honest:?}: {was:?} -> {now:?}"))
             })
             .await;
             return sent;
@@ -1360,7 +1357,10 @@ impl Apps {
         harness::wait_until(seed, "the cheat's results rejected", || async move {
             let now = this.offload_counts(SATURATED).await;
             (now.rejected() < before.rejected() + 3).then(|| {
-                format!("{SATURATED} rejected {} results", now.rejected() - before.rejected())
+                format!(
+                    "{SATURATED} rejected {} results",
+                    now.rejected() - before.rejected()
+                )
             })
         })
         .await;
@@ -1698,6 +1698,42 @@ impl Apps {
     }
 }
 
+/// `federact ledger show --height H` of the first block of the offloading
+/// cloud's chain holding an `OffloadDisputed` prints it as a dispute.
+/// Returns the violations.
+fn dispute_shown(c: &Cluster) -> Vec<String> {
+    let cloud = &c.clients[OFFLOAD_CLIENT].cloud;
+    let chain = c.fed.local_chain(cloud).expect("chain");
+    let dir = c.store_dir(&chain.validator_names()[0], chain.id());
+    let store = ChainStore::open(&dir, None).expect("open store");
+    let height = (1..=store.tip().height).find(|h| {
+        store.block(*h).ok().flatten().is_some_and(|b| {
+            b.txs
+                .iter()
+                .any(|tx| matches!(tx.record(), Record::OffloadDisputed { .. }))
+        })
+    });
+    drop(store);
+    let Some(height) = height else {
+        return vec![format!("no OffloadDisputed on {}", chain.id())];
+    };
+    let out = harness::federact()
+        .args(["ledger", "show"])
+        .arg(&dir)
+        .args(["--height", &height.to_string()])
+        .output()
+        .expect("run ledger show");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("OffloadDisputed") || !text.contains("DISPUTED") {
+        return vec![format!(
+            "ledger show of {} at {height} does not show the dispute: {text}{}",
+            chain.id(),
+            String::from_utf8_lossy(&out.stderr)
+        )];
+    }
+    Vec::new()
+}
+
 /// The application suite's federation: two clouds of two servers each.
 fn apps_topology(long: bool) -> Topology {
     Topology {
@@ -1852,6 +1888,9 @@ async fn run_apps(seed: u64, long: bool, order: &[AppFault], rows: &mut Rows) {
     // The servers stopped: their image directories are final.
     v.extend(check_images(&apps.c, &apps.images, &outcomes));
     let records = store_records(&apps.c);
+    if order.contains(&AppFault::CheatingExecutor) {
+        v.extend(dispute_shown(&apps.c));
+    }
     v.extend(check_offloads(&records, &offload_log));
     let lost_data = v
         .iter()

@@ -35,11 +35,11 @@ use federact_ledger::hash::Hash;
 use federact_ledger::record::{Record, Scope};
 
 use crate::client::LedgerClient;
-use crate::offload_check::{check_result, spot_checked, OffloadChecks, OffloadCounters, Rejection};
 use crate::function::{
     check_names, entity_name, Call, Deactivate, FunctionError, FunctionRegistry, InstanceActor,
     Snapshot, SNAPSHOT_BYTES_MAX,
 };
+use crate::offload_check::{check_result, spot_checked, OffloadChecks, OffloadCounters, Rejection};
 use crate::placement::{InstanceHeat, ServerLoad, FUNCTIONS_MAX, HEAT_MAX};
 use crate::wire::{
     self, OrchestratorOneWay, OrchestratorRequest, OrchestratorResponse, ServerRequest,
@@ -381,21 +381,28 @@ impl ServerActor {
         let work = async move {
             let mut last = FunctionError::NoCapacity { name: name.clone() };
             for task_id in task_ids {
-                let done =
-                    match offload_once(&t, orch, task_id, task_digest, &name, &payload, timeout)
-                        .await
-                    {
-                        Ok(done) => done,
-                        Err((e, retry)) => {
-                            if !retry {
-                                return Err(e);
-                            }
-                            warn!(task = %task_id.short(), error = %e, "offloaded task failed at its executor; offloading again");
-                            crate::metrics::Metrics::global().offload("executor_failed");
-                            last = e;
-                            continue;
+                let done = match offload_once(
+                    &t,
+                    orch,
+                    task_id,
+                    task_digest,
+                    &name,
+                    &payload,
+                    timeout,
+                )
+                .await
+                {
+                    Ok(done) => done,
+                    Err((e, retry)) => {
+                        if !retry {
+                            return Err(e);
                         }
-                    };
+                        warn!(task = %task_id.short(), error = %e, "offloaded task failed at its executor; offloading again");
+                        crate::metrics::Metrics::global().offload("executor_failed");
+                        last = e;
+                        continue;
+                    }
+                };
                 let (output, proof, executor, task_id, scope) = match done {
                     Offloaded::Done {
                         output,
@@ -409,8 +416,14 @@ impl ServerActor {
                 let Some(verifier) = &verifier else {
                     return Ok(Checked::Answer(ServerResponse::Output(output)));
                 };
-                match check_result(verifier, &executor, &task_id, scope, &output, proof.as_deref())
-                {
+                match check_result(
+                    verifier,
+                    &executor,
+                    &task_id,
+                    scope,
+                    &output,
+                    proof.as_deref(),
+                ) {
                     Ok(committed) => {
                         OffloadCounters::bump(&counters.verified);
                         if spot_checked(&task_id, spot) {
@@ -453,7 +466,10 @@ impl ServerActor {
             Err(last)
         };
         Box::pin(work.into_actor(self).then(
-            move |r: Result<Checked, FunctionError>, act, _| -> ResponseActFuture<Self, ServerResponse> {
+            move |r: Result<Checked, FunctionError>,
+                  act,
+                  _|
+                  -> ResponseActFuture<Self, ServerResponse> {
                 match r {
                     Err(e) => Box::pin(fut::ready(ServerResponse::Failed(e))),
                     Ok(Checked::Answer(r)) => Box::pin(fut::ready(r)),

@@ -182,12 +182,7 @@ pub async fn query(
     timeout: Duration,
 ) -> Result<NodeStats, ActorError> {
     let reply = transport
-        .request(
-            node,
-            STATS_ACTOR,
-            wire::encode(&StatsRequest::Get),
-            timeout,
-        )
+        .request(node, STATS_ACTOR, wire::encode(&StatsRequest::Get), timeout)
         .await?;
     wire::decode::<NodeStats>(&reply).map_err(|e| ActorError::Malformed {
         peer: node,
