@@ -1951,6 +1951,13 @@ async fn faults_apps_long_many_seeds_shuffled() {
         for i in (1..order.len()).rev() {
             order.swap(i, ch.below(i + 1));
         }
+        // The cheating executor last: its restarts of the executor leave
+        // other servers' connections to the old process stale, and a
+        // migration to it right after fails its image transfer on one
+        // (aborted on the ledger: legitimate, but not the outcome the
+        // migration faults wait for).
+        order.retain(|f| *f != AppFault::CheatingExecutor);
+        order.push(AppFault::CheatingExecutor);
         run_apps(seed, true, &order, &mut rows).await;
         print_table(&rows);
     }
