@@ -206,8 +206,19 @@ fn up_keeps_committing_with_a_validator_killed_and_every_store_verifies() {
         assert!(out.status.success(), "{}", text(&out));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
     }
-    let status = run(&["status"], &[d]);
+    let status = run(&["status", "--counters"], &[d]);
     assert!(status.status.success(), "{}", text(&status));
+    // Every node's counters answer (one line each under the header).
+    let s = String::from_utf8_lossy(&status.stdout).to_string();
+    let table = s.split("TX-REFUSED").nth(1).unwrap_or_default();
+    assert!(
+        table
+            .lines()
+            .filter(|l| l.starts_with("c1-validator-") || l.starts_with("c2-gateway"))
+            .all(|l| l.split_whitespace().count() == 9),
+        "{s}"
+    );
+    assert!(table.contains("c1-validator-3"), "{s}");
     let before = height(
         &String::from_utf8_lossy(&status.stdout),
         "cloud-1",

@@ -212,6 +212,12 @@ fn sample_records() -> Vec<Record> {
             result_digest: Hash::of(b"r"),
             scope: Scope::Local,
         },
+        Record::OffloadDisputed {
+            task_id: Hash::of(b"t"),
+            received_digest: Hash::of(b"tampered"),
+            expected_digest: Hash::of(b"r"),
+            scope: Scope::Inter,
+        },
     ]
 }
 

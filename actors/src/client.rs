@@ -612,6 +612,23 @@ impl LedgerClient {
         Ok(Some(*b))
     }
 
+    /// Checks `proof` against the validator set of the chain it names
+    /// (one of those the gateway follows) and returns the proven
+    /// transaction: what a holder of a receipt from someone else (e.g. an
+    /// offloaded task's executor) verifies before trusting it. Fails with
+    /// [`ActorError::Config`] without [`LedgerClient::with_federation`] or
+    /// for a chain not followed, [`ActorError::Unverified`] for a proof that
+    /// does not verify.
+    pub fn verify_proof(&self, proof: &CrossChainProof) -> Result<Transaction, ActorError> {
+        self.check_proof(&proof.header.chain_id, proof)
+    }
+
+    /// Whether this client can check proofs
+    /// ([`LedgerClient::with_federation`] was given).
+    pub fn verifies(&self) -> bool {
+        self.chains.is_some()
+    }
+
     fn check_proof(
         &self,
         chain_id: &str,

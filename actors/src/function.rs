@@ -105,6 +105,15 @@ pub enum FunctionError {
         /// Why.
         reason: String,
     },
+    /// An offloaded task's result was refused: its executor's answer does
+    /// not match the completion it committed (or has no valid proof of
+    /// one), or a spot check disagreed, and the task could not be run
+    /// again (see [`crate::offload_check`]).
+    #[error("offloaded result rejected: {reason}")]
+    ResultRejected {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl FunctionError {

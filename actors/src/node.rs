@@ -45,6 +45,9 @@ pub struct NodeOptions {
     pub server: ServerLimits,
     /// A server node's migration limits (issue 8).
     pub migration: crate::migration::MigrationLimits,
+    /// How a server node checks the results of the tasks it offloads
+    /// (issue 11).
+    pub offload: crate::offload_check::OffloadChecks,
 }
 
 impl NodeOptions {
@@ -173,8 +176,12 @@ impl Node {
             _ => None,
         };
         // ---- end migration ----
+        let mut offload_counters = None;
         let server = if spec.roles().contains(Role::Server) {
-            let ledger = gateway_id.map(|g| LedgerClient::new(transport.clone(), key.clone(), g));
+            // With the federation's validator sets: the server checks the
+            // proofs executors send with offloaded results.
+            let ledger = gateway_id
+                .map(|g| LedgerClient::new(transport.clone(), key.clone(), g).with_federation(fed));
             let actor = ServerActor::new(
                 transport.clone(),
                 orchestrator_id,
@@ -182,11 +189,15 @@ impl Node {
                 node_options.server,
             )?
             .with_ledger(ledger)
-            .with_migration(migration.clone(), data.join("migration"));
+            .with_migration(migration.clone(), data.join("migration"))
+            .with_offload_checks(node_options.offload);
+            offload_counters = Some(actor.offload_counters());
             Some(actor.start())
         } else {
             None
         };
+        // Its refusal and offload counters, for members to read (issue 11).
+        crate::stats::serve(&transport, validators.clone(), offload_counters)?;
         info!(node = %spec.name(), id = %spec.id().short(), listen = %spec.listen(), bind = %config.bind_addr(), roles = %spec.roles(), "node started");
         Ok(Node {
             name: spec.name().to_string(),

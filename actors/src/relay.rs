@@ -107,7 +107,8 @@ impl RelayCore {
                     self.remember(*task_id, clouds.clone());
                     clouds
                 }
-                Record::OffloadCompleted { task_id, .. } => {
+                Record::OffloadCompleted { task_id, .. }
+                | Record::OffloadDisputed { task_id, .. } => {
                     self.involved.get(task_id).cloned().unwrap_or_default()
                 }
                 Record::MemberJoin { cloud, .. } => vec![cloud.clone()],

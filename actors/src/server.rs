@@ -39,6 +39,7 @@ use crate::function::{
     check_names, entity_name, Call, Deactivate, FunctionError, FunctionRegistry, InstanceActor,
     Snapshot, SNAPSHOT_BYTES_MAX,
 };
+use crate::offload_check::{check_result, spot_checked, OffloadChecks, OffloadCounters, Rejection};
 use crate::placement::{InstanceHeat, ServerLoad, FUNCTIONS_MAX, HEAT_MAX};
 use crate::wire::{
     self, OrchestratorOneWay, OrchestratorRequest, OrchestratorResponse, ServerRequest,
@@ -137,6 +138,10 @@ pub struct ServerActor {
     audit_turn: Arc<tokio::sync::Mutex<()>>,
     /// When this server started (ms since the epoch), in its load reports.
     started_ms: u64,
+    /// How results of tasks offloaded from here are checked (issue 11).
+    checks: OffloadChecks,
+    /// What those checks counted.
+    offload_counters: Arc<OffloadCounters>,
 }
 
 impl ServerActor {
@@ -163,7 +168,21 @@ impl ServerActor {
             migration: None,
             audit_turn: Arc::default(),
             started_ms: crate::clock::now_ms(),
+            checks: OffloadChecks::default(),
+            offload_counters: Arc::default(),
         })
+    }
+
+    /// Checks the results of tasks offloaded from here with `checks`
+    /// (and, for the fault suite, cheats as an executor if it says so).
+    pub fn with_offload_checks(mut self, checks: OffloadChecks) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    /// The offload checks' counters (shared: read them while it runs).
+    pub fn offload_counters(&self) -> Arc<OffloadCounters> {
+        self.offload_counters.clone()
     }
 
     /// Migrates instances through `actor` (the node's migration actor),
@@ -352,11 +371,28 @@ impl ServerActor {
         let task_digest = Hash::of_parts(&[name.as_bytes(), b"/", &payload]);
         let t = self.transport.clone();
         let timeout = self.limits.call_timeout;
+        // Results are checked against the executor's committed completion
+        // when this server can verify proofs (a ledger client with the
+        // federation's validator sets); see `offload_check`.
+        let verifier = self.ledger.clone().filter(LedgerClient::verifies);
+        let counters = self.offload_counters.clone();
+        let spot = self.checks.spot_check;
+        let (name2, payload2) = (name.clone(), payload.clone());
         let work = async move {
             let mut last = FunctionError::NoCapacity { name: name.clone() };
             for task_id in task_ids {
-                match offload_once(&t, orch, task_id, task_digest, &name, &payload, timeout).await {
-                    Ok(r) => return Ok(r),
+                let done = match offload_once(
+                    &t,
+                    orch,
+                    task_id,
+                    task_digest,
+                    &name,
+                    &payload,
+                    timeout,
+                )
+                .await
+                {
+                    Ok(done) => done,
                     Err((e, retry)) => {
                         if !retry {
                             return Err(e);
@@ -364,17 +400,172 @@ impl ServerActor {
                         warn!(task = %task_id.short(), error = %e, "offloaded task failed at its executor; offloading again");
                         crate::metrics::Metrics::global().offload("executor_failed");
                         last = e;
+                        continue;
+                    }
+                };
+                let (output, proof, executor, task_id, scope) = match done {
+                    Offloaded::Done {
+                        output,
+                        proof,
+                        executor,
+                        task_id,
+                        scope,
+                    } => (output, proof, executor, task_id, scope),
+                    Offloaded::Answer(r) => return Ok(Checked::Answer(r)),
+                };
+                let Some(verifier) = &verifier else {
+                    return Ok(Checked::Answer(ServerResponse::Output(output)));
+                };
+                match check_result(
+                    verifier,
+                    &executor,
+                    &task_id,
+                    scope,
+                    &output,
+                    proof.as_deref(),
+                ) {
+                    Ok(committed) => {
+                        OffloadCounters::bump(&counters.verified);
+                        if spot_checked(&task_id, spot) {
+                            return Ok(Checked::Recheck {
+                                output,
+                                committed,
+                                task_id,
+                                scope,
+                                executor,
+                            });
+                        }
+                        return Ok(Checked::Answer(ServerResponse::Output(output)));
+                    }
+                    Err(Rejection::DigestMismatch {
+                        committed,
+                        received,
+                    }) => {
+                        OffloadCounters::bump(&counters.digest_mismatches);
+                        crate::metrics::Metrics::global().offload("result_rejected");
+                        warn!(task = %task_id.short(), executor = %executor.short(), committed = %committed.short(), received = %received.short(), "offloaded result does not match its committed digest; rejected, running it here");
+                        return Ok(Checked::Rejected {
+                            output,
+                            committed,
+                            task_id,
+                            scope,
+                            executor,
+                        });
+                    }
+                    Err(e @ Rejection::Unproven(_)) => {
+                        // No proven completion: not taken; a new contract.
+                        OffloadCounters::bump(&counters.unproven);
+                        crate::metrics::Metrics::global().offload("result_unproven");
+                        warn!(task = %task_id.short(), executor = %executor.short(), error = %e, "offloaded result refused; offloading again");
+                        last = FunctionError::ResultRejected {
+                            reason: e.to_string(),
+                        };
                     }
                 }
             }
             Err(last)
         };
-        Box::pin(
-            work.into_actor(self)
-                .map(|r: Result<ServerResponse, FunctionError>, _, _| {
-                    r.unwrap_or_else(ServerResponse::Failed)
-                }),
-        )
+        Box::pin(work.into_actor(self).then(
+            move |r: Result<Checked, FunctionError>,
+                  act,
+                  _|
+                  -> ResponseActFuture<Self, ServerResponse> {
+                match r {
+                    Err(e) => Box::pin(fut::ready(ServerResponse::Failed(e))),
+                    Ok(Checked::Answer(r)) => Box::pin(fut::ready(r)),
+                    Ok(Checked::Rejected {
+                        output,
+                        committed,
+                        task_id,
+                        scope,
+                        executor,
+                    }) => act.rerun_and_dispute(
+                        name2, payload2, output, committed, task_id, scope, executor, false,
+                    ),
+                    Ok(Checked::Recheck {
+                        output,
+                        committed,
+                        task_id,
+                        scope,
+                        executor,
+                    }) => {
+                        OffloadCounters::bump(&act.offload_counters.spot_checks);
+                        act.rerun_and_dispute(
+                            name2, payload2, output, committed, task_id, scope, executor, true,
+                        )
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Runs an offloaded task here again after its executor's result was
+    /// rejected (`spot_check == false`) or for a spot check of a verified
+    /// one, beyond this server's call slots (the result is owed to the
+    /// caller, and a cheating executor must not be able to deny it). If
+    /// the own result differs from the `received` one, commits
+    /// `OffloadDisputed` and answers the own result; a dispute that does
+    /// not commit fails the task (this server answers nothing the ledger
+    /// cannot account for).
+    #[allow(clippy::too_many_arguments)]
+    fn rerun_and_dispute(
+        &mut self,
+        name: String,
+        payload: Bytes,
+        received: Vec<u8>,
+        committed: Hash,
+        task_id: Hash,
+        scope: Scope,
+        executor: NodeId,
+        spot_check: bool,
+    ) -> ResponseActFuture<Self, ServerResponse> {
+        let ledger = self.ledger.clone();
+        let counters = self.offload_counters.clone();
+        Box::pin(self.run_fresh(&name, payload).then(move |r, act, _| {
+            let work = async move {
+                let own = match r {
+                    ServerResponse::Output(own) => own,
+                    // A spot check that could not run leaves the verified
+                    // result standing.
+                    _ if spot_check => return ServerResponse::Output(received),
+                    other => return other,
+                };
+                let received_digest = Hash::of(&received);
+                let expected_digest = Hash::of(&own);
+                if spot_check {
+                    if received_digest == expected_digest {
+                        return ServerResponse::Output(received);
+                    }
+                    OffloadCounters::bump(&counters.spot_mismatches);
+                    crate::metrics::Metrics::global().offload("spot_check_failed");
+                    warn!(task = %task_id.short(), executor = %executor.short(), committed = %committed.short(), "spot check: the executor's committed result differs from this server's; disputing");
+                }
+                OffloadCounters::bump(&counters.reexecuted);
+                let dispute = Record::OffloadDisputed {
+                    task_id,
+                    received_digest,
+                    expected_digest,
+                    scope,
+                };
+                let Some(ledger) = ledger else {
+                    return ServerResponse::Output(own);
+                };
+                match ledger.submit(dispute).await {
+                    Ok(_) => {
+                        OffloadCounters::bump(&counters.disputes_recorded);
+                        crate::metrics::Metrics::global().offload("disputed");
+                        ServerResponse::Output(own)
+                    }
+                    Err(e) => ServerResponse::Failed(FunctionError::ResultRejected {
+                        reason: format!(
+                            "executor {} answered a result that is not its committed one, and the dispute was not recorded: {e}",
+                            executor.short()
+                        ),
+                    }),
+                }
+            };
+            work.into_actor(act)
+        }))
     }
 
     /// [`Self::task`], waiting for room while no server anywhere has a
@@ -426,22 +617,46 @@ impl ServerActor {
             self.inflight = self.inflight.saturating_sub(1);
         }
         let ledger = self.ledger.clone();
+        let adversary = self.checks.adversary;
+        let counters = self.offload_counters.clone();
         Box::pin(self.run_fresh(&name, payload).then(move |r, act, _| {
             let work = async move {
-                if let (ServerResponse::Output(out), Some(ledger)) = (&r, ledger) {
-                    let record = Record::OffloadCompleted {
-                        task_id,
-                        result_digest: Hash::of(out),
-                        scope,
-                    };
-                    match ledger.submit(record).await {
-                        Ok(_) => crate::metrics::Metrics::global().offload("completed"),
-                        Err(e) => {
-                            warn!(task = %task_id.short(), error = %e, "offload completion not recorded")
-                        }
+                let ServerResponse::Output(out) = r else {
+                    return r;
+                };
+                // The fault suite's cheat: commit or answer a wrong result.
+                let (committed, answered) = match adversary {
+                    Some(cheat) => {
+                        OffloadCounters::bump(&counters.cheats_served);
+                        cheat.cheat(out)
                     }
+                    None => (out.clone(), out),
+                };
+                let Some(ledger) = ledger else {
+                    return ServerResponse::TaskDone {
+                        output: answered,
+                        proof: None,
+                    };
+                };
+                let record = Record::OffloadCompleted {
+                    task_id,
+                    result_digest: Hash::of(&committed),
+                    scope,
+                };
+                let proof = match ledger.submit(record).await {
+                    Ok(receipt) => {
+                        crate::metrics::Metrics::global().offload("completed");
+                        receipt.proof
+                    }
+                    Err(e) => {
+                        warn!(task = %task_id.short(), error = %e, "offload completion not recorded");
+                        None
+                    }
+                };
+                ServerResponse::TaskDone {
+                    output: answered,
+                    proof,
                 }
-                r
             };
             work.into_actor(act)
         }))
@@ -910,6 +1125,42 @@ impl StreamHandler<Incoming> for ServerActor {
     }
 }
 
+/// What an executor answered to an offloaded task.
+enum Offloaded {
+    /// A result, to be checked against the completion's proof.
+    Done {
+        output: Vec<u8>,
+        proof: Option<Box<federact_ledger::proof::CrossChainProof>>,
+        executor: NodeId,
+        task_id: Hash,
+        scope: Scope,
+    },
+    /// Anything else (e.g. the function failed), passed on as it is.
+    Answer(ServerResponse),
+}
+
+/// An offloaded task's result after its check.
+enum Checked {
+    /// Passed on to the caller.
+    Answer(ServerResponse),
+    /// Verified, and picked for a spot check.
+    Recheck {
+        output: Vec<u8>,
+        committed: Hash,
+        task_id: Hash,
+        scope: Scope,
+        executor: NodeId,
+    },
+    /// Does not match the committed digest: run here, disputed.
+    Rejected {
+        output: Vec<u8>,
+        committed: Hash,
+        task_id: Hash,
+        scope: Scope,
+        executor: NodeId,
+    },
+}
+
 /// Offload attempts per task (each a new contract) when accepted
 /// executors fail.
 const OFFLOAD_ATTEMPTS: usize = 3;
@@ -926,7 +1177,7 @@ async fn offload_once(
     name: &str,
     payload: &Bytes,
     timeout: Duration,
-) -> Result<ServerResponse, (FunctionError, bool)> {
+) -> Result<Offloaded, (FunctionError, bool)> {
     let req = OrchestratorRequest::Offload {
         task_id,
         task_digest,
@@ -969,7 +1220,22 @@ async fn offload_once(
         .map_err(|e| (transport_error(e), true))?;
     match wire::decode::<ServerResponse>(&reply) {
         Ok(ServerResponse::Failed(FunctionError::Busy)) => Err((FunctionError::Busy, true)),
-        Ok(r) => Ok(r),
+        Ok(ServerResponse::TaskDone { output, proof }) => Ok(Offloaded::Done {
+            output,
+            proof,
+            executor,
+            task_id,
+            scope,
+        }),
+        // An executor that answers without a proof (no ledger).
+        Ok(ServerResponse::Output(output)) => Ok(Offloaded::Done {
+            output,
+            proof: None,
+            executor,
+            task_id,
+            scope,
+        }),
+        Ok(r) => Ok(Offloaded::Answer(r)),
         Err(e) => Err((
             FunctionError::Transport {
                 detail: e.to_string(),
@@ -1330,7 +1596,10 @@ impl Invoker {
                     self.remember(id.clone(), None);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                ServerResponse::Hosted | ServerResponse::Accepted | ServerResponse::Migrated(_) => {
+                ServerResponse::Hosted
+                | ServerResponse::Accepted
+                | ServerResponse::Migrated(_)
+                | ServerResponse::TaskDone { .. } => {
                     return Err(FunctionError::Transport {
                         detail: "unexpected answer".into(),
                     })

@@ -400,6 +400,16 @@ pub enum ServerResponse {
     Accepted,
     /// An instance migration ended (completed or aborted).
     Migrated(MigrationReport),
+    /// An offloaded task's result with the inclusion proof of the
+    /// executor's `OffloadCompleted` (none if it could not be committed):
+    /// the requester checks one against the other
+    /// ([`crate::offload_check`]).
+    TaskDone {
+        /// The result.
+        output: Vec<u8>,
+        /// The completion's proof.
+        proof: Option<Box<federact_ledger::proof::CrossChainProof>>,
+    },
 }
 
 /// Requests an orchestrator answers.

@@ -2,14 +2,19 @@
 //! server offloads tasks through its orchestrator to another server of its
 //! cloud (or abroad), each accepted offload's three records commit on the
 //! right chain, and tasks that find no free slot anywhere wait for one
-//! instead of failing.
+//! instead of failing. A cheating executor (tampered result, wrong
+//! committed digest, or a consistent wrong result under spot checks) is
+//! caught: the caller still gets the correct result, the rejection is
+//! counted and disputed on the ledger.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use federact_actors::offload_check::{OffloadAdversary, OffloadChecks, OffloadCounts};
+use federact_actors::stats;
 use federact_actors::{EmbeddedFederation, Function, FunctionError, NodeOptions, ServerLimits};
-use federact_config::{write_local_federation, Topology};
+use federact_config::{write_local_federation, NodeId, Topology};
 use federact_ledger::hash::Hash;
 use federact_ledger::record::{Record, Scope};
 use federact_ledger::store::ChainStore;
@@ -286,4 +291,161 @@ async fn c1s3_crashed_candidate_is_skipped_and_the_next_one_runs_the_task() {
         contracts.iter().all(|t| completed.contains(t)),
         "every contract completed"
     );
+}
+
+/// Every record of `chain` in validator `validator`'s store under `dir`.
+fn chain_records(dir: &std::path::Path, validator: &str, chain: &str) -> Vec<(NodeId, Record)> {
+    let store = ChainStore::open(
+        &dir.join(format!("data/{validator}/chains/{chain}/chain")),
+        None,
+    )
+    .unwrap();
+    (1..=store.tip().height)
+        .flat_map(|h| store.block(h).unwrap().unwrap().txs)
+        .map(|tx| (*tx.author(), tx.record().clone()))
+        .collect()
+}
+
+/// Runs `TASKS` tasks on `c1-server-1` (saturated, so each is offloaded
+/// to `c1-server-2`, the only other server) with `c1-server-2` cheating
+/// as `cheat` and `c1-server-1` spot-checking `spot` of its results.
+/// Checks every caller got the correct square, and returns both servers'
+/// offload counters (read remotely through the stats actor) and the
+/// local chain's records.
+async fn offload_to(
+    cheat: Option<OffloadAdversary>,
+    spot: f64,
+) -> (OffloadCounts, OffloadCounts, Vec<(NodeId, Record)>, NodeId) {
+    const TASKS: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology {
+        clouds: 1,
+        servers_per_cloud: 2,
+        local_validators: 1,
+        inter_validators: 0,
+    };
+    write_local_federation(dir.path(), &topo, false).unwrap();
+    let base = saturated("c1-server-1");
+    let fed = EmbeddedFederation::start_each(dir.path(), move |name| {
+        let mut o = base(name);
+        o.offload = OffloadChecks {
+            spot_check: if name == "c1-server-1" { spot } else { 0.0 },
+            adversary: if name == "c1-server-2" { cheat } else { None },
+        };
+        o
+    })
+    .await
+    .unwrap();
+    let invoker = fed.node("c1-server-1").unwrap().invoker().unwrap();
+    // One at a time: each task's offload, check and dispute are its own.
+    for i in 1..=TASKS {
+        let n = 1000 + i;
+        let r = invoker.task("square", n.to_string()).await;
+        assert_eq!(
+            r.unwrap(),
+            Bytes::from((n * n).to_string()),
+            "task {n} with executor {cheat:?}"
+        );
+    }
+    let id = |n: &str| fed.federation().node(n).unwrap().id();
+    let (requester, executor) = (id("c1-server-1"), id("c1-server-2"));
+    // Read each server's counters as another member would.
+    let asker = fed.node("c1-validator-1").unwrap().transport().clone();
+    let stats = |node| {
+        let t = asker.clone();
+        async move {
+            stats::query(&t, node, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .offloads
+                .expect("a server reports offload counters")
+        }
+    };
+    let (req, exe) = (stats(requester).await, stats(executor).await);
+    fed.shutdown().await;
+    let recs = chain_records(dir.path(), "c1-validator-1", "cloud-1.local");
+    assert_eq!(req.verified + req.digest_mismatches, TASKS, "{req:?}");
+    (req, exe, recs, requester)
+}
+
+/// The disputes in `recs`, checked to be the requester's, with the
+/// caller's correct result as the recomputed digest and a received one
+/// that differs from it or from the committed one.
+fn disputes(recs: &[(NodeId, Record)], requester: NodeId) -> usize {
+    let completed: HashMap<Hash, Hash> = recs
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::OffloadCompleted {
+                task_id,
+                result_digest,
+                ..
+            } => Some((*task_id, *result_digest)),
+            _ => None,
+        })
+        .collect();
+    let squares: Vec<Hash> = (1001..=1004u64)
+        .map(|n| Hash::of((n * n).to_string().as_bytes()))
+        .collect();
+    let mut n = 0;
+    for (author, r) in recs {
+        if let Record::OffloadDisputed {
+            task_id,
+            received_digest,
+            expected_digest,
+            ..
+        } = r
+        {
+            assert_eq!(*author, requester, "a dispute by its requester");
+            assert!(squares.contains(expected_digest), "recomputed: the square");
+            let committed = completed[task_id];
+            assert!(
+                *received_digest != *expected_digest || committed != *received_digest,
+                "a dispute names a discrepancy"
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+#[actix_rt::test]
+async fn offload_tampered_result_is_rejected_counted_disputed_and_run_again() {
+    let (req, exe, recs, requester) = offload_to(Some(OffloadAdversary::TamperResult), 0.0).await;
+    assert_eq!(exe.cheats_served, 4, "{exe:?}");
+    // Every tampered result refused (its digest is not the committed one),
+    // run again by the requester and disputed on the ledger.
+    assert_eq!(req.digest_mismatches, 4, "{req:?}");
+    assert_eq!((req.reexecuted, req.disputes_recorded), (4, 4), "{req:?}");
+    assert_eq!(disputes(&recs, requester), 4);
+}
+
+#[actix_rt::test]
+async fn offload_wrong_committed_digest_is_rejected_counted_and_disputed() {
+    let (req, exe, recs, requester) = offload_to(Some(OffloadAdversary::WrongDigest), 0.0).await;
+    assert_eq!(exe.cheats_served, 4, "{exe:?}");
+    assert_eq!(req.digest_mismatches, 4, "{req:?}");
+    assert_eq!(req.disputes_recorded, 4, "{req:?}");
+    assert_eq!(disputes(&recs, requester), 4);
+}
+
+#[actix_rt::test]
+async fn offload_consistent_wrong_result_is_caught_by_a_spot_check() {
+    // Committed and answered alike: the digest check passes; only the
+    // requester's own execution tells.
+    let (req, exe, recs, requester) = offload_to(Some(OffloadAdversary::WrongResult), 1.0).await;
+    assert_eq!(exe.cheats_served, 4, "{exe:?}");
+    assert_eq!((req.verified, req.digest_mismatches), (4, 0), "{req:?}");
+    assert_eq!((req.spot_checks, req.spot_mismatches), (4, 4), "{req:?}");
+    assert_eq!(req.disputes_recorded, 4, "{req:?}");
+    assert_eq!(disputes(&recs, requester), 4);
+}
+
+#[actix_rt::test]
+async fn offload_honest_results_verify_and_spot_checks_agree() {
+    let (req, exe, recs, requester) = offload_to(None, 1.0).await;
+    assert_eq!(exe.cheats_served, 0);
+    assert_eq!(req.verified, 4, "{req:?}");
+    assert_eq!((req.spot_checks, req.spot_mismatches), (4, 0), "{req:?}");
+    assert_eq!((req.reexecuted, req.disputes_recorded), (0, 0), "{req:?}");
+    assert_eq!(disputes(&recs, requester), 0);
 }

@@ -431,6 +431,33 @@ pub enum RuleError {
         /// The node.
         node: Box<NodeId>,
     },
+    /// A dispute of a task whose contract has no committed completion
+    /// (nothing to dispute yet: the requester holds no proven result).
+    #[error("dispute of task {task} before its completion")]
+    DisputeBeforeCompletion {
+        /// The task.
+        task: Hash,
+    },
+    /// A dispute by someone other than the task's requester.
+    #[error("dispute of task {task} by {author}, not its requester")]
+    DisputeByNonRequester {
+        /// The task.
+        task: Hash,
+        /// The dispute's author.
+        author: Box<NodeId>,
+    },
+    /// A second dispute of one task.
+    #[error("task {task} already disputed")]
+    AlreadyDisputed {
+        /// The task.
+        task: Hash,
+    },
+    /// A dispute whose digests all agree with the committed result.
+    #[error("dispute of task {task} names no discrepancy: committed, received and recomputed digests are equal")]
+    DisputeWithoutDiscrepancy {
+        /// The task.
+        task: Hash,
+    },
 }
 
 /// Why a block may not be committed.

@@ -219,6 +219,21 @@ pub enum Record {
         /// Its roles.
         roles: Vec<Role>,
     },
+    /// The requester refused a completed offload's result: the executor's
+    /// answer does not hash to the committed `OffloadCompleted` digest, or
+    /// the requester's own re-execution (a spot check) disagrees with it.
+    /// The requester answered its caller with `expected_digest`'s result.
+    /// (Appended last: stores written before it stay decodable.)
+    OffloadDisputed {
+        /// The task.
+        task_id: Hash,
+        /// sha256 of the result the executor returned.
+        received_digest: Hash,
+        /// sha256 of the result the requester computed itself.
+        expected_digest: Hash,
+        /// Must match the request's scope.
+        scope: Scope,
+    },
 }
 
 impl Record {
@@ -238,6 +253,7 @@ impl Record {
             Record::Leave { .. } => "Leave",
             Record::Relayed { .. } => "Relayed",
             Record::MemberJoin { .. } => "MemberJoin",
+            Record::OffloadDisputed { .. } => "OffloadDisputed",
         }
     }
 
@@ -254,6 +270,7 @@ impl Record {
             Record::OffloadRequested { scope, .. }
             | Record::OffloadAccepted { scope, .. }
             | Record::OffloadCompleted { scope, .. }
+            | Record::OffloadDisputed { scope, .. }
             | Record::Indication { scope, .. }
             | Record::Confirmation { scope, .. } => by_scope(scope),
             Record::MemberJoin { .. } => Route::Consortium,
@@ -294,7 +311,8 @@ impl Record {
         match self {
             Record::OffloadRequested { task_id, .. }
             | Record::OffloadAccepted { task_id, .. }
-            | Record::OffloadCompleted { task_id, .. } => Some(task_id),
+            | Record::OffloadCompleted { task_id, .. }
+            | Record::OffloadDisputed { task_id, .. } => Some(task_id),
             _ => None,
         }
     }
@@ -416,6 +434,7 @@ impl Record {
             Record::OffloadRequested { .. }
             | Record::OffloadAccepted { .. }
             | Record::OffloadCompleted { .. }
+            | Record::OffloadDisputed { .. }
             | Record::Arrival { .. }
             | Record::Leave { .. }
             | Record::Relayed { .. } => Ok(()),
@@ -509,6 +528,14 @@ pub(crate) mod tests {
                     scope,
                 }
             }),
+            (arb_hash(), arb_hash(), arb_hash(), arb_scope()).prop_map(
+                |(task_id, received_digest, expected_digest, scope)| Record::OffloadDisputed {
+                    task_id,
+                    received_digest,
+                    expected_digest,
+                    scope,
+                }
+            ),
             (arb_kind(), arb_name(), arb_hash(), arb_node()).prop_map(|(kind, entity, d, a)| {
                 Record::ProvIdCreate {
                     kind,

@@ -55,6 +55,9 @@ pub enum StateKey {
     Delivered(Hash),
     /// A consortium member.
     Member(NodeId),
+    /// An offload dispute, by task id (appended last: state written before
+    /// it stays decodable).
+    OffloadDispute(Hash),
 }
 
 /// The value stored under a [`StateKey`] (the variant matches the key's).
@@ -81,6 +84,8 @@ pub enum StateValue {
     Delivered(u64),
     /// A member.
     Member(MemberState),
+    /// Height at which the task's result was disputed.
+    OffloadDispute(u64),
 }
 
 /// A device's or container's state.
@@ -249,6 +254,10 @@ pub fn keys_read(tx: &Transaction) -> Vec<StateKey> {
         Record::OffloadRequested { task_id, .. }
         | Record::OffloadAccepted { task_id, .. }
         | Record::OffloadCompleted { task_id, .. } => keys.push(StateKey::Offload(*task_id)),
+        Record::OffloadDisputed { task_id, .. } => {
+            keys.push(StateKey::Offload(*task_id));
+            keys.push(StateKey::OffloadDispute(*task_id));
+        }
         Record::ProvIdCreate { entity, .. } | Record::ProvIdDelete { entity, .. } => {
             keys.push(StateKey::Entity(entity.clone()))
         }
@@ -315,6 +324,9 @@ typed_get!(get_delivered, &Hash, Delivered, u64, |k| {
 });
 typed_get!(get_member, &NodeId, Member, MemberState, |k| {
     StateKey::Member(*k)
+});
+typed_get!(get_dispute, &Hash, OffloadDispute, u64, |k| {
+    StateKey::OffloadDispute(*k)
 });
 
 /// The nonce rule alone: `nonce` must exceed the author's `last`.
@@ -418,6 +430,35 @@ pub fn apply_tx(
             c.result_digest = Some(*result_digest);
             c.completed_at = Some(h);
             writes.push((StateKey::Offload(*task_id), Some(StateValue::Offload(c))));
+        }
+        Record::OffloadDisputed {
+            task_id,
+            received_digest,
+            expected_digest,
+            scope,
+        } => {
+            let c = get_offload(overlay, task_id)
+                .ok_or(RuleError::DisputeBeforeCompletion { task: *task_id })?;
+            check_offload_scope(task_id, &c, *scope)?;
+            if c.requester != *author {
+                return Err(RuleError::DisputeByNonRequester {
+                    task: *task_id,
+                    author: Box::new(*author),
+                });
+            }
+            let Some(committed) = c.result_digest else {
+                return Err(RuleError::DisputeBeforeCompletion { task: *task_id });
+            };
+            if get_dispute(overlay, task_id).is_some() {
+                return Err(RuleError::AlreadyDisputed { task: *task_id });
+            }
+            if committed == *received_digest && received_digest == expected_digest {
+                return Err(RuleError::DisputeWithoutDiscrepancy { task: *task_id });
+            }
+            writes.push((
+                StateKey::OffloadDispute(*task_id),
+                Some(StateValue::OffloadDispute(h)),
+            ));
         }
         Record::ProvIdCreate {
             kind,
@@ -1043,6 +1084,81 @@ mod tests {
             local.one(accepted("x", 3, l)),
             Err(RuleError::OffloadScopeMismatch { .. })
         ));
+    }
+
+    fn disputed(t: &str, received: &str, expected: &str, scope: Scope) -> Record {
+        Record::OffloadDisputed {
+            task_id: h(t),
+            received_digest: h(received),
+            expected_digest: h(expected),
+            scope,
+        }
+    }
+
+    #[test]
+    fn offload_dispute_only_by_the_requester_of_a_completed_task_with_a_discrepancy() {
+        let l = Scope::Local;
+        let mut c = Chain::local();
+        // The model's author is key(1): make it the requester of "t".
+        let mine = |t: &str| match requested(t, l) {
+            Record::OffloadRequested {
+                task_id,
+                task_digest,
+                requirements,
+                scope,
+                ..
+            } => Record::OffloadRequested {
+                task_id,
+                requester: key(1).id(),
+                task_digest,
+                requirements,
+                scope,
+            },
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            c.one(disputed("t", "x", "result", l)),
+            Err(RuleError::DisputeBeforeCompletion { task: h("t") })
+        );
+        c.one(mine("t")).unwrap();
+        c.one(accepted("t", 3, l)).unwrap();
+        // Accepted, not completed: the requester holds no proven result.
+        assert_eq!(
+            c.one(disputed("t", "x", "result", l)),
+            Err(RuleError::DisputeBeforeCompletion { task: h("t") })
+        );
+        c.one(completed("t", l)).unwrap();
+        assert!(matches!(
+            c.one(disputed("t", "x", "result", Scope::Inter)),
+            Err(RuleError::WrongChain { .. })
+        ));
+        // Committed, received and recomputed all "result": nothing to dispute.
+        assert_eq!(
+            c.one(disputed("t", "result", "result", l)),
+            Err(RuleError::DisputeWithoutDiscrepancy { task: h("t") })
+        );
+        // A tampered result (received differs from committed) ...
+        c.one(disputed("t", "tampered", "result", l)).unwrap();
+        assert_eq!(
+            c.one(disputed("t", "tampered", "result", l)),
+            Err(RuleError::AlreadyDisputed { task: h("t") })
+        );
+        // ... and a spot check (committed = received, recomputed differs).
+        c.one(mine("u")).unwrap();
+        c.one(accepted("u", 3, l)).unwrap();
+        c.one(completed("u", l)).unwrap();
+        c.one(disputed("u", "result", "right", l)).unwrap();
+        // Someone else's task: "v" is requested by key(2).
+        c.one(requested("v", l)).unwrap();
+        c.one(accepted("v", 3, l)).unwrap();
+        c.one(completed("v", l)).unwrap();
+        assert_eq!(
+            c.one(disputed("v", "x", "result", l)),
+            Err(RuleError::DisputeByNonRequester {
+                task: h("v"),
+                author: Box::new(key(1).id())
+            })
+        );
     }
 
     fn indication(m: &str, vm: &str, scope: Scope) -> Record {

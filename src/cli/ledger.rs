@@ -652,6 +652,17 @@ pub(crate) fn detail(r: &Record) -> String {
             let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
             format!("{} joins in {cloud} as {}", node.short(), roles.join(","))
         }
+        Record::OffloadDisputed {
+            task_id,
+            received_digest,
+            expected_digest,
+            ..
+        } => format!(
+            "task {} result DISPUTED: received {}, recomputed {}",
+            task_id.short(),
+            received_digest.short(),
+            expected_digest.short()
+        ),
     }
 }
 

@@ -72,6 +72,15 @@ enum Command {
         /// confirmation; past it the migration is rejected on the ledger).
         #[arg(long)]
         migration_timeout_s: Option<u64>,
+        /// The fraction (0 to 1) of a server's offloaded tasks whose
+        /// verified result it re-executes to compare (a spot check; a
+        /// disagreement is disputed on the ledger).
+        #[arg(long, default_value_t = 0.0)]
+        offload_spot_check: f64,
+        /// Fault tests only: the server cheats on the offloaded tasks it
+        /// runs (`tamper-result`, `wrong-digest` or `wrong-result`).
+        #[arg(long, hide = true)]
+        offload_adversary: Option<String>,
     },
 }
 
@@ -157,7 +166,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             inflight_max,
             migration_timeout_s,
-        } => node::run(&config, inflight_max, migration_timeout_s),
+            offload_spot_check,
+            offload_adversary,
+        } => node::run(
+            &config,
+            inflight_max,
+            migration_timeout_s,
+            node::OffloadArgs {
+                spot_check: offload_spot_check,
+                adversary: offload_adversary,
+            },
+        ),
         Command::Ledger(cmd) => ledger::run(cmd),
         Command::Migrate(args) => migrate::run(&args),
         Command::Invoke(args) => invoke::run(&args),

@@ -4,8 +4,42 @@
 use std::path::Path;
 
 use anyhow::Context;
+use federact::actors::offload_check::{OffloadAdversary, OffloadChecks};
 use federact::actors::{Node, NodeOptions, ServerLimits};
 use federact::config::NodeConfig;
+
+/// A server's offload result checks from the command line.
+pub struct OffloadArgs {
+    /// `--offload-spot-check`.
+    pub spot_check: f64,
+    /// `--offload-adversary` (fault tests only).
+    pub adversary: Option<String>,
+}
+
+impl OffloadArgs {
+    fn checks(&self) -> anyhow::Result<OffloadChecks> {
+        if !(0.0..=1.0).contains(&self.spot_check) {
+            anyhow::bail!(
+                "--offload-spot-check {} is not a fraction between 0 and 1",
+                self.spot_check
+            );
+        }
+        let adversary = match &self.adversary {
+            None => None,
+            Some(s) => Some(OffloadAdversary::parse(s).ok_or_else(|| {
+                let modes: Vec<&str> = OffloadAdversary::ALL.iter().map(|m| m.name()).collect();
+                anyhow::anyhow!(
+                    "--offload-adversary `{s}`: expected one of {}",
+                    modes.join(", ")
+                )
+            })?),
+        };
+        Ok(OffloadChecks {
+            spot_check: self.spot_check,
+            adversary,
+        })
+    }
+}
 
 /// Runs the node until ctrl-c or SIGTERM, then shuts it down cleanly
 /// (actors stop, stores flush, connections close).
@@ -13,7 +47,9 @@ pub fn run(
     config: &Path,
     inflight_max: Option<u32>,
     migration_timeout_s: Option<u64>,
+    offload: OffloadArgs,
 ) -> anyhow::Result<()> {
+    let checks = offload.checks()?;
     let cfg = NodeConfig::load(config)?;
     if !cfg.spec().roles().runs_actors() {
         anyhow::bail!(
@@ -38,6 +74,14 @@ pub fn run(
         if let Some(s) = migration_timeout_s {
             options.migration.protocol_timeout = std::time::Duration::from_secs(s);
         }
+        if let Some(cheat) = checks.adversary {
+            eprintln!(
+                "node {}: ADVERSARY: cheats on offloaded tasks ({}) — fault tests only",
+                cfg.spec().name(),
+                cheat.name()
+            );
+        }
+        options.offload = checks;
         let node = Node::start_with(&cfg, key, options)
             .await
             .context("starting the node")?;

@@ -37,6 +37,12 @@ pub struct StatusArgs {
     /// Seconds to wait for each answer.
     #[arg(long, default_value_t = 5)]
     timeout_s: u64,
+    /// Also print each node's refusal counters (handshakes, frames,
+    /// unknown actors, undecodable messages, refused transactions,
+    /// equivocation evidence) and offload checks (results rejected,
+    /// disputes), read from the node over the network.
+    #[arg(long)]
+    counters: bool,
 }
 
 /// A started node process.
@@ -543,9 +549,64 @@ pub fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
             );
         }
         println!("\n{up} of {} nodes up", nodes.len());
+        if args.counters {
+            print_counters(probe, &nodes, timeout).await;
+        }
         clients.close().await;
         anyhow::Ok(())
     })
+}
+
+/// Prints every node's counters (`federact::actors::stats`), one line each.
+async fn print_counters(probe: &Transport, nodes: &[&NodeSpec], timeout: Duration) {
+    println!(
+        "\n{:<20} {:>9} {:>7} {:>8} {:>9} {:>10} {:>8} {:>9} {:>8}",
+        "NODE",
+        "HANDSHAKE",
+        "FRAME",
+        "NO-ACTOR",
+        "MALFORMED",
+        "TX-REFUSED",
+        "EVIDENCE",
+        "REJECTED",
+        "DISPUTED"
+    );
+    let answers = futures::future::join_all(
+        nodes
+            .iter()
+            .map(|n| federact::actors::stats::query(probe, n.id(), timeout)),
+    )
+    .await;
+    for (n, answer) in nodes.iter().zip(answers) {
+        let s = match answer {
+            Ok(s) => s,
+            Err(e) => {
+                println!("{:<20} {e}", n.name());
+                continue;
+            }
+        };
+        let chains = |f: fn(&federact::actors::stats::ChainCounts) -> u64| -> u64 {
+            s.validators.iter().map(f).sum()
+        };
+        let offloads = |f: fn(&federact::actors::offload_check::OffloadCounts) -> u64| {
+            s.offloads
+                .as_ref()
+                .map(|o| f(o).to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<20} {:>9} {:>7} {:>8} {:>9} {:>10} {:>8} {:>9} {:>8}",
+            n.name(),
+            s.transport.handshakes(),
+            s.transport.frames(),
+            s.transport.inbound_unknown_actor,
+            chains(|c| c.malformed),
+            chains(|c| c.tx_refused),
+            chains(|c| c.evidence),
+            offloads(|o| o.rejected() + o.unproven),
+            offloads(|o| o.disputes_recorded),
+        );
+    }
 }
 
 /// Whether a transport error is a live peer's refusal (as opposed to no

@@ -11,7 +11,9 @@
 //!   has a contract whose `OffloadCompleted` digest is the answer's, every
 //!   accepted contract completed or its task was recorded as failed (the
 //!   caller got an error, or a later contract for it completed), and no
-//!   contract is accepted or completed twice;
+//!   contract is accepted or completed twice; an answer from a disputed
+//!   contract (a cheating executor's result refused, `OffloadDisputed`)
+//!   is the requester's recomputed result;
 //! - migrations of `counter` instances ([`migrate`], [`stalled_migration`]);
 //!   checked on the ledger ([`check_migrations`]) — every `Indication` ends
 //!   with exactly one `Confirmation`; an accepted inter-cloud one with
@@ -334,6 +336,7 @@ pub fn check_offloads(records: &HashMap<String, Vec<Record>>, log: &OffloadLog) 
     let mut requested: HashMap<Hash, Hash> = HashMap::new();
     let mut accepted: HashMap<Hash, usize> = HashMap::new();
     let mut completed: HashMap<Hash, Vec<Hash>> = HashMap::new();
+    let mut disputed: HashMap<Hash, Hash> = HashMap::new();
     for recs in records.values() {
         for r in recs {
             match r {
@@ -352,6 +355,13 @@ pub fn check_offloads(records: &HashMap<String, Vec<Record>>, log: &OffloadLog) 
                     result_digest,
                     ..
                 } => completed.entry(*task_id).or_default().push(*result_digest),
+                Record::OffloadDisputed {
+                    task_id,
+                    expected_digest,
+                    ..
+                } if disputed.insert(*task_id, *expected_digest).is_some() => {
+                    v.push(format!("offload {task_id} disputed twice"));
+                }
                 _ => {}
             }
         }
@@ -377,15 +387,24 @@ pub fn check_offloads(records: &HashMap<String, Vec<Record>>, log: &OffloadLog) 
     for (id, d) in &requested {
         by_digest.entry(*d).or_default().push(*id);
     }
+    for id in disputed.keys() {
+        if !completed.contains_key(id) {
+            v.push(format!("offload {id} disputed without a completion"));
+        }
+    }
+    // An answer is what a completed contract committed, or (its executor's
+    // result disputed) what the requester recomputed.
     for (n, out) in &log.acked {
         let want = Hash::of(out.as_bytes());
         let ok = by_digest.get(&square_digest(*n)).is_some_and(|ids| {
-            ids.iter()
-                .any(|id| completed.get(id).is_some_and(|ds| ds.contains(&want)))
+            ids.iter().any(|id| match disputed.get(id) {
+                Some(expected) => *expected == want,
+                None => completed.get(id).is_some_and(|ds| ds.contains(&want)),
+            })
         });
         if !ok {
             v.push(format!(
-                "answered task square({n}) has no completed contract with its result digest"
+                "answered task square({n}) has no completed contract with its result digest (nor a dispute recomputing it)"
             ));
         }
     }

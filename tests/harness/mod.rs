@@ -545,6 +545,34 @@ impl Cluster {
         }
     }
 
+    /// The counters of node `name` (refusals, validators', offload
+    /// checks), read over the network as any member may, if it answers.
+    pub async fn stats(&self, name: &str) -> Option<federact::actors::stats::NodeStats> {
+        let id = self.fed.node(name)?.id();
+        federact::actors::stats::query(&self.clients[0].transport, id, Duration::from_secs(5))
+            .await
+            .ok()
+    }
+
+    /// The sum over the validators of `chain` (those that answer) of
+    /// `field` of their counters for it.
+    pub async fn chain_counter(
+        &self,
+        chain: &str,
+        field: impl Fn(&federact::actors::stats::ChainCounts) -> u64,
+    ) -> u64 {
+        let Some(spec) = self.fed.chains().iter().find(|c| c.id() == chain) else {
+            return 0;
+        };
+        let mut sum = 0;
+        for v in spec.validator_names() {
+            if let Some(s) = self.stats(v).await {
+                sum += s.chain(chain).map(&field).unwrap_or(0);
+            }
+        }
+        sum
+    }
+
     /// Tips of every validator of every chain (`None` for no answer).
     pub async fn tips(&self) -> BTreeMap<(String, String), Option<u64>> {
         let mut out = BTreeMap::new();
@@ -1100,6 +1128,28 @@ fn missing_relays(
         }
     }
     missing
+}
+
+/// Polls the async `check` every 100 ms until it returns `None` (done);
+/// fails the test, naming the seed, `what` and the last status, if that
+/// takes longer than [`WAIT_MAX`]. For conditions read over the network
+/// (counters, records).
+pub async fn wait_until<F, Fut>(seed: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let Some(status) = check().await else {
+            return;
+        };
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {what}: {status} within {WAIT_MAX:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Polls `pending` every 50 ms until it returns `None` (done); fails the
