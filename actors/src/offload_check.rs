@@ -93,16 +93,20 @@ impl OffloadAdversary {
 }
 
 /// Whether task `task_id` is among the `fraction` of offloaded tasks the
-/// requester re-executes.
-pub fn spot_checked(task_id: &Hash, fraction: f64) -> bool {
+/// requester re-executes. The choice hashes the task id with the
+/// requester's `salt`, a secret it drew at start: task ids are public (they
+/// are on the ledger), so an executor must not be able to tell from one
+/// which of its results will be checked.
+pub fn spot_checked(task_id: &Hash, fraction: f64, salt: &[u8; 32]) -> bool {
     if fraction <= 0.0 {
         return false;
     }
     if fraction >= 1.0 {
         return true;
     }
+    let keyed = Hash::of_parts(&[salt, task_id.as_bytes()]);
     let mut head = [0u8; 8];
-    head.copy_from_slice(&task_id.as_bytes()[..8]);
+    head.copy_from_slice(&keyed.as_bytes()[..8]);
     (u64::from_be_bytes(head) as f64) < fraction * u64::MAX as f64
 }
 
@@ -260,15 +264,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spot_check_fraction_selects_about_that_share_deterministically() {
+    fn spot_check_fraction_selects_about_that_share_keyed_by_the_requesters_secret() {
         let ids: Vec<Hash> = (0..4000u32).map(|i| Hash::of(&i.to_be_bytes())).collect();
-        let share = |f: f64| ids.iter().filter(|id| spot_checked(id, f)).count();
-        assert_eq!(share(0.0), 0);
-        assert_eq!(share(1.0), ids.len());
-        let quarter = share(0.25);
-        assert!((800..1200).contains(&quarter), "{quarter} of 4000 at 0.25");
-        // The same task is always chosen the same way.
-        assert_eq!(share(0.25), quarter);
+        let chosen = |f: f64, salt: &[u8; 32]| -> Vec<bool> {
+            ids.iter().map(|id| spot_checked(id, f, salt)).collect()
+        };
+        let count = |v: &[bool]| v.iter().filter(|c| **c).count();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(count(&chosen(0.0, &a)), 0);
+        assert_eq!(count(&chosen(1.0, &a)), ids.len());
+        let quarter = chosen(0.25, &a);
+        assert!(
+            (800..1200).contains(&count(&quarter)),
+            "{} of 4000 at 0.25",
+            count(&quarter)
+        );
+        // The same requester always chooses a task the same way; another
+        // requester's secret chooses other tasks.
+        assert_eq!(chosen(0.25, &a), quarter);
+        assert_ne!(chosen(0.25, &b), quarter);
     }
 
     #[test]

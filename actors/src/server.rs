@@ -142,6 +142,9 @@ pub struct ServerActor {
     checks: OffloadChecks,
     /// What those checks counted.
     offload_counters: Arc<OffloadCounters>,
+    /// This server's secret for choosing which offloaded results to spot
+    /// check (see [`spot_checked`]); drawn at start, never shared.
+    spot_salt: [u8; 32],
 }
 
 impl ServerActor {
@@ -170,6 +173,7 @@ impl ServerActor {
             started_ms: crate::clock::now_ms(),
             checks: OffloadChecks::default(),
             offload_counters: Arc::default(),
+            spot_salt: rand::random(),
         })
     }
 
@@ -376,7 +380,7 @@ impl ServerActor {
         // federation's validator sets); see `offload_check`.
         let verifier = self.ledger.clone().filter(LedgerClient::verifies);
         let counters = self.offload_counters.clone();
-        let spot = self.checks.spot_check;
+        let (spot, spot_salt) = (self.checks.spot_check, self.spot_salt);
         let (name2, payload2) = (name.clone(), payload.clone());
         let work = async move {
             let mut last = FunctionError::NoCapacity { name: name.clone() };
@@ -426,7 +430,7 @@ impl ServerActor {
                 ) {
                     Ok(committed) => {
                         OffloadCounters::bump(&counters.verified);
-                        if spot_checked(&task_id, spot) {
+                        if spot_checked(&task_id, spot, &spot_salt) {
                             return Ok(Checked::Recheck {
                                 output,
                                 committed,
