@@ -166,6 +166,7 @@ impl Node {
                         ledger: LedgerClient::new(transport.clone(), key.clone(), g)
                             .with_federation(fed),
                         dir: data.join("migration"),
+                        state_dir: data.join("migration-state"),
                         limits: node_options.migration,
                     })?;
                 Some(actor.start())

@@ -32,7 +32,7 @@ use crate::hash::Hash;
 use crate::record::{Record, Scope, Site};
 
 /// Which end of the migration this machine runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Side {
     /// The server the instance or image leaves.
     Source,
@@ -163,8 +163,13 @@ pub struct Migration<P> {
     transfer: Transfer,
     /// A confirmation was submitted by this side.
     confirmation_submitted: bool,
+    /// Whether the confirmation this side submitted accepts.
+    confirmed_as: Option<bool>,
     timeout_ms: u64,
     deadline_ms: Option<u64>,
+    /// The protocol deadline once armed (kept after the confirmation is
+    /// submitted, unlike `deadline_ms`: a resumed side needs it).
+    expires_ms: u64,
     effects: VecDeque<Effect<P>>,
 }
 
@@ -220,8 +225,10 @@ impl<P: Clone> Migration<P> {
             indication: None,
             transfer: Transfer::Pending,
             confirmation_submitted: false,
+            confirmed_as: None,
             timeout_ms,
             deadline_ms: None,
+            expires_ms: 0,
             effects: VecDeque::new(),
         }
     }
@@ -274,6 +281,7 @@ impl<P: Clone> Migration<P> {
     fn arm(&mut self, now_ms: u64) {
         let at_ms = now_ms.saturating_add(self.timeout_ms);
         self.deadline_ms = Some(at_ms);
+        self.expires_ms = at_ms;
         self.effects.push_back(Effect::ScheduleTimeout { at_ms });
     }
 
@@ -318,6 +326,7 @@ impl<P: Clone> Migration<P> {
     fn confirmation(&mut self, accepted: bool, observed: Hash, reason: Option<String>) {
         let Some(vm_id) = self.vm_id else { return };
         self.confirmation_submitted = true;
+        self.confirmed_as = Some(accepted);
         // From here the ledger decides; no more timeouts.
         self.deadline_ms = None;
         self.state = State::Confirming;
@@ -544,6 +553,268 @@ impl<P: Clone> Migration<P> {
         } else {
             self.finish(Outcome::Aborted(reason));
         }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Surviving a restart.
+//
+// A side's driver persists [`Migration::progress`] before it carries out
+// the effects of each step, and forgets it when the migration ends. After
+// a restart it asks the chains what committed about the migration
+// ([`Committed`]) and rebuilds the machine with [`Migration::resume`],
+// which decides what is left to do:
+//
+// | side | committed | resumed as |
+// |---|---|---|
+// | either | confirmation rejecting | aborted (source keeps the instance, destination discards) |
+// | source | confirmation accepting, local | completed |
+// | source | confirmation accepting, inter, `Leave` | completed |
+// | source | confirmation accepting, inter, no `Leave` | `Leave` submitted again |
+// | source | indication only, deadline passed | rejecting confirmation ("timed out") |
+// | source | indication only, before the deadline | destination told again; timeout armed |
+// | source | nothing | indication submitted again (the first may still commit: the chain keeps one per migration id); timeout armed |
+// | destination | confirmation accepting, local | completed (image kept) |
+// | destination | confirmation accepting, inter, `Arrival` | completed |
+// | destination | confirmation accepting, inter, no `Arrival` | `Arrival` submitted again |
+// | destination | indication only, image received, before the deadline | confirms (accepts iff the hash matches) |
+// | destination | indication only, image received, deadline passed | rejecting confirmation ("timed out") |
+// | destination | indication only, image not (wholly) received | rejecting confirmation (the transfer cannot resume) |
+// | destination | nothing, image received, before the deadline | waits for the indication; timeout armed |
+// | destination | nothing, otherwise | aborted, image discarded (nothing was announced) |
+//
+// The source's table ends every migration it announced: whatever the
+// destination did or missed, the source either sees the outcome on the
+// ledger or writes the rejection itself once its deadline passed. The
+// destination's rows finish what it started (`Arrival`) and never leave a
+// received image behind.
+// ---------------------------------------------------------------------
+
+/// What the destination had received when its progress was persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceivedImage {
+    /// Nothing yet, or the transfer was still running.
+    Pending,
+    /// The whole image, with the sha256 seen while it streamed.
+    Done {
+        /// sha256 of the received bytes.
+        observed: Hash,
+    },
+    /// The transfer failed, with why.
+    Failed(String),
+}
+
+/// What a side persists of one migration, before acting on each step: all
+/// [`Migration::resume`] needs besides what the chains hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The migration.
+    pub migration_id: Hash,
+    /// Which side wrote it.
+    pub side: Side,
+    /// Where the instance leaves from.
+    pub source: Site,
+    /// Where it goes.
+    pub destination: Site,
+    /// The vm id, once known (the source's snapshot, the destination's indication).
+    pub vm_id: Option<Hash>,
+    /// The protocol timeout.
+    pub timeout_ms: u64,
+    /// When the protocol times out (ms, the drivers' wall clock); 0 if not armed.
+    pub deadline_ms: u64,
+    /// Height of the committed indication, once known.
+    pub indication: Option<u64>,
+    /// Destination: the image transfer (the source persists `Pending`).
+    pub received: ReceivedImage,
+    /// This side submitted a confirmation (accepting or not).
+    pub confirmation: Option<bool>,
+    /// `Leave` (source) or `Arrival` (destination) was submitted.
+    pub ending: bool,
+}
+
+/// What the chains hold about one migration, as the resuming side's
+/// gateway sees them (its cloud's chain and the consortium). The driver
+/// verifies each proof before it fills this in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed<P> {
+    /// The indication: height, vm id, inclusion proof.
+    pub indication: Option<(u64, Hash, P)>,
+    /// The (first, deciding) confirmation: accepted, reason, inclusion proof.
+    pub confirmation: Option<(bool, Option<String>, P)>,
+    /// `Leave` committed (source's local chain).
+    pub leave: bool,
+    /// `Arrival` committed (destination's local chain).
+    pub arrival: bool,
+}
+
+impl<P> Default for Committed<P> {
+    fn default() -> Self {
+        Committed {
+            indication: None,
+            confirmation: None,
+            leave: false,
+            arrival: false,
+        }
+    }
+}
+
+impl<P: Clone> Migration<P> {
+    /// What to persist now: `None` before the source's snapshot (nothing
+    /// can have been announced) and once the migration ended (forget it).
+    pub fn progress(&self) -> Option<Progress> {
+        if self.is_terminal() || self.state == State::Snapshotting {
+            return None;
+        }
+        let received = match (&self.side, &self.transfer) {
+            (Side::Source, _) | (_, Transfer::Pending) => ReceivedImage::Pending,
+            (Side::Destination, Transfer::Done { observed }) => ReceivedImage::Done {
+                observed: *observed,
+            },
+            (Side::Destination, Transfer::Failed(r)) => ReceivedImage::Failed(r.clone()),
+        };
+        Some(Progress {
+            migration_id: self.migration_id,
+            side: self.side,
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            vm_id: self.vm_id,
+            timeout_ms: self.timeout_ms,
+            deadline_ms: self.expires_ms,
+            indication: self.indication,
+            received,
+            confirmation: self.confirmed_as,
+            ending: matches!(self.state, State::Leaving | State::Arriving),
+        })
+    }
+
+    /// Rebuilds one side after a restart from what it persisted and what
+    /// the chains hold, `now_ms` on the same clock as `deadline_ms`; the
+    /// effects to carry out are queued (see the table above). A migration
+    /// that ends at once still emits its one [`Effect::Complete`].
+    pub fn resume(p: Progress, committed: Committed<P>, now_ms: u64) -> Self {
+        let mut m = Self::new(
+            p.side,
+            p.migration_id,
+            p.source,
+            p.destination,
+            p.timeout_ms,
+        );
+        m.expires_ms = p.deadline_ms;
+        m.vm_id = p.vm_id;
+        m.state = State::Streaming;
+        if p.side == Side::Destination {
+            m.transfer = match p.received {
+                ReceivedImage::Pending => Transfer::Pending,
+                ReceivedImage::Done { observed } => Transfer::Done { observed },
+                ReceivedImage::Failed(r) => Transfer::Failed(r),
+            };
+        }
+        let indication_proof = match committed.indication {
+            Some((height, vm_id, proof)) => {
+                m.indication = Some(height);
+                m.vm_id = Some(vm_id);
+                Some((height, vm_id, proof))
+            }
+            None => None,
+        };
+        let expired = p.deadline_ms != 0 && now_ms >= p.deadline_ms;
+        // The ledger decided: finish what the outcome asks of this side.
+        if let Some((accepted, reason, proof)) = committed.confirmation {
+            // The side that wrote the confirmation tells the other one
+            // (again: it may have died before its notice went out).
+            m.confirmation_submitted = p.confirmation.is_some();
+            m.confirmed_as = p.confirmation;
+            m.state = State::Confirming;
+            let done = match m.side {
+                Side::Source => committed.leave,
+                Side::Destination => committed.arrival,
+            };
+            if accepted && m.scope == Scope::Inter && done {
+                m.finish(Outcome::Completed);
+            } else {
+                m.handle_confirmation_committed(accepted, reason, proof);
+            }
+            return m;
+        }
+        match (m.side, indication_proof) {
+            (Side::Source, Some((height, vm_id, proof))) => {
+                if expired {
+                    m.state = State::Confirming;
+                    let reason = format!(
+                        "timed out after {} ms (the source restarted meanwhile)",
+                        m.timeout_ms
+                    );
+                    m.confirmation(false, Hash::default(), Some(reason));
+                } else {
+                    m.state = State::Indicated;
+                    m.effects
+                        .push_back(Effect::Notify(Notice::IndicationCommitted {
+                            height,
+                            vm_id,
+                            proof,
+                        }));
+                    m.rearm();
+                }
+            }
+            (Side::Source, None) => match m.vm_id {
+                Some(vm_id) => {
+                    m.effects
+                        .push_back(Effect::Submit(Box::new(Record::Indication {
+                            migration_id: m.migration_id,
+                            vm_id,
+                            source: m.source.clone(),
+                            destination: m.destination.clone(),
+                            scope: m.scope,
+                        })));
+                    m.rearm();
+                }
+                None => m.finish(Outcome::Aborted(
+                    "the source restarted before its snapshot".into(),
+                )),
+            },
+            (Side::Destination, Some(_)) => {
+                m.state = State::Confirming;
+                match m.transfer.clone() {
+                    // The image cannot come any more: the stream died with
+                    // the process.
+                    Transfer::Pending => {
+                        m.transfer = Transfer::Failed("interrupted by a restart".into());
+                        m.confirmation(
+                            false,
+                            Hash::default(),
+                            Some("transfer interrupted by a restart of the destination".into()),
+                        );
+                    }
+                    // Too late to accept (unless it already had: the same
+                    // decision is submitted again, the chain keeps one).
+                    Transfer::Done { observed } if expired && p.confirmation.is_none() => {
+                        let reason = format!(
+                            "timed out after {} ms (the destination restarted meanwhile)",
+                            m.timeout_ms
+                        );
+                        m.confirmation(false, observed, Some(reason));
+                    }
+                    Transfer::Done { .. } | Transfer::Failed(_) => m.maybe_confirm(),
+                }
+            }
+            (Side::Destination, None) => match m.transfer {
+                Transfer::Done { .. } if !expired => {
+                    m.state = State::Received;
+                    m.rearm();
+                }
+                _ => m.finish(Outcome::Aborted(
+                    "the destination restarted before the indication committed".into(),
+                )),
+            },
+        }
+        m
+    }
+
+    /// Arms the persisted deadline again (resume).
+    fn rearm(&mut self) {
+        let at_ms = self.expires_ms;
+        self.deadline_ms = Some(at_ms);
+        self.effects.push_back(Effect::ScheduleTimeout { at_ms });
     }
 }
 
@@ -774,6 +1045,154 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// What the chains hold, for the resume tables.
+    #[derive(Clone, Copy)]
+    enum Chain {
+        Nothing,
+        Indication,
+        Decided(bool),
+        ConfirmedAndEnded,
+    }
+
+    fn committed(c: Chain) -> Committed<u32> {
+        let ind = Some((5, h("vm"), 1));
+        match c {
+            Chain::Nothing => Committed::default(),
+            Chain::Indication => Committed {
+                indication: ind,
+                ..Committed::default()
+            },
+            Chain::Decided(a) => Committed {
+                indication: ind,
+                confirmation: Some((a, (!a).then(|| "no".to_string()), 2)),
+                ..Committed::default()
+            },
+            Chain::ConfirmedAndEnded => Committed {
+                indication: ind,
+                confirmation: Some((true, None, 2)),
+                leave: true,
+                arrival: true,
+            },
+        }
+    }
+
+    struct ResumeCase {
+        desc: &'static str,
+        start: fn() -> M,
+        /// Inputs before the restart (the progress persisted after them).
+        before: Vec<In>,
+        chain: Chain,
+        now_ms: u64,
+        expected: Vec<&'static str>,
+        state: State,
+    }
+
+    /// Every step a side can persist, against every outcome the chains can
+    /// hold: the resumed machine does what the module's resume table says.
+    #[test]
+    fn resume_after_a_restart() {
+        use Chain::*;
+        use In::*;
+        #[rustfmt::skip]
+        let cases = vec![
+            ResumeCase { desc: "source, indication submitted, nothing committed: submits it again", start: local_src, before: vec![Snapshot], chain: Nothing, now_ms: 10, expected: vec!["Indication", "Timeout@1000"], state: State::Streaming },
+            ResumeCase { desc: "source, indication submitted, nothing committed, late: submits it again, times out at once", start: local_src, before: vec![Snapshot], chain: Nothing, now_ms: 5000, expected: vec!["Indication", "Timeout@1000"], state: State::Streaming },
+            ResumeCase { desc: "source, indication committed unseen, before the deadline: tells the destination, waits", start: local_src, before: vec![Snapshot], chain: Indication, now_ms: 10, expected: vec!["NotifyIndication", "Timeout@1000"], state: State::Indicated },
+            ResumeCase { desc: "source, indicated, before the deadline: tells the destination, waits", start: inter_src, before: vec![Snapshot, Indicated], chain: Indication, now_ms: 999, expected: vec!["NotifyIndication", "Timeout@1000"], state: State::Indicated },
+            ResumeCase { desc: "source, indicated, deadline passed: writes the rejection", start: local_src, before: vec![Snapshot, Indicated, Transferred], chain: Indication, now_ms: 1000, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "source, own rejection submitted, not committed: writes it again", start: local_src, before: vec![Snapshot, Indicated, Timeout(1000)], chain: Indication, now_ms: 1500, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "source local, accepted: completes", start: local_src, before: vec![Snapshot, Indicated], chain: Decided(true), now_ms: 5000, expected: vec!["ReleaseAtSource", "Completed"], state: State::Completed },
+            ResumeCase { desc: "source, rejected: instance stays", start: inter_src, before: vec![Snapshot, Indicated], chain: Decided(false), now_ms: 10, expected: vec!["ResumeAtSource", "Aborted"], state: aborted() },
+            ResumeCase { desc: "source, own rejection committed: tells the destination, stays", start: local_src, before: vec![Snapshot, Indicated, Timeout(1000)], chain: Decided(false), now_ms: 1500, expected: vec!["NotifyConfirmation", "ResumeAtSource", "Aborted"], state: aborted() },
+            ResumeCase { desc: "source inter, accepted, no Leave: writes Leave", start: inter_src, before: vec![Snapshot, Indicated], chain: Decided(true), now_ms: 5000, expected: vec!["Leave"], state: State::Leaving },
+            ResumeCase { desc: "source inter, Leave submitted, not committed: writes it again", start: inter_src, before: vec![Snapshot, Indicated, Confirmed(true)], chain: Decided(true), now_ms: 5000, expected: vec!["Leave"], state: State::Leaving },
+            ResumeCase { desc: "source inter, Leave committed: completes", start: inter_src, before: vec![Snapshot, Indicated, Confirmed(true)], chain: ConfirmedAndEnded, now_ms: 5000, expected: vec!["ReleaseAtSource", "Completed"], state: State::Completed },
+            ResumeCase { desc: "destination, receiving, nothing committed: discards", start: local_dst, before: vec![], chain: Nothing, now_ms: 10, expected: vec!["DiscardImage", "Aborted"], state: aborted() },
+            ResumeCase { desc: "destination, received, nothing committed: waits for the indication", start: local_dst, before: vec![Transferred], chain: Nothing, now_ms: 10, expected: vec!["Timeout@1000"], state: State::Received },
+            ResumeCase { desc: "destination, received, nothing committed, late: discards", start: local_dst, before: vec![Transferred], chain: Nothing, now_ms: 1000, expected: vec!["DiscardImage", "Aborted"], state: aborted() },
+            ResumeCase { desc: "destination, receiving, indication committed: rejects (transfer cannot resume)", start: local_dst, before: vec![Indicated], chain: Indication, now_ms: 10, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "destination, received, indication unseen: accepts", start: local_dst, before: vec![Transferred], chain: Indication, now_ms: 10, expected: vec!["Confirm(true)"], state: State::Confirming },
+            ResumeCase { desc: "destination, received tampered, indication unseen: rejects", start: local_dst, before: vec![TransferredTampered], chain: Indication, now_ms: 10, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "destination, received, indication unseen, late: rejects (timed out)", start: local_dst, before: vec![Transferred], chain: Indication, now_ms: 1000, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "destination, failed transfer, indication committed: rejects", start: local_dst, before: vec![TransferFailed], chain: Indication, now_ms: 10, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "destination, own acceptance submitted, late: submits the same again", start: local_dst, before: vec![Transferred, Indicated], chain: Indication, now_ms: 5000, expected: vec!["Confirm(true)"], state: State::Confirming },
+            ResumeCase { desc: "destination local, own acceptance committed: tells the source, keeps the image", start: local_dst, before: vec![Transferred, Indicated], chain: Decided(true), now_ms: 5000, expected: vec!["NotifyConfirmation", "ResumeAtDestination", "Completed"], state: State::Completed },
+            ResumeCase { desc: "destination inter, own acceptance committed, no Arrival: tells the source, writes Arrival", start: inter_dst, before: vec![Transferred, Indicated], chain: Decided(true), now_ms: 5000, expected: vec!["NotifyConfirmation", "Arrival"], state: State::Arriving },
+            ResumeCase { desc: "destination inter, Arrival submitted, not committed: writes it again", start: inter_dst, before: vec![Transferred, Indicated, Confirmed(true)], chain: Decided(true), now_ms: 5000, expected: vec!["NotifyConfirmation", "Arrival"], state: State::Arriving },
+            ResumeCase { desc: "destination inter, Arrival committed: completes", start: inter_dst, before: vec![Transferred, Indicated, Confirmed(true)], chain: ConfirmedAndEnded, now_ms: 5000, expected: vec!["ResumeAtDestination", "Completed"], state: State::Completed },
+            ResumeCase { desc: "destination, the source's rejection committed: discards", start: inter_dst, before: vec![Transferred], chain: Decided(false), now_ms: 10, expected: vec!["DiscardImage", "Aborted"], state: aborted() },
+        ];
+        for c in cases {
+            let mut m = (c.start)();
+            for i in &c.before {
+                apply(&mut m, i);
+            }
+            let progress = m
+                .progress()
+                .unwrap_or_else(|| panic!("{}: nothing to persist", c.desc));
+            // What is persisted survives its encoding.
+            let bytes = crate::codec::encode(&progress);
+            let progress: Progress = crate::codec::decode(&bytes, 1 << 16).unwrap();
+            let mut r = M::resume(progress, committed(c.chain), c.now_ms);
+            let got: Vec<String> = drain(&mut r).iter().map(name).collect();
+            assert_eq!(got, c.expected, "{}", c.desc);
+            assert!(
+                same_state(r.state(), &c.state),
+                "{}: state {:?}",
+                c.desc,
+                r.state()
+            );
+            assert_eq!(r.progress().is_none(), r.is_terminal(), "{}", c.desc);
+        }
+    }
+
+    #[test]
+    fn resumed_source_ends_on_its_timeout_or_the_ledger() {
+        // Restarted before the deadline with only the indication on the
+        // chain: its timeout writes the rejection...
+        let mut m = local_src();
+        apply(&mut m, &In::Snapshot);
+        let p = m.progress().unwrap();
+        let mut r = M::resume(p.clone(), committed(Chain::Indication), 10);
+        drain(&mut r);
+        r.handle_timeout(1000);
+        assert_eq!(
+            drain(&mut r).iter().map(name).collect::<Vec<_>>(),
+            vec!["Confirm(false)"]
+        );
+        r.handle_confirmation_committed(false, Some("timed out".into()), 3);
+        let e: Vec<String> = drain(&mut r).iter().map(name).collect();
+        assert_eq!(e, vec!["NotifyConfirmation", "ResumeAtSource", "Aborted"]);
+        // ...unless the destination's acceptance arrives first.
+        let mut r = M::resume(p, committed(Chain::Indication), 10);
+        drain(&mut r);
+        r.handle_confirmation_committed(true, None, 3);
+        let e: Vec<String> = drain(&mut r).iter().map(name).collect();
+        assert_eq!(e, vec!["ReleaseAtSource", "Completed"]);
+    }
+
+    #[test]
+    fn nothing_is_persisted_before_the_snapshot_or_after_the_end() {
+        let mut m = local_src();
+        assert!(m.progress().is_none());
+        apply(&mut m, &In::Snapshot);
+        let p = m.progress().unwrap();
+        assert_eq!(
+            (p.vm_id, p.deadline_ms, p.indication),
+            (Some(h("vm")), 1000, None)
+        );
+        for i in [In::Indicated, In::Transferred, In::Confirmed(true)] {
+            apply(&mut m, &i);
+        }
+        assert!(m.progress().is_none());
+        let mut d = local_dst();
+        apply(&mut d, &In::Transferred);
+        assert_eq!(
+            d.progress().unwrap().received,
+            ReceivedImage::Done { observed: h("vm") }
+        );
     }
 
     /// A tiny deterministic generator (xorshift), so a failure reproduces
