@@ -1702,7 +1702,7 @@ pub struct MigrationProgress(pub Hash);
 impl Handler<MigrationProgress> for MigrationActor {
     type Result = Option<Option<MigrationReport>>;
     fn handle(&mut self, msg: MigrationProgress, _: &mut Context<Self>) -> Self::Result {
-        if self.running.contains_key(&msg.0) {
+        if self.running.contains_key(&msg.0) || self.resuming.contains_key(&msg.0) {
             return Some(None);
         }
         self.finished_report(&msg.0).map(Some)
@@ -1720,7 +1720,7 @@ impl Handler<MigrationEnded> for MigrationActor {
     type Result = ResponseFuture<Option<MigrationReport>>;
     fn handle(&mut self, msg: MigrationEnded, _: &mut Context<Self>) -> Self::Result {
         let id = msg.0;
-        if !self.running.contains_key(&id) {
+        if !self.running.contains_key(&id) && !self.resuming.contains_key(&id) {
             let done = self.finished_report(&id);
             return Box::pin(async move { done });
         }

@@ -278,6 +278,8 @@ impl Node {
         out.extend(self.validators.iter().map(|(_, v)| alive(v.clone())));
         out.extend(self.gateway.clone().map(alive));
         out.extend(self.orchestrator.clone().map(alive));
+        // Its unfinished-migration store (sled) must close before a restart.
+        out.extend(self.migration.clone().map(alive));
         out
     }
 
