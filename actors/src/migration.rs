@@ -340,9 +340,17 @@ impl MigrationActor {
             .map(|s| (s.progress.migration_id, s))
             .collect();
         // Nothing runs yet: a received image left in `incoming` belongs to
-        // a migration a crash or kill interrupted; those still to resume
-        // decide about theirs.
-        sweep_incoming(&setup.dir.join("incoming"), |id| resuming.contains_key(id));
+        // a migration a crash or kill interrupted. Only a wholly received
+        // one of a migration still to resume may be of use (its resumption
+        // decides); a transfer cannot resume.
+        sweep_incoming(&setup.dir.join("incoming"), |id| {
+            resuming.get(id).is_some_and(|s| {
+                matches!(
+                    s.progress.received,
+                    federact_ledger::migration::ReceivedImage::Done { .. }
+                )
+            })
+        });
         Ok(MigrationActor {
             federation: setup.federation,
             site: setup.site,
@@ -2187,6 +2195,36 @@ mod tests {
         let mut long = bytes[..20].to_vec();
         long.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(instance_image::parse(&long).is_err());
+    }
+
+    #[test]
+    fn kept_images_nobody_adopts_expire_after_their_age_and_other_files_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path();
+        let old = images.join(Hash::of(b"old").to_string());
+        let fresh = images.join(Hash::of(b"fresh").to_string());
+        let foreign = images.join("operator-notes.txt");
+        for f in [&old, &fresh, &foreign] {
+            std::fs::write(f, b"image").unwrap();
+        }
+        let now = std::time::SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        for f in [&old, &foreign] {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(now - 2 * hour)
+                .unwrap();
+        }
+        assert_eq!(expire_images(images, hour, now), 1);
+        assert!(!old.exists(), "an image past its age is removed");
+        assert!(fresh.exists(), "a younger image stays");
+        assert!(foreign.exists(), "a file this server did not write stays");
+        // Once older than the age, the younger one goes too.
+        assert_eq!(expire_images(images, hour, now + 2 * hour), 1);
+        assert!(!fresh.exists());
+        assert_eq!(expire_images(&images.join("missing"), hour, now), 0);
     }
 
     #[test]
