@@ -165,6 +165,9 @@ pub struct Migration<P> {
     confirmation_submitted: bool,
     /// Whether the confirmation this side submitted accepts.
     confirmed_as: Option<bool>,
+    /// Source: the deadline passed while the indication's fate was
+    /// unknown; it is rejected as soon as it commits.
+    late: bool,
     timeout_ms: u64,
     deadline_ms: Option<u64>,
     /// The protocol deadline once armed (kept after the confirmation is
@@ -226,6 +229,7 @@ impl<P: Clone> Migration<P> {
             transfer: Transfer::Pending,
             confirmation_submitted: false,
             confirmed_as: None,
+            late: false,
             timeout_ms,
             deadline_ms: None,
             expires_ms: 0,
@@ -420,6 +424,14 @@ impl<P: Clone> Migration<P> {
                     return;
                 }
                 self.indication = Some(height);
+                if self.late && !self.confirmation_submitted {
+                    // Announced after the deadline: rejected at once, so
+                    // the ledger holds the outcome (the destination may
+                    // have learnt of it and must not accept alone).
+                    let reason = format!("timed out after {} ms", self.timeout_ms);
+                    self.confirmation(false, Hash::default(), Some(reason));
+                    return;
+                }
                 self.effects
                     .push_back(Effect::Notify(Notice::IndicationCommitted {
                         height,
@@ -529,8 +541,10 @@ impl<P: Clone> Migration<P> {
 
     /// A scheduled timeout fired at `now_ms`. Before the confirmation is
     /// written: if the indication committed, this side writes a rejecting
-    /// confirmation (the ledger then says why); if not, it aborts with
-    /// nothing announced. Once a confirmation is submitted the ledger
+    /// confirmation (the ledger then says why). If not, the destination
+    /// aborts with nothing announced, and the source waits for its
+    /// indication's receipt: committed, it writes the rejection at once;
+    /// refused, it aborts. Once a confirmation is submitted the ledger
     /// decides and timeouts are ignored.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         let Some(deadline) = self.deadline_ms else {
@@ -550,6 +564,13 @@ impl<P: Clone> Migration<P> {
             };
             self.deadline_ms = None;
             self.confirmation(false, observed, Some(reason));
+        } else if self.side == Side::Source {
+            // The indication was submitted and its fate is unknown: if it
+            // commits, the destination may accept it, so aborting here
+            // could leave the instance at both ends. Wait for its receipt
+            // (commit: rejected at once; refusal: aborted).
+            self.deadline_ms = None;
+            self.late = true;
         } else {
             self.finish(Outcome::Aborted(reason));
         }
@@ -940,7 +961,9 @@ mod tests {
             Case { desc: "source local: rejected confirmation aborts", start: local_src, inputs: vec![Snapshot, Indicated, Transferred, Confirmed(false)], expected: vec!["ResumeAtSource", "Aborted"], state: aborted() },
             Case { desc: "source inter: accepted confirmation → Leave", start: inter_src, inputs: vec![Snapshot, Indicated, Transferred, Confirmed(true)], expected: vec!["Leave"], state: State::Leaving },
             Case { desc: "source inter: Leave committed completes", start: inter_src, inputs: vec![Snapshot, Indicated, Transferred, Confirmed(true), Left], expected: vec!["ReleaseAtSource", "Completed"], state: State::Completed },
-            Case { desc: "source: timeout before the indication aborts", start: local_src, inputs: vec![Snapshot, Timeout(1000)], expected: vec!["ResumeAtSource", "Aborted"], state: aborted() },
+            Case { desc: "source: timeout before the indication's receipt waits for it", start: local_src, inputs: vec![Snapshot, Timeout(1000)], expected: vec![], state: State::Streaming },
+            Case { desc: "source: indication committed after the deadline is rejected at once", start: local_src, inputs: vec![Snapshot, Timeout(1000), Indicated], expected: vec!["Confirm(false)"], state: State::Confirming },
+            Case { desc: "source: indication refused after the deadline aborts", start: local_src, inputs: vec![Snapshot, Timeout(1000), IndicationRefused], expected: vec!["ResumeAtSource", "Aborted"], state: aborted() },
             Case { desc: "source: early timeout ignored", start: local_src, inputs: vec![Snapshot, Timeout(999)], expected: vec![], state: State::Streaming },
             Case { desc: "source: timeout after the indication writes a rejection", start: local_src, inputs: vec![Snapshot, Indicated, Timeout(1000)], expected: vec!["Confirm(false)"], state: State::Confirming },
             Case { desc: "source: timeout ignored while leaving", start: inter_src, inputs: vec![Snapshot, Indicated, Confirmed(true), Timeout(5000)], expected: vec![], state: State::Leaving },
@@ -1217,7 +1240,7 @@ mod tests {
     /// notices are lost, timeouts fire. Invariant: each side ends with
     /// exactly one `Complete`, and both agree on the outcome whenever a
     /// confirmation committed.
-    fn simulate(seed: u64) {
+    fn simulate(seed: u64, crashes: bool) {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let inter = rng.below(2) == 0;
         let dst_site = if inter {
@@ -1243,8 +1266,23 @@ mod tests {
             LeaveCommits,
             ArrivalCommits,
             Timeout,
+            /// The side's process dies and restarts: what it persisted
+            /// (its progress) and the chains survive; its timers, pending
+            /// receipts and incoming notices are lost.
+            Crash,
         }
         let mut queue: Vec<(u8, Ev)> = vec![(0, Ev::Snapshot)];
+        if crashes {
+            for w in [0u8, 1] {
+                for _ in 0..rng.below(3) {
+                    queue.push((w, Ev::Crash));
+                }
+            }
+        }
+        // The chains (a submission commits at once; its receipt comes later).
+        let mut indicated = false;
+        let mut decided: Option<(bool, Option<String>)> = None;
+        let (mut left, mut arrived) = (false, false);
         let mut confirmed: Option<bool> = None;
         let mut completes = [Vec::new(), Vec::new()];
         let mut now = 0u64;
@@ -1283,27 +1321,61 @@ mod tests {
                 Ev::LeaveCommits => m.handle_leave_committed(),
                 Ev::ArrivalCommits => m.handle_arrival_committed(),
                 Ev::Timeout => m.handle_timeout(now),
+                Ev::Crash => {
+                    // Nothing persisted: before the snapshot (nothing was
+                    // announced) or after the end.
+                    if let Some(p) = m.progress() {
+                        queue.retain(|(x, e)| *x != who || matches!(e, Ev::Crash));
+                        let committed = Committed {
+                            indication: indicated.then_some((1, h("vm"), 1)),
+                            confirmation: decided.clone().map(|(a, r)| (a, r, 2)),
+                            leave: left,
+                            arrival: arrived,
+                        };
+                        *m = M::resume(p, committed, now);
+                    }
+                }
             }
             for (w, m) in [(0u8, &mut src), (1u8, &mut dst)] {
                 while let Some(e) = m.poll_effect() {
                     match e {
                         Effect::Submit(r) => match *r {
-                            Record::Indication { .. } if refuse => {
+                            // Refused: the chain never announced it...
+                            Record::Indication { .. } if refuse && !indicated => {
                                 queue.push((w, Ev::IndicationRefused))
                             }
-                            Record::Indication { .. } => queue.push((w, Ev::IndicationCommits)),
+                            // ...or committed (a resubmission is refused as
+                            // a duplicate; the driver then finds the first).
+                            Record::Indication { .. } => {
+                                indicated = true;
+                                queue.push((w, Ev::IndicationCommits))
+                            }
                             // The chain keeps the first confirmation only.
                             Record::Confirmation {
                                 accepted, reason, ..
                             } if confirmed.is_none() => {
                                 confirmed = Some(accepted);
+                                decided = Some((accepted, reason.clone()));
                                 queue.push((w, Ev::ConfirmationCommits(accepted, reason)));
+                            }
+                            // Refused; when crashes are simulated the driver
+                            // asks the chains and learns the first one.
+                            Record::Confirmation { .. } if crashes => {
+                                if let Some((a, r)) = decided.clone() {
+                                    queue.push((w, Ev::ConfirmationCommits(a, r)));
+                                }
                             }
                             Record::Confirmation { .. } => {}
                             other => panic!("unexpected {other:?}"),
                         },
-                        Effect::SubmitLeave { .. } => queue.push((w, Ev::LeaveCommits)),
-                        Effect::SubmitArrival { .. } => queue.push((w, Ev::ArrivalCommits)),
+                        Effect::SubmitLeave { .. } => {
+                            left = true;
+                            queue.push((w, Ev::LeaveCommits))
+                        }
+                        Effect::SubmitArrival { .. } => {
+                            arrived = true;
+                            queue.push((w, Ev::ArrivalCommits))
+                        }
                         Effect::StartTransfer => {
                             queue.push((0, Ev::TransferDone));
                             queue.push((1, Ev::TransferDone));
@@ -1335,8 +1407,14 @@ mod tests {
                 while let Some(e) = m.poll_effect() {
                     match e {
                         Effect::Complete(o) => completes[w].push(o),
-                        Effect::SubmitLeave { .. } => m.handle_leave_committed(),
-                        Effect::SubmitArrival { .. } => m.handle_arrival_committed(),
+                        Effect::SubmitLeave { .. } => {
+                            left = true;
+                            m.handle_leave_committed()
+                        }
+                        Effect::SubmitArrival { .. } => {
+                            arrived = true;
+                            m.handle_arrival_committed()
+                        }
                         _ => {}
                     }
                 }
@@ -1377,6 +1455,19 @@ mod tests {
                 "seed {seed}: bad image completed"
             );
         }
+        // Never neither: whatever was announced is decided on the ledger;
+        // never both: a completed inter move has its Leave and Arrival.
+        assert_eq!(
+            indicated,
+            confirmed.is_some(),
+            "seed {seed}: announced, undecided"
+        );
+        if completes[0][0] == Outcome::Completed && src.scope() == Scope::Inter {
+            assert!(
+                left && arrived,
+                "seed {seed}: completed without Leave/Arrival"
+            );
+        }
     }
 
     #[test]
@@ -1386,7 +1477,22 @@ mod tests {
             .and_then(|s| s.parse().ok())
             .unwrap_or(1);
         for seed in base..base + 2000 {
-            simulate(seed);
+            simulate(seed, false);
+        }
+    }
+
+    /// The same with each side's process dying and restarting at random
+    /// points (0–2 times each), resumed from its persisted progress and
+    /// what the chains hold: still exactly one outcome per side, the one
+    /// the ledger decided, and every announced migration decided.
+    #[test]
+    fn random_orders_with_restarts_end_completed_xor_aborted() {
+        let base: u64 = std::env::var("MIGRATION_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        for seed in base..base + 3000 {
+            simulate(seed, true);
         }
     }
 }
