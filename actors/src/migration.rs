@@ -223,6 +223,8 @@ struct Running {
     /// Stopped at a fault-injection point ([`HaltAt`]): nothing more is
     /// persisted or carried out for it, as if the process had died there.
     halted: bool,
+    /// Its progress is being flushed; its effects wait ([`Durable`]).
+    flushing: bool,
 }
 
 /// The `migration` span of one side of a migration.
@@ -470,6 +472,7 @@ impl MigrationActor {
                 announced_vm_id: None,
                 resumed: false,
                 halted: false,
+                flushing: false,
             },
         );
         // "Snapshot": hash the image file (vm_id = sha256), streaming.
@@ -493,11 +496,28 @@ impl MigrationActor {
     /// Carries out the core's effects for `id` (the flat match: one arm,
     /// one piece of I/O).
     fn drive(&mut self, id: Hash, ctx: &mut Context<Self>) {
-        if self.running.get(&id).is_none_or(|r| r.halted) {
+        if self.running.get(&id).is_none_or(|r| r.halted || r.flushing) {
             return;
         }
-        // Persisted before any effect of the step is carried out.
-        self.persist(id);
+        // Persisted before any effect of the step is carried out: the
+        // effects wait in the core's queue until the write is on disk
+        // (sled's flush runs on its own threads; concurrent migrations'
+        // writes share one flush).
+        if self.persist(id) {
+            if let Some(run) = self.running.get_mut(&id) {
+                run.flushing = true;
+            }
+            let flush = self.store.flush_task();
+            let addr = ctx.address();
+            actix::spawn(async move {
+                let result = flush.await;
+                addr.do_send(Durable {
+                    migration_id: id,
+                    result,
+                });
+            });
+            return;
+        }
         if self.halt_here(id) {
             return;
         }
@@ -874,6 +894,7 @@ impl MigrationActor {
                 announced_vm_id: None,
                 resumed: false,
                 halted: false,
+                flushing: false,
             },
         );
         Ok(())
@@ -1056,16 +1077,30 @@ impl MigrationActor {
 /// are resumed from what the chains hold (the decision is the core's,
 /// [`Migration::resume`]; here is only the I/O).
 impl MigrationActor {
-    /// Persists `id`'s progress if it changed since the last write.
-    fn persist(&mut self, id: Hash) {
+    /// Persists `id`'s progress where a restart needs it; returns whether
+    /// it wrote (the effects then wait for the flush, [`Durable`]).
+    ///
+    /// Two writes per migration, not one per step: the chains hold the
+    /// rest, and [`Migration::resume`] re-derives it from them.
+    /// - the source, once, before its indication is submitted: a restarted
+    ///   source must end every migration it may have announced;
+    /// - the destination, once, before its confirmation is submitted: a
+    ///   restarted destination must write the `Arrival` its accepting
+    ///   confirmation calls for, and keep or discard the image. (Before
+    ///   that, a destination that dies leaves nothing to finish: the
+    ///   source writes the outcome, and the image is swept at restart.)
+    fn persist(&mut self, id: Hash) -> bool {
         let Some(run) = self.running.get_mut(&id) else {
-            return;
+            return false;
         };
+        if run.persisted.is_some() {
+            return false;
+        }
         let Some(progress) = run.core.progress() else {
-            return;
+            return false;
         };
-        if run.persisted.as_ref() == Some(&progress) {
-            return;
+        if progress.side == Side::Destination && progress.confirmation.is_none() {
+            return false;
         }
         let saved = SavedMigration {
             progress,
@@ -1073,12 +1108,16 @@ impl MigrationActor {
             bytes: run.bytes,
             announced_vm_id: run.announced_vm_id,
         };
-        match self.store.put(&saved) {
-            Ok(()) => run.persisted = Some(saved.progress),
+        match self.store.put_unflushed(&saved) {
+            Ok(()) => {
+                run.persisted = Some(saved.progress);
+                true
+            }
             // Carried on: the migration still runs, only a restart would
             // lose it (as before the store existed).
             Err(e) => {
-                warn!(migration = %id.short(), error = %e, "migration progress not persisted")
+                warn!(migration = %id.short(), error = %e, "migration progress not persisted");
+                false
             }
         }
     }
@@ -1092,7 +1131,9 @@ impl MigrationActor {
         let Some(run) = self.running.get_mut(&id) else {
             return false;
         };
-        let Some(p) = &run.persisted else {
+        // Where the core stands now (what was persisted may be older: the
+        // chains hold the rest, as after a real crash).
+        let Some(p) = run.core.progress() else {
             return false;
         };
         let hit = match halt.step {
@@ -1210,6 +1251,7 @@ impl MigrationActor {
                 announced_vm_id: saved.announced_vm_id,
                 resumed: true,
                 halted: false,
+                flushing: false,
             },
         );
         self.drive(id, ctx);
@@ -1789,6 +1831,30 @@ impl Handler<HaltAt> for MigrationActor {
         let (tx, rx) = oneshot::channel();
         self.halt_after = Some(HaltAfter { step: msg.0, tx });
         MessageResult(rx)
+    }
+}
+
+/// A migration's progress reached the disk (or could not).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Durable {
+    migration_id: Hash,
+    result: Result<(), federact_ledger::error::LedgerError>,
+}
+
+impl Handler<Durable> for MigrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
+        let id = msg.migration_id;
+        if let Err(e) = msg.result {
+            // Carried on, as for a failed write.
+            warn!(migration = %id.short(), error = %e, "migration progress not flushed");
+        }
+        let Some(run) = self.running.get_mut(&id) else {
+            return;
+        };
+        run.flushing = false;
+        self.drive(id, ctx);
     }
 }
 

@@ -581,7 +581,9 @@ impl<P: Clone> Migration<P> {
 // Surviving a restart.
 //
 // A side's driver persists [`Migration::progress`] before it carries out
-// the effects of each step, and forgets it when the migration ends. After
+// the effects of a step a restart needs (the source before its indication
+// is submitted, the destination before its confirmation is), and forgets
+// it when the migration ends; anything later is on the chains. After
 // a restart it asks the chains what committed about the migration
 // ([`Committed`]) and rebuilds the machine with [`Migration::resume`],
 // which decides what is left to do:

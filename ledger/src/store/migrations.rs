@@ -4,8 +4,9 @@
 //! resume it ([`crate::migration::Migration::resume`]) instead of leaving
 //! the migration neither completed nor aborted.
 //!
-//! Each write is flushed before it returns (the driver acts on the step
-//! right after). Removal is not flushed: a removal lost in a crash only
+//! A write is durable when [`MigrationStore::put`] returns, or when the
+//! [`MigrationStore::flush_task`] after a [`MigrationStore::put_unflushed`]
+//! completes (the driver acts on the step only then). Removal is not flushed: a removal lost in a crash only
 //! makes the restarted server resume a migration whose outcome is already
 //! on the ledger, which it then finishes again (idempotently).
 
@@ -76,14 +77,35 @@ impl MigrationStore {
     /// Records `saved` (replacing what its side had for its migration),
     /// flushed to disk before it returns.
     pub fn put(&self, saved: &SavedMigration) -> Result<(), LedgerError> {
-        let p = &saved.progress;
-        self.tree(p.side)
-            .insert(p.migration_id.as_bytes(), crate::codec::encode(saved))
-            .map_err(storage("writing a migration"))?;
+        self.put_unflushed(saved)?;
         self.db
             .flush()
             .map_err(storage("flushing the migrations"))
             .map(|_| ())
+    }
+
+    /// Records `saved` without waiting for the disk: durable once a
+    /// following [`MigrationStore::flush_task`] completes.
+    pub fn put_unflushed(&self, saved: &SavedMigration) -> Result<(), LedgerError> {
+        let p = &saved.progress;
+        self.tree(p.side)
+            .insert(p.migration_id.as_bytes(), crate::codec::encode(saved))
+            .map_err(storage("writing a migration"))
+            .map(|_| ())
+    }
+
+    /// A flush of every write so far, run on sled's threads (not the
+    /// caller's): concurrent writers share one flush.
+    pub fn flush_task(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static {
+        let db = self.db.clone();
+        async move {
+            db.flush_async()
+                .await
+                .map_err(storage("flushing the migrations"))
+                .map(|_| ())
+        }
     }
 
     /// Forgets `side`'s migration `id` (not flushed; see the module doc).
