@@ -21,8 +21,23 @@
 //! restores it from the received image (`crate::server`, [`instance_image`]).
 //!
 //! Limits ([`MigrationLimits`]): concurrent migrations per server, image
-//! size, transfer time, protocol time; each exceeded limit is a
-//! [`MigrationError`] or a rejecting confirmation with the reason.
+//! size, transfer time, protocol time, age of a kept image nobody adopts;
+//! each exceeded limit is a [`MigrationError`] or a rejecting confirmation
+//! with the reason (or, for a kept image, its removal).
+//!
+//! # Restarts
+//! Each side's unfinished migrations are persisted in a sled store
+//! ([`MigrationStore`], `DATA_DIR/migration-state`): the source's before
+//! its indication is submitted, the destination's before its confirmation
+//! is (the effects wait for the flush). A restarted server asks the chains
+//! through its gateway what committed about each (indication,
+//! confirmation, `Leave`, `Arrival`, every record proven) and resumes it
+//! with [`Migration::resume`], which decides what is left: a source whose
+//! announced migration has no confirmation writes the rejection once its
+//! deadline passed, an accepted inter-cloud move gets its `Leave` or
+//! `Arrival`, a destination discards an image that will never be adopted.
+//! A submission refused because the record (or the other side's
+//! confirmation) already committed makes the side ask the chains too.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -288,6 +303,11 @@ pub struct MigrationActor {
     held_notices: Vec<(NodeId, Hash, Notice<Box<CrossChainProof>>)>,
     /// Fault injection ([`HaltAfter`]).
     halt_after: Option<HaltAfter>,
+    /// Migrations whose progress was written after the flush in flight
+    /// started (group commit: one flush at a time covers all of them).
+    unflushed: Vec<Hash>,
+    /// Migrations the flush in flight makes durable (`None`: none runs).
+    flushing: Option<Vec<Hash>>,
 }
 
 impl MigrationActor {
@@ -373,6 +393,8 @@ impl MigrationActor {
             resuming,
             held_notices: Vec::new(),
             halt_after: None,
+            unflushed: Vec::new(),
+            flushing: None,
         })
     }
 
@@ -507,15 +529,8 @@ impl MigrationActor {
             if let Some(run) = self.running.get_mut(&id) {
                 run.flushing = true;
             }
-            let flush = self.store.flush_task();
-            let addr = ctx.address();
-            actix::spawn(async move {
-                let result = flush.await;
-                addr.do_send(Durable {
-                    migration_id: id,
-                    result,
-                });
-            });
+            self.unflushed.push(id);
+            self.start_flush(ctx);
             return;
         }
         if self.halt_here(id) {
@@ -1120,6 +1135,25 @@ impl MigrationActor {
                 false
             }
         }
+    }
+
+    /// Starts a flush of the written progress unless one runs (on the
+    /// blocking pool, not the actor's thread); [`Durable`] releases the
+    /// migrations it covered.
+    fn start_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing.is_some() || self.unflushed.is_empty() {
+            return;
+        }
+        self.flushing = Some(std::mem::take(&mut self.unflushed));
+        let flush = self.store.flusher();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let result = match tokio::task::spawn_blocking(flush).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            addr.do_send(Durable { result });
+        });
     }
 
     /// Fault injection: whether `id` just reached the [`HaltAt`] point (it
@@ -1838,23 +1872,23 @@ impl Handler<HaltAt> for MigrationActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Durable {
-    migration_id: Hash,
-    result: Result<(), federact_ledger::error::LedgerError>,
+    result: Result<(), String>,
 }
 
 impl Handler<Durable> for MigrationActor {
     type Result = ();
     fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
-        let id = msg.migration_id;
         if let Err(e) = msg.result {
             // Carried on, as for a failed write.
-            warn!(migration = %id.short(), error = %e, "migration progress not flushed");
+            warn!(error = %e, "migration progress not flushed");
         }
-        let Some(run) = self.running.get_mut(&id) else {
-            return;
-        };
-        run.flushing = false;
-        self.drive(id, ctx);
+        for id in self.flushing.take().unwrap_or_default() {
+            if let Some(run) = self.running.get_mut(&id) {
+                run.flushing = false;
+                self.drive(id, ctx);
+            }
+        }
+        self.start_flush(ctx);
     }
 }
 

@@ -5,8 +5,8 @@
 //! the migration neither completed nor aborted.
 //!
 //! A write is durable when [`MigrationStore::put`] returns, or when the
-//! [`MigrationStore::flush_task`] after a [`MigrationStore::put_unflushed`]
-//! completes (the driver acts on the step only then). Removal is not flushed: a removal lost in a crash only
+//! [`MigrationStore::flusher`] run after a [`MigrationStore::put_unflushed`]
+//! returns (the driver acts on the step only then). Removal is not flushed: a removal lost in a crash only
 //! makes the restarted server resume a migration whose outcome is already
 //! on the ledger, which it then finishes again (idempotently).
 
@@ -85,7 +85,7 @@ impl MigrationStore {
     }
 
     /// Records `saved` without waiting for the disk: durable once a
-    /// following [`MigrationStore::flush_task`] completes.
+    /// following [`MigrationStore::flusher`] returns.
     pub fn put_unflushed(&self, saved: &SavedMigration) -> Result<(), LedgerError> {
         let p = &saved.progress;
         self.tree(p.side)
@@ -94,15 +94,12 @@ impl MigrationStore {
             .map(|_| ())
     }
 
-    /// A flush of every write so far, run on sled's threads (not the
-    /// caller's): concurrent writers share one flush.
-    pub fn flush_task(
-        &self,
-    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static {
+    /// A flush of every write so far, to run off the caller's thread
+    /// (e.g. on a blocking pool): its writes are durable when it returns.
+    pub fn flusher(&self) -> impl FnOnce() -> Result<(), LedgerError> + Send + 'static {
         let db = self.db.clone();
-        async move {
-            db.flush_async()
-                .await
+        move || {
+            db.flush()
                 .map_err(storage("flushing the migrations"))
                 .map(|_| ())
         }
