@@ -1356,22 +1356,20 @@ async fn committed(
     let mut out = Committed::default();
     for r in history.records {
         match &r.record {
-            Record::Indication { migration_id, .. } if *migration_id == id => {
-                if out.indication.is_none() {
-                    let proof = proof_of(client, &r.tx_id).await?;
-                    out.indication = Some((r.height, vm_id, proof));
-                }
+            Record::Indication { migration_id, .. }
+                if *migration_id == id && out.indication.is_none() =>
+            {
+                let proof = proof_of(client, &r.tx_id).await?;
+                out.indication = Some((r.height, vm_id, proof));
             }
             Record::Confirmation {
                 migration_id,
                 accepted,
                 reason,
                 ..
-            } if *migration_id == id => {
-                if out.confirmation.is_none() {
-                    let proof = proof_of(client, &r.tx_id).await?;
-                    out.confirmation = Some((*accepted, reason.clone(), proof));
-                }
+            } if *migration_id == id && out.confirmation.is_none() => {
+                let proof = proof_of(client, &r.tx_id).await?;
+                out.confirmation = Some((*accepted, reason.clone(), proof));
             }
             Record::Leave { migration_id, .. } if *migration_id == id => out.leave = true,
             Record::Arrival { migration_id, .. } if *migration_id == id => out.arrival = true,
