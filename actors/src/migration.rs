@@ -21,8 +21,23 @@
 //! restores it from the received image (`crate::server`, [`instance_image`]).
 //!
 //! Limits ([`MigrationLimits`]): concurrent migrations per server, image
-//! size, transfer time, protocol time; each exceeded limit is a
-//! [`MigrationError`] or a rejecting confirmation with the reason.
+//! size, transfer time, protocol time, age of a kept image nobody adopts;
+//! each exceeded limit is a [`MigrationError`] or a rejecting confirmation
+//! with the reason (or, for a kept image, its removal).
+//!
+//! # Restarts
+//! Each side's unfinished migrations are persisted in a sled store
+//! ([`MigrationStore`], `DATA_DIR/migration-state`): the source's before
+//! its indication is submitted, the destination's before its confirmation
+//! is (the effects wait for the flush). A restarted server asks the chains
+//! through its gateway what committed about each (indication,
+//! confirmation, `Leave`, `Arrival`, every record proven) and resumes it
+//! with [`Migration::resume`], which decides what is left: a source whose
+//! announced migration has no confirmation writes the rejection once its
+//! deadline passed, an accepted inter-cloud move gets its `Leave` or
+//! `Arrival`, a destination discards an image that will never be adopted.
+//! A submission refused because the record (or the other side's
+//! confirmation) already committed makes the side ask the chains too.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -38,9 +53,10 @@ use federact_config::{Federation, NodeId, Role};
 use federact_federation::{Incoming, Responder, TransferReceiver, Transport};
 use federact_ledger::cert::ValidatorSet;
 use federact_ledger::hash::{Hash, Hasher};
-use federact_ledger::migration::{Effect, Migration, Notice, Outcome, Side};
+use federact_ledger::migration::{Committed, Effect, Migration, Notice, Outcome, Progress, Side};
 use federact_ledger::proof::{CertifiedBlocks, CrossChainProof};
 use federact_ledger::record::{Record, Site};
+use federact_ledger::store::{MigrationStore, SavedMigration};
 
 use crate::client::LedgerClient;
 use crate::clock::{now_micros, now_ms};
@@ -64,8 +80,14 @@ const CERTIFIED_BLOCKS_MAX: usize = 1024;
 /// Waiters for one migration's end ([`MigrationEnded`]).
 const END_WAITERS_MAX: usize = 16;
 /// How often received images that belong to no running migration are
-/// removed (see [`MigrationActor::sweep_incoming`]).
+/// removed (see [`sweep_incoming`]), and kept images past their age
+/// ([`expire_images`]).
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Longest pause between two attempts to ask the chains about a migration
+/// being resumed after a restart (the gateway may be restarting too).
+const RESUME_RETRY_MAX: Duration = Duration::from_secs(8);
+/// Notices buffered for migrations whose resumption is still asking the chains.
+const HELD_NOTICES_MAX: usize = 256;
 
 /// Bounds on what a server's migration actor takes on.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +101,10 @@ pub struct MigrationLimits {
     /// Longest from snapshot to confirmation before the migration is
     /// rejected (the reason then goes on the ledger).
     pub protocol_timeout: Duration,
+    /// How long a destination keeps a completed migration's image (in
+    /// `images/`) that nobody adopts; then it is removed. Longer than an
+    /// adoption may wait for it ([`crate::server::ADOPT_WAIT`]).
+    pub kept_image_max_age: Duration,
 }
 
 impl Default for MigrationLimits {
@@ -88,6 +114,7 @@ impl Default for MigrationLimits {
             image_bytes_max: 16 << 30,
             transfer_timeout: Duration::from_secs(600),
             protocol_timeout: Duration::from_secs(900),
+            kept_image_max_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -155,6 +182,9 @@ pub struct MigrationSetup {
     pub ledger: LedgerClient,
     /// Where received images go (`DATA_DIR/migration`).
     pub dir: PathBuf,
+    /// Where the unfinished migrations are persisted (a sled store,
+    /// `DATA_DIR/migration-state`), so a restarted server resumes them.
+    pub state_dir: PathBuf,
     /// Limits.
     pub limits: MigrationLimits,
 }
@@ -199,6 +229,17 @@ struct Running {
     /// parent of each protocol step's span (snapshot, submits, transfer,
     /// notices), ended when the migration completes or aborts.
     span: tracing::Span,
+    /// What the store holds for it (`None`: nothing persisted yet).
+    persisted: Option<Progress>,
+    /// Destination: the vm id the transfer header announced.
+    announced_vm_id: Option<Hash>,
+    /// Resumed after a restart of this server.
+    resumed: bool,
+    /// Stopped at a fault-injection point ([`HaltAt`]): nothing more is
+    /// persisted or carried out for it, as if the process had died there.
+    halted: bool,
+    /// Its progress is being flushed; its effects wait ([`Durable`]).
+    flushing: bool,
 }
 
 /// The `migration` span of one side of a migration.
@@ -253,6 +294,20 @@ pub struct MigrationActor {
     certified: CertifiedBlocks,
     /// Who waits for a running migration to end ([`MigrationEnded`]).
     end_waiters: HashMap<Hash, Vec<oneshot::Sender<MigrationReport>>>,
+    /// The unfinished migrations, on sled.
+    store: MigrationStore,
+    /// Migrations read from the store at start whose resumption is still
+    /// asking the chains what committed.
+    resuming: HashMap<Hash, SavedMigration>,
+    /// Notices that arrived for a migration in `resuming`: handled once it runs.
+    held_notices: Vec<(NodeId, Hash, Notice<Box<CrossChainProof>>)>,
+    /// Fault injection ([`HaltAfter`]).
+    halt_after: Option<HaltAfter>,
+    /// Migrations whose progress was written after the flush in flight
+    /// started (group commit: one flush at a time covers all of them).
+    unflushed: Vec<Hash>,
+    /// Migrations the flush in flight makes durable (`None`: none runs).
+    flushing: Option<Vec<Hash>>,
 }
 
 impl MigrationActor {
@@ -300,9 +355,24 @@ impl MigrationActor {
             sets.insert(chain.id().to_string(), ValidatorSet::from_spec(chain));
         }
         let gateway = setup.federation.gateway(&setup.site.cloud).map(|g| g.id());
-        // Nothing runs yet: every partly or wholly received image left in
-        // `incoming` belongs to a migration a crash or kill interrupted.
-        sweep_incoming(&setup.dir.join("incoming"), |_| false);
+        let store = MigrationStore::open(&setup.state_dir)?;
+        let resuming: HashMap<Hash, SavedMigration> = store
+            .all()?
+            .into_iter()
+            .map(|s| (s.progress.migration_id, s))
+            .collect();
+        // Nothing runs yet: a received image left in `incoming` belongs to
+        // a migration a crash or kill interrupted. Only a wholly received
+        // one of a migration still to resume may be of use (its resumption
+        // decides); a transfer cannot resume.
+        sweep_incoming(&setup.dir.join("incoming"), |id| {
+            resuming.get(id).is_some_and(|s| {
+                matches!(
+                    s.progress.received,
+                    federact_ledger::migration::ReceivedImage::Done { .. }
+                )
+            })
+        });
         Ok(MigrationActor {
             federation: setup.federation,
             site: setup.site,
@@ -319,6 +389,12 @@ impl MigrationActor {
             silence_indication_notices: false,
             certified: CertifiedBlocks::new(CERTIFIED_BLOCKS_MAX),
             end_waiters: HashMap::new(),
+            store,
+            resuming,
+            held_notices: Vec::new(),
+            halt_after: None,
+            unflushed: Vec::new(),
+            flushing: None,
         })
     }
 
@@ -340,7 +416,7 @@ impl MigrationActor {
     }
 
     fn full(&self) -> Option<MigrationError> {
-        (self.running.len() >= self.limits.concurrent_max).then(|| {
+        (self.running.len() + self.resuming.len() >= self.limits.concurrent_max).then(|| {
             MigrationError::TooManyMigrations {
                 server: self.site.server.clone(),
                 max: self.limits.concurrent_max,
@@ -383,6 +459,7 @@ impl MigrationActor {
             ])
         });
         if self.running.contains_key(&migration_id)
+            || self.resuming.contains_key(&migration_id)
             || self.finished.iter().any(|r| r.migration_id == migration_id)
         {
             return waiter.answer(Err(MigrationError::Refused {
@@ -413,6 +490,11 @@ impl MigrationActor {
                 records: Vec::new(),
                 transfer: None,
                 span,
+                persisted: None,
+                announced_vm_id: None,
+                resumed: false,
+                halted: false,
+                flushing: false,
             },
         );
         // "Snapshot": hash the image file (vm_id = sha256), streaming.
@@ -436,6 +518,24 @@ impl MigrationActor {
     /// Carries out the core's effects for `id` (the flat match: one arm,
     /// one piece of I/O).
     fn drive(&mut self, id: Hash, ctx: &mut Context<Self>) {
+        if self.running.get(&id).is_none_or(|r| r.halted || r.flushing) {
+            return;
+        }
+        // Persisted before any effect of the step is carried out: the
+        // effects wait in the core's queue until the write is on disk
+        // (sled's flush runs on its own threads; concurrent migrations'
+        // writes share one flush).
+        if self.persist(id) {
+            if let Some(run) = self.running.get_mut(&id) {
+                run.flushing = true;
+            }
+            self.unflushed.push(id);
+            self.start_flush(ctx);
+            return;
+        }
+        if self.halt_here(id) {
+            return;
+        }
         loop {
             let Some(run) = self.running.get_mut(&id) else {
                 return;
@@ -571,9 +671,19 @@ impl MigrationActor {
                     if let Some(vm_id) = run.core.vm_id() {
                         let target = self.dir.join("images").join(vm_id.to_string());
                         let moved = std::fs::create_dir_all(self.dir.join("images"))
-                            .and_then(|()| std::fs::rename(&run.image, &target));
+                            .and_then(|()| std::fs::rename(&run.image, &target))
+                            // Its age counts from now ([`expire_images`]).
+                            .and_then(|()| {
+                                std::fs::File::options()
+                                    .write(true)
+                                    .open(&target)?
+                                    .set_modified(std::time::SystemTime::now())
+                            });
                         match moved {
                             Ok(()) => run.image = target,
+                            // Moved before a restart that came before the
+                            // store forgot the migration.
+                            Err(_) if run.resumed && target.exists() => run.image = target,
                             Err(e) => warn!(error = %e, "received image not kept"),
                         }
                     }
@@ -611,6 +721,23 @@ impl MigrationActor {
         };
         if let Some(t) = run.transfer.take() {
             t.abort();
+        }
+        if run.persisted.is_some() {
+            if let Err(e) = self.store.remove(run.core.side(), &id) {
+                warn!(migration = %id.short(), error = %e, "ended migration not removed from the store");
+            }
+        }
+        // A resumed instance migration's snapshot: the server that wrote it
+        // and would have removed it did not survive the restart.
+        if run.resumed
+            && run.core.side() == Side::Source
+            && run.image.starts_with(self.dir.join("outgoing"))
+        {
+            if let Err(e) = std::fs::remove_file(&run.image) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(error = %e, "outgoing snapshot not removed");
+                }
+            }
         }
         let span = std::mem::replace(&mut run.span, tracing::Span::none());
         let side = run.core.side();
@@ -738,6 +865,9 @@ impl MigrationActor {
         if self.finished.iter().any(|r| r.migration_id == id) {
             return Err("migration already ended".into());
         }
+        if self.resuming.contains_key(&id) {
+            return Err("migration being resumed after a restart".into());
+        }
         if destination != self.site {
             return Err(format!(
                 "not the destination {}/{}",
@@ -775,6 +905,11 @@ impl MigrationActor {
                 records: Vec::new(),
                 transfer: None,
                 span,
+                persisted: None,
+                announced_vm_id: None,
+                resumed: false,
+                halted: false,
+                flushing: false,
             },
         );
         Ok(())
@@ -816,9 +951,10 @@ impl MigrationActor {
         let Some(run) = self.running.get_mut(&id) else {
             return;
         };
-        if run.transfer.is_some() {
+        if run.transfer.is_some() || run.resumed {
             return receiver.reject();
         }
+        run.announced_vm_id = Some(header.vm_id);
         let (path, max, limit, addr) = (
             run.image.clone(),
             self.limits.image_bytes_max,
@@ -861,6 +997,12 @@ impl MigrationActor {
         notice: Notice<Box<CrossChainProof>>,
         ctx: &mut Context<Self>,
     ) {
+        if self.resuming.contains_key(&id) {
+            if self.held_notices.len() < HELD_NOTICES_MAX {
+                self.held_notices.push((from, id, notice));
+            }
+            return;
+        }
         match notice {
             Notice::IndicationCommitted {
                 height,
@@ -944,6 +1086,350 @@ impl MigrationActor {
         }
         self.drive(id, ctx);
     }
+}
+
+/// Surviving restarts: the unfinished migrations persisted in the store
+/// are resumed from what the chains hold (the decision is the core's,
+/// [`Migration::resume`]; here is only the I/O).
+impl MigrationActor {
+    /// Persists `id`'s progress where a restart needs it; returns whether
+    /// it wrote (the effects then wait for the flush, [`Durable`]).
+    ///
+    /// Two writes per migration, not one per step: the chains hold the
+    /// rest, and [`Migration::resume`] re-derives it from them.
+    /// - the source, once, before its indication is submitted: a restarted
+    ///   source must end every migration it may have announced;
+    /// - the destination, once, before its confirmation is submitted: a
+    ///   restarted destination must write the `Arrival` its accepting
+    ///   confirmation calls for, and keep or discard the image. (Before
+    ///   that, a destination that dies leaves nothing to finish: the
+    ///   source writes the outcome, and the image is swept at restart.)
+    fn persist(&mut self, id: Hash) -> bool {
+        let Some(run) = self.running.get_mut(&id) else {
+            return false;
+        };
+        if run.persisted.is_some() {
+            return false;
+        }
+        let Some(progress) = run.core.progress() else {
+            return false;
+        };
+        if progress.side == Side::Destination && progress.confirmation.is_none() {
+            return false;
+        }
+        let saved = SavedMigration {
+            progress,
+            image: run.image.clone(),
+            bytes: run.bytes,
+            announced_vm_id: run.announced_vm_id,
+        };
+        match self.store.put_unflushed(&saved) {
+            Ok(()) => {
+                run.persisted = Some(saved.progress);
+                true
+            }
+            // Carried on: the migration still runs, only a restart would
+            // lose it (as before the store existed).
+            Err(e) => {
+                warn!(migration = %id.short(), error = %e, "migration progress not persisted");
+                false
+            }
+        }
+    }
+
+    /// Starts a flush of the written progress unless one runs (on the
+    /// blocking pool, not the actor's thread); [`Durable`] releases the
+    /// migrations it covered.
+    fn start_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing.is_some() || self.unflushed.is_empty() {
+            return;
+        }
+        self.flushing = Some(std::mem::take(&mut self.unflushed));
+        let flush = self.store.flusher();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let result = match tokio::task::spawn_blocking(flush).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            addr.do_send(Durable { result });
+        });
+    }
+
+    /// Fault injection: whether `id` just reached the [`HaltAt`] point (it
+    /// is then frozen there, its progress persisted).
+    fn halt_here(&mut self, id: Hash) -> bool {
+        let Some(halt) = &self.halt_after else {
+            return false;
+        };
+        let Some(run) = self.running.get_mut(&id) else {
+            return false;
+        };
+        // Where the core stands now (what was persisted may be older: the
+        // chains hold the rest, as after a real crash).
+        let Some(p) = run.core.progress() else {
+            return false;
+        };
+        let hit = match halt.step {
+            HaltStep::Indicated => p.side == Side::Source && p.indication.is_some(),
+            HaltStep::Ending => p.ending,
+        };
+        if !hit {
+            return false;
+        }
+        run.halted = true;
+        if let Some(t) = run.transfer.take() {
+            t.abort();
+        }
+        warn!(migration = %id.short(), step = ?halt.step, "migration halted (fault injection)");
+        if let Some(halt) = self.halt_after.take() {
+            let _ = halt.tx.send(id);
+        }
+        true
+    }
+
+    /// Asks the chains what committed about each migration read from the
+    /// store, then resumes it ([`Resumed`]); retried while the gateway
+    /// cannot answer.
+    fn resume_all(&mut self, ctx: &mut Context<Self>) {
+        let ids: Vec<Hash> = self.resuming.keys().copied().collect();
+        for id in ids {
+            self.ask_chains(id, None, Duration::from_millis(250), ctx);
+        }
+    }
+
+    /// Asks the chains about migration `id` (being resumed, or running
+    /// and `recheck`ing after a refused submission).
+    fn ask_chains(
+        &mut self,
+        id: Hash,
+        recheck: Option<String>,
+        pause: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let vm_id = match (self.resuming.get(&id), self.running.get(&id)) {
+            (Some(s), _) => s.progress.vm_id.or(s.announced_vm_id),
+            (None, Some(r)) => r.core.vm_id().or(r.announced_vm_id),
+            (None, None) => return,
+        };
+        let client = self.ledger.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let result = match vm_id {
+                Some(vm_id) => committed(&client, id, vm_id).await,
+                // Nothing can have committed without a vm id known to us.
+                None => Ok(Committed::default()),
+            };
+            addr.do_send(ChainsAnswered {
+                migration_id: id,
+                result,
+                recheck,
+                pause,
+            });
+        });
+    }
+
+    /// Resumes migration `id` from the store given what committed.
+    fn resume(
+        &mut self,
+        id: Hash,
+        committed: Committed<Box<CrossChainProof>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(saved) = self.resuming.remove(&id) else {
+            return;
+        };
+        let p = saved.progress.clone();
+        let (side_name, other) = match p.side {
+            Side::Source => ("source", &p.destination),
+            Side::Destination => ("destination", &p.source),
+        };
+        let Some(peer) = self.server_id(other) else {
+            warn!(migration = %id.short(), "resumed migration names no server; forgotten");
+            let _ = self.store.remove(p.side, &id);
+            return;
+        };
+        let mut records = Vec::new();
+        if let Some((h, _, proof)) = &committed.indication {
+            records.push(("Indication".to_string(), proof.header.chain_id.clone(), *h));
+        }
+        if let Some((_, _, proof)) = &committed.confirmation {
+            records.push((
+                "Confirmation".to_string(),
+                proof.header.chain_id.clone(),
+                proof.header.height,
+            ));
+        }
+        let span = crate::telemetry::sampled_root(|| {
+            migration_span(id, side_name, &p.source, &p.destination)
+        });
+        info!(parent: &span, migration = %id.short(), side = side_name,
+            indication = committed.indication.is_some(),
+            confirmation = ?committed.confirmation.as_ref().map(|c| c.0),
+            "resuming a migration after a restart");
+        let core = Migration::resume(p, committed, now_ms());
+        self.running.insert(
+            id,
+            Running {
+                core,
+                peer,
+                image: saved.image,
+                tamper: false,
+                bytes: saved.bytes,
+                started: Instant::now(),
+                waiter: None,
+                records,
+                transfer: None,
+                span,
+                persisted: Some(saved.progress),
+                announced_vm_id: saved.announced_vm_id,
+                resumed: true,
+                halted: false,
+                flushing: false,
+            },
+        );
+        self.drive(id, ctx);
+        // Notices that arrived meanwhile.
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_notices)
+            .into_iter()
+            .partition(|(_, m, _)| *m == id);
+        self.held_notices = rest;
+        for (from, id, notice) in mine {
+            self.on_notice(from, id, notice, ctx);
+        }
+    }
+
+    /// A running migration learns what the chains hold after one of its
+    /// submissions was refused: the other side's confirmation won, or a
+    /// resumed side's record had committed before the restart.
+    fn rechecked(
+        &mut self,
+        id: Hash,
+        committed: Committed<Box<CrossChainProof>>,
+        refusal: String,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(run) = self.running.get_mut(&id) else {
+            return;
+        };
+        match committed.indication {
+            Some((height, vm_id, proof)) => {
+                if !run.records.iter().any(|(k, _, _)| k == "Indication") {
+                    run.records
+                        .push(("Indication".into(), proof.header.chain_id.clone(), height));
+                }
+                run.core.handle_indication_committed(height, vm_id, proof);
+            }
+            None => run.core.handle_indication_refused(&refusal),
+        }
+        if let Some((accepted, reason, proof)) = committed.confirmation {
+            run.records.push((
+                "Confirmation".into(),
+                proof.header.chain_id.clone(),
+                proof.header.height,
+            ));
+            run.core
+                .handle_confirmation_committed(accepted, reason, proof);
+        }
+        if committed.leave {
+            run.core.handle_leave_committed();
+        }
+        if committed.arrival {
+            run.core.handle_arrival_committed();
+        }
+        self.drive(id, ctx);
+    }
+}
+
+/// What the chains this server's gateway follows hold about migration
+/// `id` of `vm_id`: each record proven (the client checks every proof
+/// against the chain's validator set).
+async fn committed(
+    client: &LedgerClient,
+    id: Hash,
+    vm_id: Hash,
+) -> Result<Committed<Box<CrossChainProof>>, String> {
+    let history = client.vm_history(&vm_id).await.map_err(|e| e.to_string())?;
+    if history.truncated {
+        warn!(migration = %id.short(), vm = %vm_id.short(), "vm history truncated; resuming from what it shows");
+    }
+    let mut out = Committed::default();
+    for r in history.records {
+        match &r.record {
+            Record::Indication { migration_id, .. }
+                if *migration_id == id && out.indication.is_none() =>
+            {
+                let proof = proof_of(client, &r.tx_id).await?;
+                out.indication = Some((r.height, vm_id, proof));
+            }
+            Record::Confirmation {
+                migration_id,
+                accepted,
+                reason,
+                ..
+            } if *migration_id == id && out.confirmation.is_none() => {
+                let proof = proof_of(client, &r.tx_id).await?;
+                out.confirmation = Some((*accepted, reason.clone(), proof));
+            }
+            Record::Leave { migration_id, .. } if *migration_id == id => out.leave = true,
+            Record::Arrival { migration_id, .. } if *migration_id == id => out.arrival = true,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The inclusion proof of committed transaction `tx_id`.
+async fn proof_of(
+    client: &LedgerClient,
+    tx_id: &federact_ledger::tx::TxId,
+) -> Result<Box<CrossChainProof>, String> {
+    match client.transaction(tx_id).await {
+        Ok(Some(c)) => Ok(Box::new(c.proof)),
+        Ok(None) => Err(format!(
+            "transaction {} listed but not found",
+            tx_id.short()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Removes the kept images (files in `images`) older than `max_age` at
+/// `now`: images of completed migrations that nobody adopted. Returns how
+/// many it removed; a directory that cannot be read is left alone.
+fn expire_images(images: &Path, max_age: Duration, now: std::time::SystemTime) -> usize {
+    let Ok(entries) = std::fs::read_dir(images) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        // Only files named by a vm id: this server wrote them.
+        let name = entry.file_name();
+        if name.to_str().and_then(Hash::from_hex).is_none() {
+            continue;
+        }
+        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if now.duration_since(modified).unwrap_or_default() < max_age {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(error = %e, file = %entry.path().display(), "expired image not removed")
+            }
+        }
+    }
+    if removed > 0 {
+        info!(
+            removed,
+            max_age_s = max_age.as_secs(),
+            "unadopted received images expired"
+        );
+    }
+    removed
 }
 
 /// Removes the received images (`ID.part`) in `incoming` whose migration
@@ -1099,8 +1585,22 @@ impl Actor for MigrationActor {
             ctx.add_stream(crate::inbox_stream(inbox));
         }
         ctx.run_interval(SWEEP_EVERY, |act, _| {
-            sweep_incoming(&act.dir.join("incoming"), |id| act.running.contains_key(id));
+            sweep_incoming(&act.dir.join("incoming"), |id| {
+                act.running.contains_key(id) || act.resuming.contains_key(id)
+            });
+            expire_images(
+                &act.dir.join("images"),
+                act.limits.kept_image_max_age,
+                std::time::SystemTime::now(),
+            );
         });
+        if !self.resuming.is_empty() {
+            info!(
+                migrations = self.resuming.len(),
+                "resuming unfinished migrations"
+            );
+            self.resume_all(ctx);
+        }
         info!(server = %self.site.server, "migration actor started");
     }
 }
@@ -1284,7 +1784,7 @@ pub struct MigrationProgress(pub Hash);
 impl Handler<MigrationProgress> for MigrationActor {
     type Result = Option<Option<MigrationReport>>;
     fn handle(&mut self, msg: MigrationProgress, _: &mut Context<Self>) -> Self::Result {
-        if self.running.contains_key(&msg.0) {
+        if self.running.contains_key(&msg.0) || self.resuming.contains_key(&msg.0) {
             return Some(None);
         }
         self.finished_report(&msg.0).map(Some)
@@ -1302,7 +1802,7 @@ impl Handler<MigrationEnded> for MigrationActor {
     type Result = ResponseFuture<Option<MigrationReport>>;
     fn handle(&mut self, msg: MigrationEnded, _: &mut Context<Self>) -> Self::Result {
         let id = msg.0;
-        if !self.running.contains_key(&id) {
+        if !self.running.contains_key(&id) && !self.resuming.contains_key(&id) {
             let done = self.finished_report(&id);
             return Box::pin(async move { done });
         }
@@ -1332,6 +1832,93 @@ impl Handler<SilenceIndicationNotices> for MigrationActor {
     }
 }
 
+/// A fault-injection point ([`HaltAt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaltStep {
+    /// Source: its indication committed (persisted with it).
+    Indicated,
+    /// The accepting confirmation committed and `Leave` / `Arrival` is
+    /// about to be submitted (persisted as such).
+    Ending,
+}
+
+/// An armed [`HaltAt`].
+struct HaltAfter {
+    step: HaltStep,
+    tx: oneshot::Sender<Hash>,
+}
+
+/// Fault injection for tests and drills: the next migration on this server
+/// that reaches `0` is frozen there right after its progress is persisted
+/// (nothing more is carried out for it, as if the server died at that
+/// instant); the receiver gets its id. Stop and restart the node to see it
+/// resumed.
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<Hash>")]
+pub struct HaltAt(pub HaltStep);
+
+impl Handler<HaltAt> for MigrationActor {
+    type Result = MessageResult<HaltAt>;
+    fn handle(&mut self, msg: HaltAt, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.halt_after = Some(HaltAfter { step: msg.0, tx });
+        MessageResult(rx)
+    }
+}
+
+/// A migration's progress reached the disk (or could not).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Durable {
+    result: Result<(), String>,
+}
+
+impl Handler<Durable> for MigrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
+        if let Err(e) = msg.result {
+            // Carried on, as for a failed write.
+            warn!(error = %e, "migration progress not flushed");
+        }
+        for id in self.flushing.take().unwrap_or_default() {
+            if let Some(run) = self.running.get_mut(&id) {
+                run.flushing = false;
+                self.drive(id, ctx);
+            }
+        }
+        self.start_flush(ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ChainsAnswered {
+    migration_id: Hash,
+    result: Result<Committed<Box<CrossChainProof>>, String>,
+    /// `Some(refusal)`: a running migration rechecks; `None`: resumption.
+    recheck: Option<String>,
+    /// The pause before asking again if the chains did not answer.
+    pause: Duration,
+}
+
+impl Handler<ChainsAnswered> for MigrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: ChainsAnswered, ctx: &mut Context<Self>) {
+        let id = msg.migration_id;
+        match (msg.result, msg.recheck) {
+            (Ok(c), None) => self.resume(id, c, ctx),
+            (Ok(c), Some(refusal)) => self.rechecked(id, c, refusal, ctx),
+            (Err(e), recheck) => {
+                warn!(migration = %id.short(), error = %e, "chains not asked; retrying");
+                let pause = msg.pause.max(Duration::from_millis(250));
+                ctx.run_later(pause, move |act, ctx| {
+                    act.ask_chains(id, recheck, (pause * 2).min(RESUME_RETRY_MAX), ctx)
+                });
+            }
+        }
+    }
+}
+
 /// Where a completed incoming migration's image is kept on this server.
 #[derive(Message)]
 #[rtype(result = "PathBuf")]
@@ -1351,9 +1938,17 @@ impl Handler<crate::node::Shutdown> for MigrationActor {
             if let Some(t) = run.transfer.take() {
                 t.abort();
             }
-            // A partly received image is of no use to anyone: the
-            // migration cannot resume after a restart.
+            // A partly received image is of no use to anyone: a transfer
+            // cannot resume after a restart. A whole one is kept for the
+            // resumed migration.
+            let whole = run.core.progress().is_some_and(|p| {
+                !matches!(
+                    p.received,
+                    federact_ledger::migration::ReceivedImage::Pending
+                )
+            });
             if run.core.side() == Side::Destination
+                && !whole
                 && run.image.extension().is_some_and(|e| e == "part")
             {
                 let _ = std::fs::remove_file(&run.image);
@@ -1535,6 +2130,12 @@ impl Handler<Submitted> for MigrationActor {
                 let height = proof.header.height;
                 run.core.handle_indication_committed(height, vm_id, proof)
             }
+            // A resumed source's indication may have committed before the
+            // restart (the chain keeps one per migration): ask the chains.
+            (Record::Indication { .. }, Err(e)) if run.resumed => {
+                warn!(migration = %id.short(), error = %e, "resumed indication refused; asking the chains");
+                return self.ask_chains(id, Some(e), Duration::ZERO, ctx);
+            }
             (Record::Indication { .. }, Err(e)) => run.core.handle_indication_refused(&e),
             (
                 Record::Confirmation {
@@ -1555,7 +2156,12 @@ impl Handler<Submitted> for MigrationActor {
                 Err(e),
             ) => {
                 warn!(migration = %id.short(), record = kind, error = %e, attempt = msg.attempt, "submission failed");
-                if msg.attempt < SUBMIT_ATTEMPTS && !e.starts_with("refused") {
+                if e.starts_with("refused") {
+                    // The other side's confirmation won, or the record
+                    // committed before a restart: the chains say which.
+                    return self.ask_chains(id, Some(e), Duration::ZERO, ctx);
+                }
+                if msg.attempt < SUBMIT_ATTEMPTS {
                     let attempt = msg.attempt + 1;
                     ctx.run_later(Duration::from_millis(500), move |act, ctx| {
                         act.submit(id, record, attempt, ctx)
@@ -1687,6 +2293,36 @@ mod tests {
         let mut long = bytes[..20].to_vec();
         long.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(instance_image::parse(&long).is_err());
+    }
+
+    #[test]
+    fn kept_images_nobody_adopts_expire_after_their_age_and_other_files_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path();
+        let old = images.join(Hash::of(b"old").to_string());
+        let fresh = images.join(Hash::of(b"fresh").to_string());
+        let foreign = images.join("operator-notes.txt");
+        for f in [&old, &fresh, &foreign] {
+            std::fs::write(f, b"image").unwrap();
+        }
+        let now = std::time::SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        for f in [&old, &foreign] {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(now - 2 * hour)
+                .unwrap();
+        }
+        assert_eq!(expire_images(images, hour, now), 1);
+        assert!(!old.exists(), "an image past its age is removed");
+        assert!(fresh.exists(), "a younger image stays");
+        assert!(foreign.exists(), "a file this server did not write stays");
+        // Once older than the age, the younger one goes too.
+        assert_eq!(expire_images(images, hour, now + 2 * hour), 1);
+        assert!(!fresh.exists());
+        assert_eq!(expire_images(&images.join("missing"), hour, now), 0);
     }
 
     #[test]

@@ -169,6 +169,7 @@ impl Node {
                         ledger: LedgerClient::new(transport.clone(), key.clone(), g)
                             .with_federation(fed),
                         dir: data.join("migration"),
+                        state_dir: data.join("migration-state"),
                         limits: node_options.migration,
                     })?;
                 Some(actor.start())
@@ -288,6 +289,8 @@ impl Node {
         out.extend(self.validators.iter().map(|(_, v)| alive(v.clone())));
         out.extend(self.gateway.clone().map(alive));
         out.extend(self.orchestrator.clone().map(alive));
+        // Its unfinished-migration store (sled) must close before a restart.
+        out.extend(self.migration.clone().map(alive));
         out
     }
 

@@ -9,7 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use federact_actors::migration::{MigrationError, MigrationOutcome, StartMigration};
+use federact_actors::migration::{
+    HaltAt, HaltStep, MigrationEnded, MigrationError, MigrationOutcome, StartMigration,
+};
 use federact_actors::wire::MigrationReport;
 use federact_actors::EmbeddedFederation;
 use federact_config::{write_local_federation, Topology};
@@ -493,4 +495,193 @@ async fn image_migration_ordered_by_a_member_without_the_right_is_refused() {
             .count();
         assert_eq!(indications, 0, "{chain}");
     }
+}
+
+/// Restarts a stopped node; its old endpoint's UDP port (and its stores'
+/// locks) are free once the last task holding them ended, so retry
+/// (bounded) while they are in use.
+async fn restart(fed: &mut EmbeddedFederation, node: &str) {
+    let start = Instant::now();
+    loop {
+        match fed.start_node(node).await {
+            Ok(()) => return,
+            Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                eprintln!("restarting {node}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{node} did not restart: {e}"),
+        }
+    }
+}
+
+/// How migration `id` ended on `node`, waiting (bounded) while it runs or
+/// is being resumed.
+async fn ended(fed: &EmbeddedFederation, node: &str, id: Hash) -> MigrationReport {
+    let actor = fed.node(node).unwrap().migration().unwrap().clone();
+    tokio::time::timeout(Duration::from_secs(120), actor.send(MigrationEnded(id)))
+        .await
+        .unwrap_or_else(|_| panic!("{node}: migration {id} did not end"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{node} does not know migration {id}"))
+}
+
+/// Arms `at` on `node`'s migration actor; the receiver gets the id of the
+/// migration frozen there.
+async fn halt_at(
+    fed: &EmbeddedFederation,
+    node: &str,
+    at: HaltStep,
+) -> tokio::sync::oneshot::Receiver<Hash> {
+    let actor = fed.node(node).unwrap().migration().unwrap().clone();
+    actor.send(HaltAt(at)).await.unwrap()
+}
+
+/// Starts migrating `image` from `from` without waiting for it.
+fn start_migration(
+    fed: &EmbeddedFederation,
+    from: &str,
+    image: &Path,
+    to: Site,
+) -> tokio::task::JoinHandle<Option<Result<MigrationReport, MigrationError>>> {
+    let actor = fed.node(from).unwrap().migration().unwrap().clone();
+    let msg = StartMigration {
+        image: image.to_path_buf(),
+        destination: to,
+        tamper: false,
+    };
+    tokio::task::spawn_local(async move { actor.send(msg).await.ok() })
+}
+
+/// Issue 11's gap (a): the source dies right after its indication
+/// committed while the destination is down (longer than the gateway
+/// retries its notice). Before the store, nobody ever wrote the outcome;
+/// now the restarted source resumes the migration, writes the rejection
+/// with the reason once its deadline passed, and keeps the image.
+#[actix_rt::test]
+async fn source_restarted_after_its_indication_committed_with_the_destination_down_aborts_with_the_reason_on_the_ledger(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    write_local_federation(dir.path(), &TOPO, false).unwrap();
+    let options = federact_actors::node::NodeOptions {
+        migration: federact_actors::migration::MigrationLimits {
+            protocol_timeout: Duration::from_secs(3),
+            transfer_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut fed = EmbeddedFederation::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    fed.stop_node("c1-server-2").await;
+    let (img, vm) = image(dir.path(), "vm.img", 1 << 20, 21);
+    let halted = halt_at(&fed, "c1-server-1", HaltStep::Indicated).await;
+    let pending = start_migration(
+        &fed,
+        "c1-server-1",
+        &img,
+        Site::new("cloud-1", "c1-server-2"),
+    );
+    let id = tokio::time::timeout(Duration::from_secs(60), halted)
+        .await
+        .expect("the indication committed")
+        .unwrap();
+    // The source dies with the migration between its indication and any
+    // confirmation; whoever asked hears that the actor stopped.
+    fed.stop_node("c1-server-1").await;
+    let asked = pending.await.unwrap();
+    assert!(
+        !matches!(asked, Some(Ok(_))),
+        "no outcome before the restart: {asked:?}"
+    );
+    restart(&mut fed, "c1-server-1").await;
+    let report = ended(&fed, "c1-server-1", id).await;
+    assert!(!report.completed, "{report:?}");
+    assert!(
+        report.reason.as_deref().unwrap_or("").contains("timed out"),
+        "{report:?}"
+    );
+    assert_eq!(report.vm_id, vm);
+    // The image stays at the source, untouched.
+    assert_eq!(std::fs::read(&img).map(|b| Hash::of(&b)).ok(), Some(vm));
+    fed.shutdown().await;
+    let local = store(dir.path(), "c1-validator-1", "cloud-1.local");
+    assert_eq!(
+        kinds(&local, &vm),
+        vec![("Indication", None), ("Confirmation", Some(false))]
+    );
+    let reason = local
+        .vm_history(&vm)
+        .unwrap()
+        .iter()
+        .find_map(|r| match &r.record {
+            Record::Confirmation {
+                migration_id,
+                reason,
+                ..
+            } if *migration_id == id => reason.clone(),
+            _ => None,
+        });
+    assert!(
+        reason.as_deref().unwrap_or("").contains("timed out"),
+        "{reason:?}"
+    );
+    // Nothing is left to resume: the store forgot the migration.
+    let saved = federact_ledger::store::MigrationStore::open(
+        &dir.path().join("data/c1-server-1/migration-state"),
+    )
+    .unwrap()
+    .all()
+    .unwrap();
+    assert!(saved.is_empty(), "{saved:?}");
+}
+
+/// Issue 11's gap (b): the destination of an inter-cloud move dies after
+/// its accepting confirmation committed on the consortium and before it
+/// wrote `Arrival`. The restarted destination resumes it: `Arrival` is
+/// written with the confirmation's proof, the image is kept under its vm
+/// id, and the source (told again) writes `Leave`.
+#[actix_rt::test]
+async fn destination_restarted_after_its_accepting_confirmation_writes_the_arrival() {
+    let (dir, mut fed) = start().await;
+    let (img, vm) = image(dir.path(), "vm.img", 2 << 20, 22);
+    let halted = halt_at(&fed, "c2-server-1", HaltStep::Ending).await;
+    let pending = start_migration(
+        &fed,
+        "c1-server-1",
+        &img,
+        Site::new("cloud-2", "c2-server-1"),
+    );
+    let id = tokio::time::timeout(Duration::from_secs(60), halted)
+        .await
+        .expect("the accepting confirmation committed")
+        .unwrap();
+    fed.stop_node("c2-server-1").await;
+    restart(&mut fed, "c2-server-1").await;
+    let dst = ended(&fed, "c2-server-1", id).await;
+    assert!(dst.completed, "{dst:?}");
+    assert_eq!(dst.vm_id, vm);
+    let kept = dir
+        .path()
+        .join("data/c2-server-1/migration/images")
+        .join(vm.to_string());
+    assert_eq!(std::fs::read(&kept).map(|b| Hash::of(&b)).ok(), Some(vm));
+    let src = tokio::time::timeout(Duration::from_secs(120), pending)
+        .await
+        .expect("the source ended")
+        .unwrap();
+    match src {
+        Some(Ok(r)) => assert!(r.completed, "{r:?}"),
+        other => panic!("source: {other:?}"),
+    }
+    fed.shutdown().await;
+    let c2 = store(dir.path(), "c2-validator-1", "cloud-2.local");
+    let c1 = store(dir.path(), "c1-validator-1", "cloud-1.local");
+    let cons = store(dir.path(), "c1-inter-1", "consortium");
+    assert_eq!(kinds(&c2, &vm), vec![("Arrival", None)]);
+    assert_eq!(kinds(&c1, &vm), vec![("Leave", None)]);
+    assert_eq!(
+        kinds(&cons, &vm),
+        vec![("Indication", None), ("Confirmation", Some(true))]
+    );
 }

@@ -32,7 +32,7 @@ use crate::hash::Hash;
 use crate::record::{Record, Scope, Site};
 
 /// Which end of the migration this machine runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Side {
     /// The server the instance or image leaves.
     Source,
@@ -163,8 +163,16 @@ pub struct Migration<P> {
     transfer: Transfer,
     /// A confirmation was submitted by this side.
     confirmation_submitted: bool,
+    /// Whether the confirmation this side submitted accepts.
+    confirmed_as: Option<bool>,
+    /// Source: the deadline passed while the indication's fate was
+    /// unknown; it is rejected as soon as it commits.
+    late: bool,
     timeout_ms: u64,
     deadline_ms: Option<u64>,
+    /// The protocol deadline once armed (kept after the confirmation is
+    /// submitted, unlike `deadline_ms`: a resumed side needs it).
+    expires_ms: u64,
     effects: VecDeque<Effect<P>>,
 }
 
@@ -220,8 +228,11 @@ impl<P: Clone> Migration<P> {
             indication: None,
             transfer: Transfer::Pending,
             confirmation_submitted: false,
+            confirmed_as: None,
+            late: false,
             timeout_ms,
             deadline_ms: None,
+            expires_ms: 0,
             effects: VecDeque::new(),
         }
     }
@@ -274,6 +285,7 @@ impl<P: Clone> Migration<P> {
     fn arm(&mut self, now_ms: u64) {
         let at_ms = now_ms.saturating_add(self.timeout_ms);
         self.deadline_ms = Some(at_ms);
+        self.expires_ms = at_ms;
         self.effects.push_back(Effect::ScheduleTimeout { at_ms });
     }
 
@@ -318,6 +330,7 @@ impl<P: Clone> Migration<P> {
     fn confirmation(&mut self, accepted: bool, observed: Hash, reason: Option<String>) {
         let Some(vm_id) = self.vm_id else { return };
         self.confirmation_submitted = true;
+        self.confirmed_as = Some(accepted);
         // From here the ledger decides; no more timeouts.
         self.deadline_ms = None;
         self.state = State::Confirming;
@@ -411,6 +424,14 @@ impl<P: Clone> Migration<P> {
                     return;
                 }
                 self.indication = Some(height);
+                if self.late && !self.confirmation_submitted {
+                    // Announced after the deadline: rejected at once, so
+                    // the ledger holds the outcome (the destination may
+                    // have learnt of it and must not accept alone).
+                    let reason = format!("timed out after {} ms", self.timeout_ms);
+                    self.confirmation(false, Hash::default(), Some(reason));
+                    return;
+                }
                 self.effects
                     .push_back(Effect::Notify(Notice::IndicationCommitted {
                         height,
@@ -520,8 +541,10 @@ impl<P: Clone> Migration<P> {
 
     /// A scheduled timeout fired at `now_ms`. Before the confirmation is
     /// written: if the indication committed, this side writes a rejecting
-    /// confirmation (the ledger then says why); if not, it aborts with
-    /// nothing announced. Once a confirmation is submitted the ledger
+    /// confirmation (the ledger then says why). If not, the destination
+    /// aborts with nothing announced, and the source waits for its
+    /// indication's receipt: committed, it writes the rejection at once;
+    /// refused, it aborts. Once a confirmation is submitted the ledger
     /// decides and timeouts are ignored.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         let Some(deadline) = self.deadline_ms else {
@@ -541,9 +564,280 @@ impl<P: Clone> Migration<P> {
             };
             self.deadline_ms = None;
             self.confirmation(false, observed, Some(reason));
+        } else if self.side == Side::Source {
+            // The indication was submitted and its fate is unknown: if it
+            // commits, the destination may accept it, so aborting here
+            // could leave the instance at both ends. Wait for its receipt
+            // (commit: rejected at once; refusal: aborted).
+            self.deadline_ms = None;
+            self.late = true;
         } else {
             self.finish(Outcome::Aborted(reason));
         }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Surviving a restart.
+//
+// A side's driver persists [`Migration::progress`] before it carries out
+// the effects of a step a restart needs (the source before its indication
+// is submitted, the destination before its confirmation is), and forgets
+// it when the migration ends; anything later is on the chains. After
+// a restart it asks the chains what committed about the migration
+// ([`Committed`]) and rebuilds the machine with [`Migration::resume`],
+// which decides what is left to do:
+//
+// | side | committed | resumed as |
+// |---|---|---|
+// | either | confirmation rejecting | aborted (source keeps the instance, destination discards) |
+// | source | confirmation accepting, local | completed |
+// | source | confirmation accepting, inter, `Leave` | completed |
+// | source | confirmation accepting, inter, no `Leave` | `Leave` submitted again |
+// | source | indication only, deadline passed | rejecting confirmation ("timed out") |
+// | source | indication only, before the deadline | destination told again; timeout armed |
+// | source | nothing | indication submitted again (the first may still commit: the chain keeps one per migration id); timeout armed |
+// | destination | confirmation accepting, local | completed (image kept) |
+// | destination | confirmation accepting, inter, `Arrival` | completed |
+// | destination | confirmation accepting, inter, no `Arrival` | `Arrival` submitted again |
+// | destination | indication only, image received, before the deadline | confirms (accepts iff the hash matches) |
+// | destination | indication only, image received, deadline passed | rejecting confirmation ("timed out") |
+// | destination | indication only, image not (wholly) received | rejecting confirmation (the transfer cannot resume) |
+// | destination | nothing, image received, before the deadline | waits for the indication; timeout armed |
+// | destination | nothing, otherwise | aborted, image discarded (nothing was announced) |
+//
+// The source's table ends every migration it announced: whatever the
+// destination did or missed, the source either sees the outcome on the
+// ledger or writes the rejection itself once its deadline passed. The
+// destination's rows finish what it started (`Arrival`) and never leave a
+// received image behind.
+// ---------------------------------------------------------------------
+
+/// What the destination had received when its progress was persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceivedImage {
+    /// Nothing yet, or the transfer was still running.
+    Pending,
+    /// The whole image, with the sha256 seen while it streamed.
+    Done {
+        /// sha256 of the received bytes.
+        observed: Hash,
+    },
+    /// The transfer failed, with why.
+    Failed(String),
+}
+
+/// What a side persists of one migration, before acting on each step: all
+/// [`Migration::resume`] needs besides what the chains hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The migration.
+    pub migration_id: Hash,
+    /// Which side wrote it.
+    pub side: Side,
+    /// Where the instance leaves from.
+    pub source: Site,
+    /// Where it goes.
+    pub destination: Site,
+    /// The vm id, once known (the source's snapshot, the destination's indication).
+    pub vm_id: Option<Hash>,
+    /// The protocol timeout.
+    pub timeout_ms: u64,
+    /// When the protocol times out (ms, the drivers' wall clock); 0 if not armed.
+    pub deadline_ms: u64,
+    /// Height of the committed indication, once known.
+    pub indication: Option<u64>,
+    /// Destination: the image transfer (the source persists `Pending`).
+    pub received: ReceivedImage,
+    /// This side submitted a confirmation (accepting or not).
+    pub confirmation: Option<bool>,
+    /// `Leave` (source) or `Arrival` (destination) was submitted.
+    pub ending: bool,
+}
+
+/// What the chains hold about one migration, as the resuming side's
+/// gateway sees them (its cloud's chain and the consortium). The driver
+/// verifies each proof before it fills this in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed<P> {
+    /// The indication: height, vm id, inclusion proof.
+    pub indication: Option<(u64, Hash, P)>,
+    /// The (first, deciding) confirmation: accepted, reason, inclusion proof.
+    pub confirmation: Option<(bool, Option<String>, P)>,
+    /// `Leave` committed (source's local chain).
+    pub leave: bool,
+    /// `Arrival` committed (destination's local chain).
+    pub arrival: bool,
+}
+
+impl<P> Default for Committed<P> {
+    fn default() -> Self {
+        Committed {
+            indication: None,
+            confirmation: None,
+            leave: false,
+            arrival: false,
+        }
+    }
+}
+
+impl<P: Clone> Migration<P> {
+    /// What to persist now: `None` before the source's snapshot (nothing
+    /// can have been announced) and once the migration ended (forget it).
+    pub fn progress(&self) -> Option<Progress> {
+        if self.is_terminal() || self.state == State::Snapshotting {
+            return None;
+        }
+        let received = match (&self.side, &self.transfer) {
+            (Side::Source, _) | (_, Transfer::Pending) => ReceivedImage::Pending,
+            (Side::Destination, Transfer::Done { observed }) => ReceivedImage::Done {
+                observed: *observed,
+            },
+            (Side::Destination, Transfer::Failed(r)) => ReceivedImage::Failed(r.clone()),
+        };
+        Some(Progress {
+            migration_id: self.migration_id,
+            side: self.side,
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            vm_id: self.vm_id,
+            timeout_ms: self.timeout_ms,
+            deadline_ms: self.expires_ms,
+            indication: self.indication,
+            received,
+            confirmation: self.confirmed_as,
+            ending: matches!(self.state, State::Leaving | State::Arriving),
+        })
+    }
+
+    /// Rebuilds one side after a restart from what it persisted and what
+    /// the chains hold, `now_ms` on the same clock as `deadline_ms`; the
+    /// effects to carry out are queued (see the table above). A migration
+    /// that ends at once still emits its one [`Effect::Complete`].
+    pub fn resume(p: Progress, committed: Committed<P>, now_ms: u64) -> Self {
+        let mut m = Self::new(
+            p.side,
+            p.migration_id,
+            p.source,
+            p.destination,
+            p.timeout_ms,
+        );
+        m.expires_ms = p.deadline_ms;
+        m.vm_id = p.vm_id;
+        m.state = State::Streaming;
+        if p.side == Side::Destination {
+            m.transfer = match p.received {
+                ReceivedImage::Pending => Transfer::Pending,
+                ReceivedImage::Done { observed } => Transfer::Done { observed },
+                ReceivedImage::Failed(r) => Transfer::Failed(r),
+            };
+        }
+        let indication_proof = match committed.indication {
+            Some((height, vm_id, proof)) => {
+                m.indication = Some(height);
+                m.vm_id = Some(vm_id);
+                Some((height, vm_id, proof))
+            }
+            None => None,
+        };
+        let expired = p.deadline_ms != 0 && now_ms >= p.deadline_ms;
+        // The ledger decided: finish what the outcome asks of this side.
+        if let Some((accepted, reason, proof)) = committed.confirmation {
+            // The side that wrote the confirmation tells the other one
+            // (again: it may have died before its notice went out).
+            m.confirmation_submitted = p.confirmation.is_some();
+            m.confirmed_as = p.confirmation;
+            m.state = State::Confirming;
+            let done = match m.side {
+                Side::Source => committed.leave,
+                Side::Destination => committed.arrival,
+            };
+            if accepted && m.scope == Scope::Inter && done {
+                m.finish(Outcome::Completed);
+            } else {
+                m.handle_confirmation_committed(accepted, reason, proof);
+            }
+            return m;
+        }
+        match (m.side, indication_proof) {
+            (Side::Source, Some((height, vm_id, proof))) => {
+                if expired {
+                    m.state = State::Confirming;
+                    let reason = format!(
+                        "timed out after {} ms (the source restarted meanwhile)",
+                        m.timeout_ms
+                    );
+                    m.confirmation(false, Hash::default(), Some(reason));
+                } else {
+                    m.state = State::Indicated;
+                    m.effects
+                        .push_back(Effect::Notify(Notice::IndicationCommitted {
+                            height,
+                            vm_id,
+                            proof,
+                        }));
+                    m.rearm();
+                }
+            }
+            (Side::Source, None) => match m.vm_id {
+                Some(vm_id) => {
+                    m.effects
+                        .push_back(Effect::Submit(Box::new(Record::Indication {
+                            migration_id: m.migration_id,
+                            vm_id,
+                            source: m.source.clone(),
+                            destination: m.destination.clone(),
+                            scope: m.scope,
+                        })));
+                    m.rearm();
+                }
+                None => m.finish(Outcome::Aborted(
+                    "the source restarted before its snapshot".into(),
+                )),
+            },
+            (Side::Destination, Some(_)) => {
+                m.state = State::Confirming;
+                match m.transfer.clone() {
+                    // The image cannot come any more: the stream died with
+                    // the process.
+                    Transfer::Pending => {
+                        m.transfer = Transfer::Failed("interrupted by a restart".into());
+                        m.confirmation(
+                            false,
+                            Hash::default(),
+                            Some("transfer interrupted by a restart of the destination".into()),
+                        );
+                    }
+                    // Too late to accept (unless it already had: the same
+                    // decision is submitted again, the chain keeps one).
+                    Transfer::Done { observed } if expired && p.confirmation.is_none() => {
+                        let reason = format!(
+                            "timed out after {} ms (the destination restarted meanwhile)",
+                            m.timeout_ms
+                        );
+                        m.confirmation(false, observed, Some(reason));
+                    }
+                    Transfer::Done { .. } | Transfer::Failed(_) => m.maybe_confirm(),
+                }
+            }
+            (Side::Destination, None) => match m.transfer {
+                Transfer::Done { .. } if !expired => {
+                    m.state = State::Received;
+                    m.rearm();
+                }
+                _ => m.finish(Outcome::Aborted(
+                    "the destination restarted before the indication committed".into(),
+                )),
+            },
+        }
+        m
+    }
+
+    /// Arms the persisted deadline again (resume).
+    fn rearm(&mut self) {
+        let at_ms = self.expires_ms;
+        self.deadline_ms = Some(at_ms);
+        self.effects.push_back(Effect::ScheduleTimeout { at_ms });
     }
 }
 
@@ -669,7 +963,9 @@ mod tests {
             Case { desc: "source local: rejected confirmation aborts", start: local_src, inputs: vec![Snapshot, Indicated, Transferred, Confirmed(false)], expected: vec!["ResumeAtSource", "Aborted"], state: aborted() },
             Case { desc: "source inter: accepted confirmation → Leave", start: inter_src, inputs: vec![Snapshot, Indicated, Transferred, Confirmed(true)], expected: vec!["Leave"], state: State::Leaving },
             Case { desc: "source inter: Leave committed completes", start: inter_src, inputs: vec![Snapshot, Indicated, Transferred, Confirmed(true), Left], expected: vec!["ReleaseAtSource", "Completed"], state: State::Completed },
-            Case { desc: "source: timeout before the indication aborts", start: local_src, inputs: vec![Snapshot, Timeout(1000)], expected: vec!["ResumeAtSource", "Aborted"], state: aborted() },
+            Case { desc: "source: timeout before the indication's receipt waits for it", start: local_src, inputs: vec![Snapshot, Timeout(1000)], expected: vec![], state: State::Streaming },
+            Case { desc: "source: indication committed after the deadline is rejected at once", start: local_src, inputs: vec![Snapshot, Timeout(1000), Indicated], expected: vec!["Confirm(false)"], state: State::Confirming },
+            Case { desc: "source: indication refused after the deadline aborts", start: local_src, inputs: vec![Snapshot, Timeout(1000), IndicationRefused], expected: vec!["ResumeAtSource", "Aborted"], state: aborted() },
             Case { desc: "source: early timeout ignored", start: local_src, inputs: vec![Snapshot, Timeout(999)], expected: vec![], state: State::Streaming },
             Case { desc: "source: timeout after the indication writes a rejection", start: local_src, inputs: vec![Snapshot, Indicated, Timeout(1000)], expected: vec!["Confirm(false)"], state: State::Confirming },
             Case { desc: "source: timeout ignored while leaving", start: inter_src, inputs: vec![Snapshot, Indicated, Confirmed(true), Timeout(5000)], expected: vec![], state: State::Leaving },
@@ -776,6 +1072,154 @@ mod tests {
         }
     }
 
+    /// What the chains hold, for the resume tables.
+    #[derive(Clone, Copy)]
+    enum Chain {
+        Nothing,
+        Indication,
+        Decided(bool),
+        ConfirmedAndEnded,
+    }
+
+    fn committed(c: Chain) -> Committed<u32> {
+        let ind = Some((5, h("vm"), 1));
+        match c {
+            Chain::Nothing => Committed::default(),
+            Chain::Indication => Committed {
+                indication: ind,
+                ..Committed::default()
+            },
+            Chain::Decided(a) => Committed {
+                indication: ind,
+                confirmation: Some((a, (!a).then(|| "no".to_string()), 2)),
+                ..Committed::default()
+            },
+            Chain::ConfirmedAndEnded => Committed {
+                indication: ind,
+                confirmation: Some((true, None, 2)),
+                leave: true,
+                arrival: true,
+            },
+        }
+    }
+
+    struct ResumeCase {
+        desc: &'static str,
+        start: fn() -> M,
+        /// Inputs before the restart (the progress persisted after them).
+        before: Vec<In>,
+        chain: Chain,
+        now_ms: u64,
+        expected: Vec<&'static str>,
+        state: State,
+    }
+
+    /// Every step a side can persist, against every outcome the chains can
+    /// hold: the resumed machine does what the module's resume table says.
+    #[test]
+    fn resume_after_a_restart() {
+        use Chain::*;
+        use In::*;
+        #[rustfmt::skip]
+        let cases = vec![
+            ResumeCase { desc: "source, indication submitted, nothing committed: submits it again", start: local_src, before: vec![Snapshot], chain: Nothing, now_ms: 10, expected: vec!["Indication", "Timeout@1000"], state: State::Streaming },
+            ResumeCase { desc: "source, indication submitted, nothing committed, late: submits it again, times out at once", start: local_src, before: vec![Snapshot], chain: Nothing, now_ms: 5000, expected: vec!["Indication", "Timeout@1000"], state: State::Streaming },
+            ResumeCase { desc: "source, indication committed unseen, before the deadline: tells the destination, waits", start: local_src, before: vec![Snapshot], chain: Indication, now_ms: 10, expected: vec!["NotifyIndication", "Timeout@1000"], state: State::Indicated },
+            ResumeCase { desc: "source, indicated, before the deadline: tells the destination, waits", start: inter_src, before: vec![Snapshot, Indicated], chain: Indication, now_ms: 999, expected: vec!["NotifyIndication", "Timeout@1000"], state: State::Indicated },
+            ResumeCase { desc: "source, indicated, deadline passed: writes the rejection", start: local_src, before: vec![Snapshot, Indicated, Transferred], chain: Indication, now_ms: 1000, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "source, own rejection submitted, not committed: writes it again", start: local_src, before: vec![Snapshot, Indicated, Timeout(1000)], chain: Indication, now_ms: 1500, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "source local, accepted: completes", start: local_src, before: vec![Snapshot, Indicated], chain: Decided(true), now_ms: 5000, expected: vec!["ReleaseAtSource", "Completed"], state: State::Completed },
+            ResumeCase { desc: "source, rejected: instance stays", start: inter_src, before: vec![Snapshot, Indicated], chain: Decided(false), now_ms: 10, expected: vec!["ResumeAtSource", "Aborted"], state: aborted() },
+            ResumeCase { desc: "source, own rejection committed: tells the destination, stays", start: local_src, before: vec![Snapshot, Indicated, Timeout(1000)], chain: Decided(false), now_ms: 1500, expected: vec!["NotifyConfirmation", "ResumeAtSource", "Aborted"], state: aborted() },
+            ResumeCase { desc: "source inter, accepted, no Leave: writes Leave", start: inter_src, before: vec![Snapshot, Indicated], chain: Decided(true), now_ms: 5000, expected: vec!["Leave"], state: State::Leaving },
+            ResumeCase { desc: "source inter, Leave submitted, not committed: writes it again", start: inter_src, before: vec![Snapshot, Indicated, Confirmed(true)], chain: Decided(true), now_ms: 5000, expected: vec!["Leave"], state: State::Leaving },
+            ResumeCase { desc: "source inter, Leave committed: completes", start: inter_src, before: vec![Snapshot, Indicated, Confirmed(true)], chain: ConfirmedAndEnded, now_ms: 5000, expected: vec!["ReleaseAtSource", "Completed"], state: State::Completed },
+            ResumeCase { desc: "destination, receiving, nothing committed: discards", start: local_dst, before: vec![], chain: Nothing, now_ms: 10, expected: vec!["DiscardImage", "Aborted"], state: aborted() },
+            ResumeCase { desc: "destination, received, nothing committed: waits for the indication", start: local_dst, before: vec![Transferred], chain: Nothing, now_ms: 10, expected: vec!["Timeout@1000"], state: State::Received },
+            ResumeCase { desc: "destination, received, nothing committed, late: discards", start: local_dst, before: vec![Transferred], chain: Nothing, now_ms: 1000, expected: vec!["DiscardImage", "Aborted"], state: aborted() },
+            ResumeCase { desc: "destination, receiving, indication committed: rejects (transfer cannot resume)", start: local_dst, before: vec![Indicated], chain: Indication, now_ms: 10, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "destination, received, indication unseen: accepts", start: local_dst, before: vec![Transferred], chain: Indication, now_ms: 10, expected: vec!["Confirm(true)"], state: State::Confirming },
+            ResumeCase { desc: "destination, received tampered, indication unseen: rejects", start: local_dst, before: vec![TransferredTampered], chain: Indication, now_ms: 10, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "destination, received, indication unseen, late: rejects (timed out)", start: local_dst, before: vec![Transferred], chain: Indication, now_ms: 1000, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "destination, failed transfer, indication committed: rejects", start: local_dst, before: vec![TransferFailed], chain: Indication, now_ms: 10, expected: vec!["Confirm(false)"], state: State::Confirming },
+            ResumeCase { desc: "destination, own acceptance submitted, late: submits the same again", start: local_dst, before: vec![Transferred, Indicated], chain: Indication, now_ms: 5000, expected: vec!["Confirm(true)"], state: State::Confirming },
+            ResumeCase { desc: "destination local, own acceptance committed: tells the source, keeps the image", start: local_dst, before: vec![Transferred, Indicated], chain: Decided(true), now_ms: 5000, expected: vec!["NotifyConfirmation", "ResumeAtDestination", "Completed"], state: State::Completed },
+            ResumeCase { desc: "destination inter, own acceptance committed, no Arrival: tells the source, writes Arrival", start: inter_dst, before: vec![Transferred, Indicated], chain: Decided(true), now_ms: 5000, expected: vec!["NotifyConfirmation", "Arrival"], state: State::Arriving },
+            ResumeCase { desc: "destination inter, Arrival submitted, not committed: writes it again", start: inter_dst, before: vec![Transferred, Indicated, Confirmed(true)], chain: Decided(true), now_ms: 5000, expected: vec!["NotifyConfirmation", "Arrival"], state: State::Arriving },
+            ResumeCase { desc: "destination inter, Arrival committed: completes", start: inter_dst, before: vec![Transferred, Indicated, Confirmed(true)], chain: ConfirmedAndEnded, now_ms: 5000, expected: vec!["ResumeAtDestination", "Completed"], state: State::Completed },
+            ResumeCase { desc: "destination, the source's rejection committed: discards", start: inter_dst, before: vec![Transferred], chain: Decided(false), now_ms: 10, expected: vec!["DiscardImage", "Aborted"], state: aborted() },
+        ];
+        for c in cases {
+            let mut m = (c.start)();
+            for i in &c.before {
+                apply(&mut m, i);
+            }
+            let progress = m
+                .progress()
+                .unwrap_or_else(|| panic!("{}: nothing to persist", c.desc));
+            // What is persisted survives its encoding.
+            let bytes = crate::codec::encode(&progress);
+            let progress: Progress = crate::codec::decode(&bytes, 1 << 16).unwrap();
+            let mut r = M::resume(progress, committed(c.chain), c.now_ms);
+            let got: Vec<String> = drain(&mut r).iter().map(name).collect();
+            assert_eq!(got, c.expected, "{}", c.desc);
+            assert!(
+                same_state(r.state(), &c.state),
+                "{}: state {:?}",
+                c.desc,
+                r.state()
+            );
+            assert_eq!(r.progress().is_none(), r.is_terminal(), "{}", c.desc);
+        }
+    }
+
+    #[test]
+    fn resumed_source_ends_on_its_timeout_or_the_ledger() {
+        // Restarted before the deadline with only the indication on the
+        // chain: its timeout writes the rejection...
+        let mut m = local_src();
+        apply(&mut m, &In::Snapshot);
+        let p = m.progress().unwrap();
+        let mut r = M::resume(p.clone(), committed(Chain::Indication), 10);
+        drain(&mut r);
+        r.handle_timeout(1000);
+        assert_eq!(
+            drain(&mut r).iter().map(name).collect::<Vec<_>>(),
+            vec!["Confirm(false)"]
+        );
+        r.handle_confirmation_committed(false, Some("timed out".into()), 3);
+        let e: Vec<String> = drain(&mut r).iter().map(name).collect();
+        assert_eq!(e, vec!["NotifyConfirmation", "ResumeAtSource", "Aborted"]);
+        // ...unless the destination's acceptance arrives first.
+        let mut r = M::resume(p, committed(Chain::Indication), 10);
+        drain(&mut r);
+        r.handle_confirmation_committed(true, None, 3);
+        let e: Vec<String> = drain(&mut r).iter().map(name).collect();
+        assert_eq!(e, vec!["ReleaseAtSource", "Completed"]);
+    }
+
+    #[test]
+    fn nothing_is_persisted_before_the_snapshot_or_after_the_end() {
+        let mut m = local_src();
+        assert!(m.progress().is_none());
+        apply(&mut m, &In::Snapshot);
+        let p = m.progress().unwrap();
+        assert_eq!(
+            (p.vm_id, p.deadline_ms, p.indication),
+            (Some(h("vm")), 1000, None)
+        );
+        for i in [In::Indicated, In::Transferred, In::Confirmed(true)] {
+            apply(&mut m, &i);
+        }
+        assert!(m.progress().is_none());
+        let mut d = local_dst();
+        apply(&mut d, &In::Transferred);
+        assert_eq!(
+            d.progress().unwrap().received,
+            ReceivedImage::Done { observed: h("vm") }
+        );
+    }
+
     /// A tiny deterministic generator (xorshift), so a failure reproduces
     /// from its seed alone.
     struct Rng(u64);
@@ -798,7 +1242,7 @@ mod tests {
     /// notices are lost, timeouts fire. Invariant: each side ends with
     /// exactly one `Complete`, and both agree on the outcome whenever a
     /// confirmation committed.
-    fn simulate(seed: u64) {
+    fn simulate(seed: u64, crashes: bool) {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let inter = rng.below(2) == 0;
         let dst_site = if inter {
@@ -824,8 +1268,23 @@ mod tests {
             LeaveCommits,
             ArrivalCommits,
             Timeout,
+            /// The side's process dies and restarts: what it persisted
+            /// (its progress) and the chains survive; its timers, pending
+            /// receipts and incoming notices are lost.
+            Crash,
         }
         let mut queue: Vec<(u8, Ev)> = vec![(0, Ev::Snapshot)];
+        if crashes {
+            for w in [0u8, 1] {
+                for _ in 0..rng.below(3) {
+                    queue.push((w, Ev::Crash));
+                }
+            }
+        }
+        // The chains (a submission commits at once; its receipt comes later).
+        let mut indicated = false;
+        let mut decided: Option<(bool, Option<String>)> = None;
+        let (mut left, mut arrived) = (false, false);
         let mut confirmed: Option<bool> = None;
         let mut completes = [Vec::new(), Vec::new()];
         let mut now = 0u64;
@@ -864,27 +1323,61 @@ mod tests {
                 Ev::LeaveCommits => m.handle_leave_committed(),
                 Ev::ArrivalCommits => m.handle_arrival_committed(),
                 Ev::Timeout => m.handle_timeout(now),
+                Ev::Crash => {
+                    // Nothing persisted: before the snapshot (nothing was
+                    // announced) or after the end.
+                    if let Some(p) = m.progress() {
+                        queue.retain(|(x, e)| *x != who || matches!(e, Ev::Crash));
+                        let committed = Committed {
+                            indication: indicated.then_some((1, h("vm"), 1)),
+                            confirmation: decided.clone().map(|(a, r)| (a, r, 2)),
+                            leave: left,
+                            arrival: arrived,
+                        };
+                        *m = M::resume(p, committed, now);
+                    }
+                }
             }
             for (w, m) in [(0u8, &mut src), (1u8, &mut dst)] {
                 while let Some(e) = m.poll_effect() {
                     match e {
                         Effect::Submit(r) => match *r {
-                            Record::Indication { .. } if refuse => {
+                            // Refused: the chain never announced it...
+                            Record::Indication { .. } if refuse && !indicated => {
                                 queue.push((w, Ev::IndicationRefused))
                             }
-                            Record::Indication { .. } => queue.push((w, Ev::IndicationCommits)),
+                            // ...or committed (a resubmission is refused as
+                            // a duplicate; the driver then finds the first).
+                            Record::Indication { .. } => {
+                                indicated = true;
+                                queue.push((w, Ev::IndicationCommits))
+                            }
                             // The chain keeps the first confirmation only.
                             Record::Confirmation {
                                 accepted, reason, ..
                             } if confirmed.is_none() => {
                                 confirmed = Some(accepted);
+                                decided = Some((accepted, reason.clone()));
                                 queue.push((w, Ev::ConfirmationCommits(accepted, reason)));
+                            }
+                            // Refused; when crashes are simulated the driver
+                            // asks the chains and learns the first one.
+                            Record::Confirmation { .. } if crashes => {
+                                if let Some((a, r)) = decided.clone() {
+                                    queue.push((w, Ev::ConfirmationCommits(a, r)));
+                                }
                             }
                             Record::Confirmation { .. } => {}
                             other => panic!("unexpected {other:?}"),
                         },
-                        Effect::SubmitLeave { .. } => queue.push((w, Ev::LeaveCommits)),
-                        Effect::SubmitArrival { .. } => queue.push((w, Ev::ArrivalCommits)),
+                        Effect::SubmitLeave { .. } => {
+                            left = true;
+                            queue.push((w, Ev::LeaveCommits))
+                        }
+                        Effect::SubmitArrival { .. } => {
+                            arrived = true;
+                            queue.push((w, Ev::ArrivalCommits))
+                        }
                         Effect::StartTransfer => {
                             queue.push((0, Ev::TransferDone));
                             queue.push((1, Ev::TransferDone));
@@ -916,8 +1409,14 @@ mod tests {
                 while let Some(e) = m.poll_effect() {
                     match e {
                         Effect::Complete(o) => completes[w].push(o),
-                        Effect::SubmitLeave { .. } => m.handle_leave_committed(),
-                        Effect::SubmitArrival { .. } => m.handle_arrival_committed(),
+                        Effect::SubmitLeave { .. } => {
+                            left = true;
+                            m.handle_leave_committed()
+                        }
+                        Effect::SubmitArrival { .. } => {
+                            arrived = true;
+                            m.handle_arrival_committed()
+                        }
                         _ => {}
                     }
                 }
@@ -958,6 +1457,19 @@ mod tests {
                 "seed {seed}: bad image completed"
             );
         }
+        // Never neither: whatever was announced is decided on the ledger;
+        // never both: a completed inter move has its Leave and Arrival.
+        assert_eq!(
+            indicated,
+            confirmed.is_some(),
+            "seed {seed}: announced, undecided"
+        );
+        if completes[0][0] == Outcome::Completed && src.scope() == Scope::Inter {
+            assert!(
+                left && arrived,
+                "seed {seed}: completed without Leave/Arrival"
+            );
+        }
     }
 
     #[test]
@@ -967,7 +1479,22 @@ mod tests {
             .and_then(|s| s.parse().ok())
             .unwrap_or(1);
         for seed in base..base + 2000 {
-            simulate(seed);
+            simulate(seed, false);
+        }
+    }
+
+    /// The same with each side's process dying and restarting at random
+    /// points (0–2 times each), resumed from its persisted progress and
+    /// what the chains hold: still exactly one outcome per side, the one
+    /// the ledger decided, and every announced migration decided.
+    #[test]
+    fn random_orders_with_restarts_end_completed_xor_aborted() {
+        let base: u64 = std::env::var("MIGRATION_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        for seed in base..base + 3000 {
+            simulate(seed, true);
         }
     }
 }

@@ -34,9 +34,11 @@
 //! it (stores written that way read the same: values are ignored).
 
 mod cursor;
+mod migrations;
 mod placements;
 mod wal;
 pub use cursor::CursorStore;
+pub use migrations::{MigrationStore, SavedMigration};
 pub use placements::PlacementStore;
 pub use wal::VoteWal;
 
