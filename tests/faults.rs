@@ -1042,10 +1042,11 @@ enum AppFault {
     GatewayRestartMidInterImageMigration,
     PartitionCloud,
     CheatingExecutor,
+    ImageDestinationKilledAfterAcceptingInterConfirmation,
 }
 
 /// Every application fault (the long suite runs them all, shuffled).
-const APP_FAULTS: [AppFault; 10] = [
+const APP_FAULTS: [AppFault; 11] = [
     AppFault::DestinationKilledMidMigration,
     AppFault::SourceKilledMidMigration,
     AppFault::OrchestratorKilledMidOffload,
@@ -1056,19 +1057,21 @@ const APP_FAULTS: [AppFault; 10] = [
     AppFault::GatewayRestartMidInterImageMigration,
     AppFault::PartitionCloud,
     AppFault::CheatingExecutor,
+    AppFault::ImageDestinationKilledAfterAcceptingInterConfirmation,
 ];
 
 /// The quick suite's application faults: the instance faults, the
-/// regression of the stranded adoption, one image fault (the other image
+/// regression of the stranded adoption, two image faults (the other image
 /// faults take the same paths and run in the long suite), a cloud
 /// partition and a cheating executor.
-const APP_FAULTS_QUICK: [AppFault; 8] = [
+const APP_FAULTS_QUICK: [AppFault; 9] = [
     AppFault::DestinationKilledMidMigration,
     AppFault::SourceKilledMidMigration,
     AppFault::OrchestratorKilledMidOffload,
     AppFault::GatewaysRestartMidInterMigration,
     AppFault::AdopterCutFromItsGatewayMidInterMigration,
     AppFault::ImageDestinationKilledMidTransfer,
+    AppFault::ImageDestinationKilledAfterAcceptingInterConfirmation,
     AppFault::PartitionCloud,
     AppFault::CheatingExecutor,
 ];
@@ -1101,6 +1104,9 @@ impl AppFault {
             AppFault::PartitionCloud => "partition of one cloud mid-work + heal (applications)",
             AppFault::CheatingExecutor => {
                 "adversary: executor returning tampered results / wrong digests (applications)"
+            }
+            AppFault::ImageDestinationKilledAfterAcceptingInterConfirmation => {
+                "kill -9 + restart of an inter-cloud image migration's destination after its accepting confirmation"
             }
         }
     }
@@ -1603,6 +1609,37 @@ impl Apps {
                 self.recover(healed, "after an image migration's server restarted")
                     .await
             }
+            AppFault::ImageDestinationKilledAfterAcceptingInterConfirmation => {
+                // Issue 11's gap (b): the destination dies once the
+                // consortium committed its accepting confirmation, before
+                // (or while) it writes `Arrival`. Restarted, it resumes the
+                // migration from its store: `Arrival` is written (the
+                // migration checker wants exactly one) and the image kept.
+                let src = "c2-server-2".to_string();
+                let cloud1 = self.c.clients[OFFLOAD_CLIENT].cloud.clone();
+                let to = Site::new(&cloud1, "c1-server-2");
+                let from = Site::new(&cloud2, &src);
+                let image = self.new_image(&src);
+                self.seen.extend(indications(&live_records(&self.c).await));
+                let pending = migrate_cli(&self.c, COUNTER_CLIENT, &image, &from, &to);
+                let chain = indication_chain(&self.c, &cloud2, &cloud1);
+                let id = wait_indication(&self.c, &chain, &src, &to.server, &self.seen).await;
+                self.seen.insert(id);
+                wait_confirmation(&self.c, &chain, id, seed).await;
+                self.lose_with(&to.server).await;
+                self.c.kill9(&to.server);
+                self.c.spawn(&to.server);
+                let healed = Instant::now();
+                let answer = pending.await.expect("migrate task");
+                if !matches!(&answer, Ok(r) if r.completed) {
+                    self.violations.push(format!(
+                        "inter-cloud image migration accepted on the ledger, its destination restarted: {answer:?}, expected completed"
+                    ));
+                }
+                self.image_moved(fault.name(), image, from, to, answer);
+                self.recover(healed, "after an image migration's destination restarted")
+                    .await
+            }
             AppFault::GatewayRestartMidInterImageMigration => {
                 let src = "c2-server-2".to_string();
                 let cloud1 = self.c.clients[OFFLOAD_CLIENT].cloud.clone();
@@ -1732,6 +1769,25 @@ fn dispute_shown(c: &Cluster) -> Vec<String> {
         )];
     }
     Vec::new()
+}
+
+/// Waits (bounded) until migration `id`'s confirmation committed on `chain`.
+async fn wait_confirmation(c: &Cluster, chain: &str, id: Hash, seed: u64) {
+    let mut reader = harness::apps::ChainReader::new(c, chain);
+    let deadline = Instant::now() + harness::WAIT_MAX;
+    loop {
+        reader.poll(c).await;
+        if reader.records.iter().any(
+            |(_, r)| matches!(r, Record::Confirmation { migration_id, .. } if *migration_id == id),
+        ) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: migration {id} not confirmed on {chain}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The application suite's federation: two clouds of two servers each.
