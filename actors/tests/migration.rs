@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use federact_actors::migration::{
-    HaltAt, HaltStep, MigrationEnded, MigrationError, MigrationOutcome, StartMigration,
+    HaltAt, HaltStep, MigrationEnded, MigrationError, MigrationOutcome, MigrationProgress,
+    StartMigration,
 };
 use federact_actors::wire::MigrationReport;
 use federact_actors::EmbeddedFederation;
@@ -78,9 +79,17 @@ async fn migrate(
 /// Waits until the destination's side of `id` ended; returns its report.
 async fn destination_outcome(fed: &EmbeddedFederation, node: &str, id: Hash) -> MigrationReport {
     let actor = fed.node(node).unwrap().migration().unwrap().clone();
+    let never = Hash::of(b"a migration nobody started");
+    assert_eq!(actor.send(MigrationProgress(never)).await.unwrap(), None);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
-        if let Some(r) = actor.send(MigrationOutcome(id)).await.unwrap() {
+        // Unknown until the notice or the transfer arrives, then running
+        // (`Some(None)`), then ended with its report.
+        if let Some(Some(r)) = actor.send(MigrationProgress(id)).await.unwrap() {
+            assert_eq!(
+                actor.send(MigrationOutcome(id)).await.unwrap(),
+                Some(r.clone())
+            );
             return r;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
