@@ -242,6 +242,35 @@ struct Running {
     flushing: bool,
 }
 
+impl Running {
+    /// A migration that starts now: nothing sent, received, committed or
+    /// persisted yet.
+    fn new(
+        core: Migration<Box<CrossChainProof>>,
+        peer: NodeId,
+        image: PathBuf,
+        span: tracing::Span,
+    ) -> Self {
+        Running {
+            core,
+            peer,
+            image,
+            tamper: false,
+            bytes: 0,
+            started: Instant::now(),
+            waiter: None,
+            records: Vec::new(),
+            transfer: None,
+            span,
+            persisted: None,
+            announced_vm_id: None,
+            resumed: false,
+            halted: false,
+            flushing: false,
+        }
+    }
+}
+
 /// The `migration` span of one side of a migration.
 fn migration_span(
     id: Hash,
@@ -480,21 +509,9 @@ impl MigrationActor {
         self.running.insert(
             migration_id,
             Running {
-                core,
-                peer,
-                image: image.clone(),
                 tamper,
-                bytes: 0,
-                started: Instant::now(),
                 waiter: Some(waiter),
-                records: Vec::new(),
-                transfer: None,
-                span,
-                persisted: None,
-                announced_vm_id: None,
-                resumed: false,
-                halted: false,
-                flushing: false,
+                ..Running::new(core, peer, image.clone(), span)
             },
         );
         // "Snapshot": hash the image file (vm_id = sha256), streaming.
@@ -892,26 +909,8 @@ impl MigrationActor {
         });
         let core = Migration::destination(id, source, destination, now_ms(), timeout_ms);
         let image = self.dir.join("incoming").join(format!("{id}.part"));
-        self.running.insert(
-            id,
-            Running {
-                core,
-                peer,
-                image,
-                tamper: false,
-                bytes: 0,
-                started: Instant::now(),
-                waiter: None,
-                records: Vec::new(),
-                transfer: None,
-                span,
-                persisted: None,
-                announced_vm_id: None,
-                resumed: false,
-                halted: false,
-                flushing: false,
-            },
-        );
+        self.running
+            .insert(id, Running::new(core, peer, image, span));
         Ok(())
     }
 
@@ -1249,17 +1248,7 @@ impl MigrationActor {
             let _ = self.store.remove(p.side, &id);
             return;
         };
-        let mut records = Vec::new();
-        if let Some((h, _, proof)) = &committed.indication {
-            records.push(("Indication".to_string(), proof.header.chain_id.clone(), *h));
-        }
-        if let Some((_, _, proof)) = &committed.confirmation {
-            records.push((
-                "Confirmation".to_string(),
-                proof.header.chain_id.clone(),
-                proof.header.height,
-            ));
-        }
+        let records = committed_records(&committed);
         let span = crate::telemetry::sampled_root(|| {
             migration_span(id, side_name, &p.source, &p.destination)
         });
@@ -1271,21 +1260,12 @@ impl MigrationActor {
         self.running.insert(
             id,
             Running {
-                core,
-                peer,
-                image: saved.image,
-                tamper: false,
                 bytes: saved.bytes,
-                started: Instant::now(),
-                waiter: None,
                 records,
-                transfer: None,
-                span,
                 persisted: Some(saved.progress),
                 announced_vm_id: saved.announced_vm_id,
                 resumed: true,
-                halted: false,
-                flushing: false,
+                ..Running::new(core, peer, saved.image, span)
             },
         );
         self.drive(id, ctx);
@@ -1312,31 +1292,12 @@ impl MigrationActor {
         let Some(run) = self.running.get_mut(&id) else {
             return;
         };
-        match committed.indication {
-            Some((height, vm_id, proof)) => {
-                if !run.records.iter().any(|(k, _, _)| k == "Indication") {
-                    run.records
-                        .push(("Indication".into(), proof.header.chain_id.clone(), height));
-                }
-                run.core.handle_indication_committed(height, vm_id, proof);
+        for record in committed_records(&committed) {
+            if !run.records.iter().any(|(kind, _, _)| *kind == record.0) {
+                run.records.push(record);
             }
-            None => run.core.handle_indication_refused(&refusal),
         }
-        if let Some((accepted, reason, proof)) = committed.confirmation {
-            run.records.push((
-                "Confirmation".into(),
-                proof.header.chain_id.clone(),
-                proof.header.height,
-            ));
-            run.core
-                .handle_confirmation_committed(accepted, reason, proof);
-        }
-        if committed.leave {
-            run.core.handle_leave_committed();
-        }
-        if committed.arrival {
-            run.core.handle_arrival_committed();
-        }
+        run.core.handle_chains_answered(committed, &refusal);
         self.drive(id, ctx);
     }
 }
@@ -1377,6 +1338,23 @@ async fn committed(
         }
     }
     Ok(out)
+}
+
+/// The records `committed` holds as a [`MigrationReport`] lists them
+/// (kind, chain, height).
+fn committed_records(c: &Committed<Box<CrossChainProof>>) -> Vec<(String, String, u64)> {
+    let mut records = Vec::new();
+    if let Some((height, _, proof)) = &c.indication {
+        records.push(("Indication".into(), proof.header.chain_id.clone(), *height));
+    }
+    if let Some((_, _, proof)) = &c.confirmation {
+        records.push((
+            "Confirmation".into(),
+            proof.header.chain_id.clone(),
+            proof.header.height,
+        ));
+    }
+    records
 }
 
 /// The inclusion proof of committed transaction `tx_id`.

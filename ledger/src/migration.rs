@@ -411,6 +411,27 @@ impl<P: Clone> Migration<P> {
         }
     }
 
+    /// One of this side's submissions was refused (`refusal`), and the
+    /// chains were asked what they hold about the migration: the other
+    /// side's confirmation may have won, or a record committed before a
+    /// restart. Applies what committed; with no indication on the chains
+    /// the refusal stands as the indication's.
+    pub fn handle_chains_answered(&mut self, committed: Committed<P>, refusal: &str) {
+        match committed.indication {
+            Some((height, vm_id, proof)) => self.handle_indication_committed(height, vm_id, proof),
+            None => self.handle_indication_refused(refusal),
+        }
+        if let Some((accepted, reason, proof)) = committed.confirmation {
+            self.handle_confirmation_committed(accepted, reason, proof);
+        }
+        if committed.leave {
+            self.handle_leave_committed();
+        }
+        if committed.arrival {
+            self.handle_arrival_committed();
+        }
+    }
+
     /// The indication committed at `height` announcing `vm_id`. The source
     /// learns it from its receipt and notifies the destination; the
     /// destination learns it from that (verified) notice.
@@ -1036,6 +1057,46 @@ mod tests {
         assert_eq!(m.state(), &State::Leaving);
         apply(&mut m, &In::Left);
         assert_eq!(m.state(), &State::Completed);
+    }
+
+    #[test]
+    fn a_refused_submission_ends_as_the_chains_say() {
+        // The destination's confirmation was refused: the source's
+        // rejecting one (its timeout) had won.
+        let mut m = local_dst();
+        for i in [In::Indicated, In::Transferred] {
+            apply(&mut m, &i);
+        }
+        assert_eq!(m.state(), &State::Confirming);
+        m.handle_chains_answered(
+            Committed {
+                indication: Some((5, h("vm"), 1)),
+                confirmation: Some((false, Some("timed out".into()), 2)),
+                leave: false,
+                arrival: false,
+            },
+            "refused: already confirmed",
+        );
+        assert!(matches!(m.state(), State::Aborted(_)), "{:?}", m.state());
+
+        // A resumed source's indication was refused as a duplicate: it had
+        // committed before the restart, so the migration goes on.
+        let mut m = inter_src();
+        apply(&mut m, &In::Snapshot);
+        m.handle_chains_answered(
+            Committed {
+                indication: Some((5, h("vm"), 1)),
+                ..Committed::default()
+            },
+            "refused: duplicate indication",
+        );
+        assert_eq!(m.state(), &State::Indicated);
+
+        // Nothing on the chains: the refusal is the indication's.
+        let mut m = inter_src();
+        apply(&mut m, &In::Snapshot);
+        m.handle_chains_answered(Committed::default(), "refused: vm in flight");
+        assert!(matches!(m.state(), State::Aborted(r) if r.contains("vm in flight")));
     }
 
     #[test]
