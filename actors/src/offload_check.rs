@@ -111,35 +111,20 @@ pub fn spot_checked(task_id: &Hash, fraction: f64, salt: &[u8; 32]) -> bool {
 }
 
 /// Why a requester refused an offloaded task's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     /// No proof of a committed `OffloadCompleted` of this task by its
     /// executor came with the result, or the proof does not verify.
+    #[error("result without a valid completion proof: {0}")]
     Unproven(String),
     /// The result does not hash to the committed digest.
+    #[error("result digest {} differs from the committed {}", .received.short(), .committed.short())]
     DigestMismatch {
         /// The digest the executor committed.
         committed: Hash,
         /// sha256 of the result it returned.
         received: Hash,
     },
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Rejection::Unproven(why) => write!(f, "result without a valid completion proof: {why}"),
-            Rejection::DigestMismatch {
-                committed,
-                received,
-            } => write!(
-                f,
-                "result digest {} differs from the committed {}",
-                received.short(),
-                committed.short()
-            ),
-        }
-    }
 }
 
 /// Checks an offloaded task's `output` against `proof` (see the module

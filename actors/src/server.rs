@@ -431,13 +431,15 @@ impl ServerActor {
                     Ok(committed) => {
                         OffloadCounters::bump(&counters.verified);
                         if spot_checked(&task_id, spot, &spot_salt) {
-                            return Ok(Checked::Recheck {
-                                output,
+                            OffloadCounters::bump(&counters.spot_checks);
+                            return Ok(Checked::Rerun(Rerun {
+                                received: output,
                                 committed,
                                 task_id,
                                 scope,
                                 executor,
-                            });
+                                spot_check: true,
+                            }));
                         }
                         return Ok(Checked::Answer(ServerResponse::Output(output)));
                     }
@@ -448,13 +450,14 @@ impl ServerActor {
                         OffloadCounters::bump(&counters.digest_mismatches);
                         crate::metrics::Metrics::global().offload("result_rejected");
                         warn!(task = %task_id.short(), executor = %executor.short(), committed = %committed.short(), received = %received.short(), "offloaded result does not match its committed digest; rejected, running it here");
-                        return Ok(Checked::Rejected {
-                            output,
+                        return Ok(Checked::Rerun(Rerun {
+                            received: output,
                             committed,
                             task_id,
                             scope,
                             executor,
-                        });
+                            spot_check: false,
+                        }));
                     }
                     Err(e @ Rejection::Unproven(_)) => {
                         // No proven completion: not taken; a new contract.
@@ -477,52 +480,33 @@ impl ServerActor {
                 match r {
                     Err(e) => Box::pin(fut::ready(ServerResponse::Failed(e))),
                     Ok(Checked::Answer(r)) => Box::pin(fut::ready(r)),
-                    Ok(Checked::Rejected {
-                        output,
-                        committed,
-                        task_id,
-                        scope,
-                        executor,
-                    }) => act.rerun_and_dispute(
-                        name2, payload2, output, committed, task_id, scope, executor, false,
-                    ),
-                    Ok(Checked::Recheck {
-                        output,
-                        committed,
-                        task_id,
-                        scope,
-                        executor,
-                    }) => {
-                        OffloadCounters::bump(&act.offload_counters.spot_checks);
-                        act.rerun_and_dispute(
-                            name2, payload2, output, committed, task_id, scope, executor, true,
-                        )
-                    }
+                    Ok(Checked::Rerun(rerun)) => act.rerun_and_dispute(name2, payload2, rerun),
                 }
             },
         ))
     }
 
     /// Runs an offloaded task here again after its executor's result was
-    /// rejected (`spot_check == false`) or for a spot check of a verified
-    /// one, beyond this server's call slots (the result is owed to the
-    /// caller, and a cheating executor must not be able to deny it). If
-    /// the own result differs from the `received` one, commits
-    /// `OffloadDisputed` and answers the own result; a dispute that does
-    /// not commit fails the task (this server answers nothing the ledger
-    /// cannot account for).
-    #[allow(clippy::too_many_arguments)]
+    /// rejected or for a spot check of a verified one ([`Rerun`]), beyond
+    /// this server's call slots (the result is owed to the caller, and a
+    /// cheating executor must not be able to deny it). If the own result
+    /// differs from the received one, commits `OffloadDisputed` and
+    /// answers the own result; a dispute that does not commit fails the
+    /// task (this server answers nothing the ledger cannot account for).
     fn rerun_and_dispute(
         &mut self,
         name: String,
         payload: Bytes,
-        received: Vec<u8>,
-        committed: Hash,
-        task_id: Hash,
-        scope: Scope,
-        executor: NodeId,
-        spot_check: bool,
+        rerun: Rerun,
     ) -> ResponseActFuture<Self, ServerResponse> {
+        let Rerun {
+            received,
+            committed,
+            task_id,
+            scope,
+            executor,
+            spot_check,
+        } = rerun;
         let ledger = self.ledger.clone();
         let counters = self.offload_counters.clone();
         Box::pin(self.run_fresh(&name, payload).then(move |r, act, _| {
@@ -1147,22 +1131,23 @@ enum Offloaded {
 enum Checked {
     /// Passed on to the caller.
     Answer(ServerResponse),
-    /// Verified, and picked for a spot check.
-    Recheck {
-        output: Vec<u8>,
-        committed: Hash,
-        task_id: Hash,
-        scope: Scope,
-        executor: NodeId,
-    },
-    /// Does not match the committed digest: run here, disputed.
-    Rejected {
-        output: Vec<u8>,
-        committed: Hash,
-        task_id: Hash,
-        scope: Scope,
-        executor: NodeId,
-    },
+    /// To be run here too ([`ServerActor::rerun_and_dispute`]).
+    Rerun(Rerun),
+}
+
+/// An offloaded result the requester runs again: one that does not match
+/// its committed digest (rejected), or a verified one picked for a spot
+/// check.
+struct Rerun {
+    /// What the executor answered.
+    received: Vec<u8>,
+    /// The digest its completion committed.
+    committed: Hash,
+    task_id: Hash,
+    scope: Scope,
+    executor: NodeId,
+    /// A spot check (the result was verified) rather than a rejection.
+    spot_check: bool,
 }
 
 /// Offload attempts per task (each a new contract) when accepted
