@@ -353,7 +353,7 @@ async fn handshakes_refused(c: &Cluster, name: &str) -> u64 {
 async fn wait_refusals(c: &Cluster, chain: &str, at_least: u64, what: &str) {
     let seed = c.seed;
     harness::wait_until(seed, &format!("{what} counted as refused"), || async move {
-        let n = c.chain_counter(chain, |x| x.tx_refused).await;
+        let n = c.chain_counter(chain, |x| x.counters.tx_refused).await;
         (n < at_least).then(|| format!("{n} refused transactions on {chain}, want {at_least}"))
     })
     .await
@@ -410,7 +410,7 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
     })
     .await;
     adversary_row(rows, "adversary: key outside the membership", 1);
-    let refused_before = c.chain_counter(&local, |x| x.tx_refused).await;
+    let refused_before = c.chain_counter(&local, |x| x.counters.tx_refused).await;
 
     // 2. A member replays a committed transaction: not committed again (the
     // exactly-once checker counts it), and the answer is a refusal or the
@@ -440,7 +440,7 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
     // Each refusal is a validator's, counted.
     wait_refusals(c, &local, refused_before + replays_refused, "replays").await;
     adversary_row(rows, "adversary: replayed transaction", 3);
-    let refused_before = c.chain_counter(&local, |x| x.tx_refused).await;
+    let refused_before = c.chain_counter(&local, |x| x.counters.tx_refused).await;
 
     // 3. A member sends a transaction authored as itself but signed by
     // another key.
@@ -514,7 +514,7 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
     // and refuse it when a block is built; the gateway learns why when it
     // asks about a submitter waiting past its commit deadline (20 s). So
     // wait longer than that, both at once.
-    let refused_before = c.chain_counter(&local, |x| x.tx_refused).await;
+    let refused_before = c.chain_counter(&local, |x| x.counters.tx_refused).await;
     let patient = client.ledger.clone().with_timeout(Duration::from_secs(60));
     let (a, b) = tokio::join!(
         patient.submit(Record::Relayed { proof: altered_tx }),
@@ -600,7 +600,10 @@ async fn adversaries(c: &mut Cluster, w: &Workload, rows: &mut Rows) {
     let t = c.clients[0].transport.clone();
     let rss_before = c.rss_kib(&victim);
     let counted = |s: &federact::actors::stats::NodeStats| {
-        let malformed = s.chain(&chain_id).map(|x| x.malformed).unwrap_or(0);
+        let malformed = s
+            .chain(&chain_id)
+            .map(|x| x.counters.malformed)
+            .unwrap_or(0);
         (
             malformed + s.transport.inbound_inbox_full,
             s.transport.inbound_unknown_actor,
@@ -869,7 +872,7 @@ async fn equivocate_until_reported(
             let mut v = Vec::new();
             for h in honest {
                 let s = c.stats(h).await;
-                v.push(s.and_then(|s| s.chain(&chain).map(|x| x.evidence)));
+                v.push(s.and_then(|s| s.chain(&chain).map(|x| x.counters.evidence)));
             }
             v
         }

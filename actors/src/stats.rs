@@ -24,7 +24,7 @@ use federact_federation::{Incoming, Transport};
 
 use crate::error::ActorError;
 use crate::offload_check::{OffloadCounters, OffloadCounts};
-use crate::validator::{Counters, ValidatorActor};
+use crate::validator::{Counters, ValidatorActor, ValidatorCounters};
 use crate::wire;
 
 /// The transport address of a node's counters.
@@ -71,17 +71,9 @@ pub struct ChainCounts {
     pub chain: String,
     /// The validator's tip.
     pub height: u64,
-    /// Messages that did not decode.
-    pub malformed: u64,
-    /// Transactions refused at admission (bad signature, replayed nonce,
-    /// forged relayed record, ...).
-    pub tx_refused: u64,
-    /// Transactions admitted.
-    pub tx_admitted: u64,
-    /// Blocks committed.
-    pub blocks_committed: u64,
-    /// Equivocation evidence seen.
-    pub evidence: u64,
+    /// What it refused (undecodable messages; transactions with a bad
+    /// signature, a replayed nonce, a forged relayed record, ...) and did.
+    pub counters: ValidatorCounters,
 }
 
 /// A node's counters.
@@ -156,15 +148,11 @@ async fn collect(
     let mut chains = Vec::with_capacity(validators.len());
     for (chain, addr) in validators {
         // A stopped validator (e.g. its disk filled up) answers nothing.
-        if let Ok((height, c)) = addr.send(Counters).await {
+        if let Ok((height, counters)) = addr.send(Counters).await {
             chains.push(ChainCounts {
                 chain: chain.clone(),
                 height,
-                malformed: c.malformed,
-                tx_refused: c.tx_refused,
-                tx_admitted: c.tx_admitted,
-                blocks_committed: c.blocks_committed,
-                evidence: c.evidence,
+                counters,
             });
         }
     }

@@ -48,7 +48,7 @@ pub const INBOX_CAPACITY: usize = 4096;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counters of what a validator refused and did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValidatorCounters {
     /// Messages that did not decode.
     pub malformed: u64,

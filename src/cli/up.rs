@@ -600,9 +600,9 @@ async fn print_counters(probe: &Transport, nodes: &[&NodeSpec], timeout: Duratio
             s.transport.handshakes(),
             s.transport.frames(),
             s.transport.inbound_unknown_actor,
-            chains(|c| c.malformed),
-            chains(|c| c.tx_refused),
-            chains(|c| c.evidence),
+            chains(|c| c.counters.malformed),
+            chains(|c| c.counters.tx_refused),
+            chains(|c| c.counters.evidence),
             offloads(|o| o.rejected() + o.unproven),
             offloads(|o| o.disputes_recorded),
         );
