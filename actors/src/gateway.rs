@@ -530,15 +530,14 @@ impl GatewayActor {
         let (txs, waiters): (Vec<Transaction>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
         let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
         let n = ids.len();
-        // Its requests carry the context of its traced transaction (the
-        // first; see `flush`), and the span counts the traced ones.
-        let flush_span = match ids.iter().find_map(|id| self.traced.get(id)) {
+        // Its requests carry the context of its traced transaction, which
+        // `flush` put first and alone (the others are untraced).
+        let flush_span = match ids.first().and_then(|id| self.traced.get(id)) {
             Some((parent, _)) => tracing::info_span!(
                 parent: parent,
                 "gateway.flush",
                 chain = chain_id,
                 txs = ids.len(),
-                traced = ids.iter().filter(|id| self.traced.contains_key(id)).count(),
             ),
             None => tracing::Span::none(),
         };
