@@ -4,9 +4,9 @@
 //! resume it ([`crate::migration::Migration::resume`]) instead of leaving
 //! the migration neither completed nor aborted.
 //!
-//! A write is durable when [`MigrationStore::put`] returns, or when the
-//! [`MigrationStore::flusher`] run after a [`MigrationStore::put_unflushed`]
-//! returns (the driver acts on the step only then). Removal is not flushed: a removal lost in a crash only
+//! A write ([`MigrationStore::put_unflushed`]) is durable when a
+//! [`MigrationStore::flusher`] run after it returns (the driver acts on
+//! the step only then). Removal is not flushed: a removal lost in a crash only
 //! makes the restarted server resume a migration whose outcome is already
 //! on the ledger, which it then finishes again (idempotently).
 
@@ -74,18 +74,9 @@ impl MigrationStore {
         }
     }
 
-    /// Records `saved` (replacing what its side had for its migration),
-    /// flushed to disk before it returns.
-    pub fn put(&self, saved: &SavedMigration) -> Result<(), LedgerError> {
-        self.put_unflushed(saved)?;
-        self.db
-            .flush()
-            .map_err(storage("flushing the migrations"))
-            .map(|_| ())
-    }
-
-    /// Records `saved` without waiting for the disk: durable once a
-    /// following [`MigrationStore::flusher`] returns.
+    /// Records `saved` (replacing what its side had for its migration)
+    /// without waiting for the disk: durable once a following
+    /// [`MigrationStore::flusher`] returns.
     pub fn put_unflushed(&self, saved: &SavedMigration) -> Result<(), LedgerError> {
         let p = &saved.progress;
         self.tree(p.side)
@@ -169,16 +160,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = MigrationStore::open(dir.path()).unwrap();
-            s.put(&saved("m1", Side::Source)).unwrap();
+            s.put_unflushed(&saved("m1", Side::Source)).unwrap();
             // The same migration on both sides (a server migrating to itself
             // is refused, but the trees must not mix).
-            s.put(&saved("m1", Side::Destination)).unwrap();
-            s.put(&saved("m2", Side::Source)).unwrap();
+            s.put_unflushed(&saved("m1", Side::Destination)).unwrap();
+            s.put_unflushed(&saved("m2", Side::Source)).unwrap();
             let mut later = saved("m2", Side::Source);
             later.progress.confirmation = Some(false);
-            s.put(&later).unwrap();
+            s.put_unflushed(&later).unwrap();
+            s.flusher()().unwrap();
             s.remove(Side::Destination, &Hash::of(b"m1")).unwrap();
-            s.db.flush().unwrap();
+            s.flusher()().unwrap();
         }
         let s = MigrationStore::open(dir.path()).unwrap();
         let mut all = s.all().unwrap();
