@@ -72,6 +72,11 @@ const CHUNK_BYTES: usize = 1 << 20;
 const FINISHED_MAX: usize = 256;
 /// Attempts per `Leave` / `Arrival` submission (they must eventually land).
 const SUBMIT_ATTEMPTS: u32 = 5;
+/// The pause before an unanswered indication is submitted again grows by
+/// this much per attempt, up to [`INDICATION_RETRY_MAX`]; the source keeps
+/// trying until the chain answers (the indication may have committed).
+const INDICATION_RETRY_FIRST: Duration = Duration::from_millis(250);
+const INDICATION_RETRY_MAX: Duration = Duration::from_secs(5);
 /// The transport inbox capacity of a migration actor.
 pub const INBOX_CAPACITY: usize = 256;
 /// Blocks whose certificates a migration actor remembers as verified
@@ -2108,13 +2113,33 @@ impl Handler<Submitted> for MigrationActor {
                 let height = proof.header.height;
                 run.core.handle_indication_committed(height, vm_id, proof)
             }
-            // A resumed source's indication may have committed before the
-            // restart (the chain keeps one per migration): ask the chains.
-            (Record::Indication { .. }, Err(e)) if run.resumed => {
-                warn!(migration = %id.short(), error = %e, "resumed indication refused; asking the chains");
+            // A resubmitted indication (or a resumed source's) may have
+            // been refused as a duplicate of one that committed (the chain
+            // keeps one per migration): ask the chains.
+            (Record::Indication { .. }, Err(e))
+                if is_refusal(&e) && (run.resumed || msg.attempt > 0) =>
+            {
+                warn!(migration = %id.short(), error = %e, "resubmitted indication refused; asking the chains");
                 return self.ask_chains(id, Some(e), Duration::ZERO, ctx);
             }
-            (Record::Indication { .. }, Err(e)) => run.core.handle_indication_refused(&e),
+            (Record::Indication { .. }, Err(e)) if is_refusal(&e) => {
+                run.core.handle_indication_refused(&e)
+            }
+            // No answer: it may still commit, so the source submits it
+            // again rather than abort (the core decides; see
+            // `handle_indication_unknown`).
+            (record @ Record::Indication { .. }, Err(e)) => {
+                if run.core.handle_indication_unknown() {
+                    let attempt = msg.attempt + 1;
+                    let pause = (INDICATION_RETRY_FIRST * attempt).min(INDICATION_RETRY_MAX);
+                    warn!(migration = %id.short(), error = %e, attempt, "indication's fate unknown; submitting it again");
+                    ctx.run_later(pause, move |act, ctx| {
+                        if act.running.contains_key(&id) {
+                            act.submit(id, record, attempt, ctx)
+                        }
+                    });
+                }
+            }
             (
                 Record::Confirmation {
                     accepted, reason, ..
@@ -2134,7 +2159,7 @@ impl Handler<Submitted> for MigrationActor {
                 Err(e),
             ) => {
                 warn!(migration = %id.short(), record = kind, error = %e, attempt = msg.attempt, "submission failed");
-                if e.starts_with("refused") {
+                if is_refusal(&e) {
                     // The other side's confirmation won, or the record
                     // committed before a restart: the chains say which.
                     return self.ask_chains(id, Some(e), Duration::ZERO, ctx);
@@ -2150,6 +2175,12 @@ impl Handler<Submitted> for MigrationActor {
         }
         self.drive(id, ctx);
     }
+}
+
+/// Whether a submission's error is the gateway's refusal (an answer)
+/// rather than no answer at all (unreachable, timed out).
+fn is_refusal(error: &str) -> bool {
+    error.starts_with("refused")
 }
 
 /// Migrates the image file `image` (a path on the source server's disk)

@@ -376,6 +376,46 @@ async fn destination_down_times_out_with_the_reason_on_the_ledger_and_the_image_
     );
 }
 
+/// The source's gateway is down when the indication is submitted: the
+/// submission ends without an answer (the transport gives up connecting
+/// after its 10 s). Such an indication may still commit, so the source
+/// must not abort: it submits it again until the chain answers, and the
+/// migration completes once the gateway is back, with one indication and
+/// one confirmation on the ledger.
+#[actix_rt::test]
+async fn indication_unanswered_while_the_gateway_is_down_is_submitted_again_and_the_migration_completes(
+) {
+    let (dir, mut fed) = start().await;
+    let (img, vm) = image(dir.path(), "vm.img", 256 << 10, 9);
+    fed.stop_node("c1-gateway").await;
+    let started = Instant::now();
+    let run = start_migration(
+        &fed,
+        "c1-server-1",
+        &img,
+        Site::new("cloud-1", "c1-server-2"),
+    );
+    // Past the transport's connect timeout: the first submission failed.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    restart(&mut fed, "c1-gateway").await;
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the migration ended")
+        .unwrap()
+        .expect("the actor answered")
+        .expect("the migration ran");
+    assert!(report.completed, "{report:?}");
+    assert!(started.elapsed() > Duration::from_secs(10));
+    let dst = ended(&fed, "c1-server-2", report.migration_id).await;
+    assert!(dst.completed, "{dst:?}");
+    fed.shutdown().await;
+    let local = store(dir.path(), "c1-validator-1", "cloud-1.local");
+    assert_eq!(
+        kinds(&local, &vm),
+        vec![("Indication", None), ("Confirmation", Some(true))]
+    );
+}
+
 #[actix_rt::test]
 async fn concurrent_migrations_over_the_limit_are_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

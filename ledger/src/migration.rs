@@ -411,6 +411,22 @@ impl<P: Clone> Migration<P> {
         }
     }
 
+    /// Source: the indication's submission ended without an answer from
+    /// the chain (gateway unreachable, request timed out): it may still
+    /// commit, so aborting could leave the instance at both ends. Returns
+    /// whether the driver must submit the same indication again (after a
+    /// pause of its choosing): the chain keeps one indication per
+    /// migration, so the second submission either commits or is refused as
+    /// a duplicate, and the driver then asks the chains
+    /// ([`Migration::handle_chains_answered`]). Past the deadline the
+    /// migration keeps waiting the same way ([`Migration::handle_timeout`]).
+    pub fn handle_indication_unknown(&mut self) -> bool {
+        self.side == Side::Source
+            && self.vm_id.is_some()
+            && self.indication.is_none()
+            && !self.is_terminal()
+    }
+
     /// One of this side's submissions was refused (`refusal`), and the
     /// chains were asked what they hold about the migration: the other
     /// side's confirmation may have won, or a record committed before a
@@ -1317,18 +1333,25 @@ mod tests {
         let fail = rng.below(5) == 0;
         let lose_notices = rng.below(6) == 0;
         let refuse = rng.below(10) == 0;
+        // The first indication submission gets no answer (gateway down,
+        // timed out); the chain may have committed it all the same.
+        let mut ambiguous = !refuse && rng.below(4) == 0;
         // Pending events: (side 0 = source / 1 = destination, event).
         #[derive(Debug)]
         enum Ev {
             Snapshot,
             IndicationCommits,
             IndicationRefused,
+            /// The indication's submission ended without an answer.
+            IndicationUnknown,
             TransferDone,
             Notice(Notice<u32>),
             ConfirmationCommits(bool, Option<String>),
             LeaveCommits,
             ArrivalCommits,
             Timeout,
+            /// The driver submits this record again (after its pause).
+            Resubmit(Record),
             /// The side's process dies and restarts: what it persisted
             /// (its progress) and the chains survive; its timers, pending
             /// receipts and incoming notices are lost.
@@ -1361,6 +1384,22 @@ mod tests {
                 Ev::Snapshot => m.handle_snapshot_taken(h("vm"), now),
                 Ev::IndicationCommits => m.handle_indication_committed(1, h("vm"), 1),
                 Ev::IndicationRefused => m.handle_indication_refused("refused"),
+                Ev::IndicationUnknown => {
+                    if m.handle_indication_unknown() {
+                        let vm_id = m.vm_id().expect("snapshot taken");
+                        queue.push((
+                            who,
+                            Ev::Resubmit(Record::Indication {
+                                migration_id: h("m"),
+                                vm_id,
+                                source: site("c1", "a"),
+                                destination: m.destination_site().clone(),
+                                scope: m.scope(),
+                            }),
+                        ));
+                    }
+                }
+                Ev::Resubmit(r) => m.effects.push_back(Effect::Submit(Box::new(r))),
                 Ev::TransferDone => {
                     if fail {
                         m.handle_transfer_failed("reset")
@@ -1404,6 +1443,11 @@ mod tests {
                     match e {
                         Effect::Submit(r) => match *r {
                             // Refused: the chain never announced it...
+                            Record::Indication { .. } if ambiguous => {
+                                ambiguous = false;
+                                indicated |= rng.below(2) == 0;
+                                queue.push((w, Ev::IndicationUnknown))
+                            }
                             Record::Indication { .. } if refuse && !indicated => {
                                 queue.push((w, Ev::IndicationRefused))
                             }
