@@ -1351,7 +1351,7 @@ mod tests {
             ArrivalCommits,
             Timeout,
             /// The driver submits this record again (after its pause).
-            Resubmit(Record),
+            Resubmit(Box<Record>),
             /// The side's process dies and restarts: what it persisted
             /// (its progress) and the chains survive; its timers, pending
             /// receipts and incoming notices are lost.
@@ -1389,17 +1389,17 @@ mod tests {
                         let vm_id = m.vm_id().expect("snapshot taken");
                         queue.push((
                             who,
-                            Ev::Resubmit(Record::Indication {
+                            Ev::Resubmit(Box::new(Record::Indication {
                                 migration_id: h("m"),
                                 vm_id,
                                 source: site("c1", "a"),
                                 destination: m.destination_site().clone(),
                                 scope: m.scope(),
-                            }),
+                            })),
                         ));
                     }
                 }
-                Ev::Resubmit(r) => m.effects.push_back(Effect::Submit(Box::new(r))),
+                Ev::Resubmit(r) => m.effects.push_back(Effect::Submit(r)),
                 Ev::TransferDone => {
                     if fail {
                         m.handle_transfer_failed("reset")
