@@ -52,6 +52,7 @@ use tracing::{info, warn};
 use federact_config::{Federation, NodeId, Role};
 use federact_federation::{Incoming, Responder, TransferReceiver, Transport};
 use federact_ledger::cert::ValidatorSet;
+use federact_ledger::error::ErrorChain;
 use federact_ledger::hash::{Hash, Hasher};
 use federact_ledger::migration::{Committed, Effect, Migration, Notice, Outcome, Progress, Side};
 use federact_ledger::proof::{CertifiedBlocks, CrossChainProof};
@@ -746,7 +747,7 @@ impl MigrationActor {
         }
         if run.persisted.is_some() {
             if let Err(e) = self.store.remove(run.core.side(), &id) {
-                warn!(migration = %id.short(), error = %e, "ended migration not removed from the store");
+                warn!(migration = %id.short(), error = %ErrorChain(&e), "ended migration not removed from the store");
             }
         }
         // A resumed instance migration's snapshot: the server that wrote it
@@ -1135,7 +1136,7 @@ impl MigrationActor {
             // Carried on: the migration still runs, only a restart would
             // lose it (as before the store existed).
             Err(e) => {
-                warn!(migration = %id.short(), error = %e, "migration progress not persisted");
+                warn!(migration = %id.short(), error = %ErrorChain(&e), "migration progress not persisted");
                 false
             }
         }

@@ -57,6 +57,7 @@ use tracing::{info, warn};
 
 use federact_config::{NodeId, Role};
 use federact_federation::{Inbox, Incoming, Responder, Transport};
+use federact_ledger::error::ErrorChain;
 use federact_ledger::hash::Hash;
 use federact_ledger::record::{EntityKind, IdProof, Record, Requirements, Scope};
 
@@ -604,7 +605,7 @@ impl OrchestratorActor {
                 Ok(()) => {
                     act.counters.placed += 1;
                     if let Err(e) = act.placements.put(&id.0, &id.1, &server) {
-                        warn!(function = %id.0, key = %id.1, error = %e, "placement not persisted");
+                        warn!(function = %id.0, key = %id.1, error = %ErrorChain(&e), "placement not persisted");
                     }
                     act.directory.insert(id, Entry::Placed(server));
                     for w in waiters {
@@ -635,7 +636,7 @@ impl OrchestratorActor {
     /// would be refused).
     fn leave(&mut self, id: (String, String), ctx: &mut Context<Self>) {
         if let Err(e) = self.placements.remove(&id.0, &id.1) {
-            warn!(function = %id.0, key = %id.1, error = %e, "placement removal not persisted");
+            warn!(function = %id.0, key = %id.1, error = %ErrorChain(&e), "placement removal not persisted");
         }
         self.directory
             .insert(id.clone(), Entry::Leaving(Vec::new()));
@@ -1145,7 +1146,7 @@ impl OrchestratorActor {
         // Locators wait as during the migration. Adopted or not, the
         // instance leaves this cloud: a restart must not route to the source.
         if let Err(e) = self.placements.remove(&id.0, &id.1) {
-            warn!(function = %id.0, key = %id.1, error = %e, "placement removal not persisted");
+            warn!(function = %id.0, key = %id.1, error = %ErrorChain(&e), "placement removal not persisted");
         }
         self.directory.insert(id.clone(), Entry::Migrating(waiters));
         let req = OrchestratorRequest::Adopt {
