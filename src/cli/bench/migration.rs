@@ -722,6 +722,40 @@ async fn start_relays(dir: &Path, delay_ms: u64) -> anyhow::Result<Relays> {
     })
 }
 
+/// What a migration costs in CPU beyond the idle federation, from two
+/// steps of one sweep (CPU seconds per second against completed
+/// migrations per second, over each step's whole window).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CpuCost {
+    /// CPU ms each further migration per second adds.
+    marginal_ms: f64,
+    /// Cores the federation uses with no migrations (the line's intercept).
+    idle_cores: f64,
+}
+
+impl CpuCost {
+    fn between(lo: &Step, hi: &Step) -> Option<CpuCost> {
+        let point = |s: &Step| {
+            let secs = s.window_ms.1.saturating_sub(s.window_ms.0) as f64 / 1000.0;
+            (secs > 0.0).then(|| (s.step.completed as f64 / secs, s.cpu_s / secs))
+        };
+        let ((x0, y0), (x1, y1)) = (point(lo)?, point(hi)?);
+        if x1 - x0 < 1.0 {
+            return None;
+        }
+        let slope = (y1 - y0) / (x1 - x0);
+        (slope > 0.0).then(|| CpuCost {
+            marginal_ms: slope * 1000.0,
+            idle_cores: (y0 - slope * x0).max(0.0),
+        })
+    }
+
+    /// Migrations per second that `cores` would carry at this cost.
+    fn bound_per_s(&self, cores: f64) -> f64 {
+        (cores - self.idle_cores).max(0.0) * 1000.0 / self.marginal_ms
+    }
+}
+
 /// CPU milliseconds per completed migration (all nodes and the driver).
 fn cpu_ms_per_migration(s: &Step) -> f64 {
     if s.step.completed == 0 {
@@ -816,21 +850,24 @@ fn write_report(
     r.table(&lh, &lim_rows);
     r.csv("stability.csv", &lh, &lim_rows)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    for scope in [Scope::Local, Scope::Inter] {
-        if let Some(s) = steps
+    for (block, scope) in &pairs {
+        let of: Vec<&Step> = steps
             .iter()
-            .find(|s| s.scope == scope && s.step.completed > 0)
-        {
-            let ms = cpu_ms_per_migration(s);
-            if ms > 0.0 {
+            .filter(|s| s.block == *block && s.scope == *scope)
+            .collect();
+        let top = of.iter().take_while(|s| s.bounded).last();
+        if let (Some(lo), Some(hi)) = (of.first(), top) {
+            if let Some(c) = CpuCost::between(lo, hi) {
                 r.text(&format!(
-                    "CPU cost of one {} migration (block size {}, {}/s): {} ms of CPU for all nodes and the driver; with the whole federation in one process on one actix thread, one free core would bound the rate near {}/s ({cores} cores if the nodes ran in separate processes: near {}/s).\n",
+                    "CPU per {} migration, block size {block} (all nodes and the driver): {} ms at {}/s; marginal {} ms (slope of CPU time against completed migrations from {}/s to {}/s, which leaves out the idle federation's own {} % of a core): {cores} cores would bound the rate near {}/s.\n",
                     scope.name(),
-                    s.block,
-                    s.step.offered_per_s,
-                    f(ms, 2),
-                    f(1000.0 / ms, 0),
-                    f(cores * 1000.0 / ms, 0)
+                    f(cpu_ms_per_migration(hi), 2),
+                    hi.step.offered_per_s,
+                    f(c.marginal_ms, 2),
+                    lo.step.offered_per_s,
+                    hi.step.offered_per_s,
+                    f(c.idle_cores * 100.0, 0),
+                    f(c.bound_per_s(cores), 0),
                 ));
             }
         }
@@ -1132,4 +1169,46 @@ fn write_compare_report(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(completed_per_s: u64, cores: f64) -> Step {
+        Step {
+            block: 16,
+            scope: Scope::Local,
+            x: 0,
+            window_ms: (1_000, 11_000),
+            blocks: BlockStats::default(),
+            commit_p50_ms: None,
+            step: RateStep {
+                offered_per_s: completed_per_s,
+                completed: completed_per_s * 10,
+                ..RateStep::default()
+            },
+            cpu_s: cores * 10.0,
+            early_p50_ms: 0.0,
+            late_p50_ms: 0.0,
+            bounded: true,
+        }
+    }
+
+    #[test]
+    fn marginal_cpu_cost_leaves_out_the_idle_federation() {
+        // 0.15 cores idle, 10 ms per migration: 1/s uses 0.16 cores,
+        // 128/s 1.43 cores. Per migration at 1/s it looks like 160 ms.
+        let c = CpuCost::between(&step(1, 0.16), &step(128, 1.43)).unwrap();
+        assert!((c.marginal_ms - 10.0).abs() < 1e-9, "{c:?}");
+        assert!((c.idle_cores - 0.15).abs() < 1e-9, "{c:?}");
+        assert!((c.bound_per_s(2.0) - 185.0).abs() < 1e-6, "{c:?}");
+        assert!((cpu_ms_per_migration(&step(1, 0.16)) - 160.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_marginal_cost_from_one_rate_or_a_falling_line() {
+        assert_eq!(CpuCost::between(&step(8, 0.5), &step(8, 0.6)), None);
+        assert_eq!(CpuCost::between(&step(8, 0.5), &step(64, 0.4)), None);
+    }
 }
