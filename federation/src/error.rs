@@ -260,6 +260,11 @@ pub enum TransportError {
         actor: String,
         /// The timeout.
         timeout_ms: u64,
+        /// Whether the request had been handed to QUIC before the time ran
+        /// out: the peer may then have processed it, and only its answer
+        /// is missing (otherwise the time went on connecting or waiting
+        /// for an in-flight slot, and the peer never saw it).
+        sent: bool,
     },
     /// An actor of that name is already registered on this node.
     #[error("actor {actor:?} is already registered")]

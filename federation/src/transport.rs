@@ -521,7 +521,9 @@ impl Transport {
         timeout: Duration,
         trace: &TraceContext,
     ) -> Result<Bytes, TransportError> {
-        match tokio::time::timeout(timeout, self.inner.request(peer, actor, &body, trace)).await {
+        let sent = std::sync::atomic::AtomicBool::new(false);
+        let request = self.inner.request(peer, actor, &body, trace, &sent);
+        match tokio::time::timeout(timeout, request).await {
             Ok(r) => r,
             Err(_) => {
                 self.inner.metrics.requests_failed.fetch_add(1, Relaxed);
@@ -529,6 +531,7 @@ impl Transport {
                     peer,
                     actor: actor.to_owned(),
                     timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    sent: sent.load(Relaxed),
                 })
             }
         }
@@ -830,12 +833,16 @@ impl Inner {
         })
     }
 
+    /// Sends a request and reads its answer, retrying on a fresh
+    /// connection where that is safe; sets `sent` once a copy of the
+    /// request was handed to QUIC.
     async fn request(
         self: &Arc<Self>,
         peer: NodeId,
         actor: &str,
         body: &[u8],
         trace: &TraceContext,
+        sent: &std::sync::atomic::AtomicBool,
     ) -> Result<Bytes, TransportError> {
         let peer = self.member_peer(peer)?;
         let _slot = self.slot(&peer).await?;
@@ -846,7 +853,7 @@ impl Inner {
         loop {
             let result = match self.connection(&peer).await {
                 Ok(conn) => {
-                    self.request_once(&peer, &conn, actor, correlation, &frame)
+                    self.request_once(&peer, &conn, actor, correlation, &frame, sent)
                         .await
                 }
                 Err(e) => Err(Attempt::Fatal(e)),
@@ -881,12 +888,15 @@ impl Inner {
         actor: &str,
         correlation: u64,
         frame: &Bytes,
+        sent: &std::sync::atomic::AtomicBool,
     ) -> Result<Bytes, Attempt> {
         let closing = self.closing.load(Relaxed);
         let (mut send, mut recv) = conn
             .open_bi()
             .await
             .map_err(|e| retry_or_fatal(peer.id, e, closing))?;
+        // From the first byte written the peer may see the request.
+        sent.store(true, Relaxed);
         self.write_frame(peer, &mut send, actor, frame).await?;
         let _ = send.finish();
         let payload = match read_frame(&mut recv, self.options.limits.max_frame_bytes).await {

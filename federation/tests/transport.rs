@@ -566,6 +566,44 @@ async fn rejected_transfer_fails_at_the_sender() {
     );
 }
 
+/// A timeout says whether the request had been sent: a peer that got it
+/// and never answered may have acted on it (a gateway must not report its
+/// transaction refused), one that was never reached cannot have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_tells_a_request_the_peer_got_from_one_it_never_reached() {
+    let c = cluster(3, options()).await;
+    // The actor never reads its inbox: the request arrives, no answer.
+    let _inbox = c.nodes[1].register("stalled", 4).unwrap();
+    let err = c.nodes[0]
+        .request(
+            c.id(1),
+            "stalled",
+            Bytes::from_static(b"x"),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::Timeout { sent: true, .. }),
+        "{err:?}"
+    );
+    // Node 2 is gone: the time goes on dialing it, nothing is sent.
+    c.nodes[2].close().await;
+    let err = c.nodes[0]
+        .request(
+            c.id(2),
+            "echo",
+            Bytes::from_static(b"x"),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::Timeout { sent: false, .. }),
+        "{err:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_receiver_fail_fast_keeps_queues_bounded() {
     let mut opts = options();
