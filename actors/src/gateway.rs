@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use federact_config::{Federation, NodeId, NodeKey};
-use federact_federation::{Inbox, Incoming, Responder, Transport};
+use federact_federation::{Inbox, Incoming, RemoteRefusal, Responder, Transport, TransportError};
 use federact_ledger::cert::ValidatorSet;
 use federact_ledger::error::ErrorChain;
 use federact_ledger::proof::CrossChainProof;
@@ -179,6 +179,41 @@ struct SubmitBatch {
     /// already delivered.
     delivered_votes: Vec<usize>,
     replies_left: usize,
+    /// A validator was sent it and gave no answer (timed out after the
+    /// request went out, connection lost, answer unreadable): it may hold
+    /// the transactions nobody reported on, so their silence is not a
+    /// refusal.
+    maybe_admitted: bool,
+}
+
+/// What a validator's lane got back for a batch.
+enum LaneAnswer {
+    /// One admission result per transaction.
+    Results(Vec<Result<(), Refusal>>),
+    /// The batch never reached the validator (unreachable, refused
+    /// stream, dropped from an overfull queue).
+    NotSent,
+    /// The batch was sent and no usable answer came back: the validator
+    /// may have admitted any of its transactions.
+    Unanswered,
+}
+
+/// Whether a failed request may still have reached the peer's actor (it
+/// went out, and only a usable answer is missing). A lost connection
+/// counts as reached: it may have been lost after the request went out;
+/// so do a peer shutting down and a refusal code we do not know.
+fn may_have_reached(e: &TransportError) -> bool {
+    match e {
+        TransportError::Timeout { sent, .. } => *sent,
+        TransportError::Refused { reason, .. } => matches!(
+            reason,
+            RemoteRefusal::NoResponse | RemoteRefusal::Shutdown | RemoteRefusal::Other(_)
+        ),
+        TransportError::ConnectionLost { .. }
+        | TransportError::Remote { .. }
+        | TransportError::Frame { .. } => true,
+        _ => false,
+    }
 }
 
 /// One relayed delivery whose record has not committed on the local chain
@@ -301,6 +336,10 @@ pub struct GatewayCounters {
     pub malformed: u64,
     /// Submit requests to validators that failed (unreachable, timed out).
     pub submit_failures: u64,
+    /// Submissions no validator admitted or refused while one that was
+    /// sent them stayed silent: their submitters wait for the probe of
+    /// overdue transactions instead of being told "refused".
+    pub unanswered_held: u64,
     /// Submissions passed on before their author's earlier one arrived
     /// (it was lost on the way or came too late; see [`crate::order`]).
     pub unordered: u64,
@@ -558,6 +597,7 @@ impl GatewayActor {
                 waiters: waiters.into_iter().map(Some).collect(),
                 ids,
                 replies_left: validators.len(),
+                maybe_admitted: false,
             },
         );
         for lane in 0..validators.len() {
@@ -569,7 +609,7 @@ impl GatewayActor {
             // gateway's memory: its oldest batches are not sent to it.
             while let Some(old) = self.lane_overflow(chain_id, lane) {
                 self.lane_sent(old);
-                self.on_submitted(old, None);
+                self.on_submitted(old, LaneAnswer::NotSent);
             }
             self.pump(chain_id, lane, ctx);
         }
@@ -683,29 +723,36 @@ impl GatewayActor {
             if let Some(l) = act.chain_mut(&chain_id).and_then(|c| c.lanes.get_mut(lane)) {
                 l.in_flight = false;
             }
-            let results = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
-                Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == total => Some(r),
+            // Without results: whether the request may have reached the
+            // validator (it then may hold the batches' transactions).
+            let reached = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
+                Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == total => {
+                    let mut r = r.into_iter();
+                    for (b, k) in taken {
+                        act.on_submitted(b, LaneAnswer::Results(r.by_ref().take(k).collect()));
+                    }
+                    None
+                }
                 Ok(_) => {
                     act.counters.malformed += 1;
-                    None
+                    Some((taken, true))
                 }
                 Err(e) => {
                     act.counters.submit_failures += 1;
                     debug!(chain = %chain_id, error = %e, "submit to a validator failed");
-                    None
+                    Some((taken, may_have_reached(&e)))
                 }
             };
-            match results {
-                Some(r) => {
-                    let mut r = r.into_iter();
-                    for (b, k) in taken {
-                        act.on_submitted(b, Some(r.by_ref().take(k).collect()));
-                    }
-                }
-                None => {
-                    for (b, _) in taken {
-                        act.on_submitted(b, None);
-                    }
+            if let Some((taken, reached)) = reached {
+                for (b, _) in taken {
+                    act.on_submitted(
+                        b,
+                        if reached {
+                            LaneAnswer::Unanswered
+                        } else {
+                            LaneAnswer::NotSent
+                        },
+                    );
                 }
             }
             // Refusals as already delivered may have settled deliveries.
@@ -715,15 +762,20 @@ impl GatewayActor {
     }
 
     /// One validator's answer to batch `batch_id`: its admission results,
-    /// or `None` if it could not be asked or answered off the point.
-    fn on_submitted(&mut self, batch_id: u64, results: Option<Vec<Result<(), Refusal>>>) {
+    /// or why there are none.
+    fn on_submitted(&mut self, batch_id: u64, answer: LaneAnswer) {
         let Some(batch) = self.batches.get_mut(&batch_id) else {
             return;
         };
         batch.replies_left = batch.replies_left.saturating_sub(1);
-        let results = results
-            .filter(|r| r.len() == batch.ids.len())
-            .unwrap_or_default();
+        let results = match answer {
+            LaneAnswer::Results(r) if r.len() == batch.ids.len() => r,
+            LaneAnswer::Results(_) | LaneAnswer::Unanswered => {
+                batch.maybe_admitted = true;
+                Vec::new()
+            }
+            LaneAnswer::NotSent => Vec::new(),
+        };
         let now = now_ms();
         let mut admitted = Vec::new();
         for (i, r) in results.into_iter().enumerate() {
@@ -780,6 +832,26 @@ impl GatewayActor {
                 .zip(batch.ids)
                 .zip(batch.delivered_votes)
             {
+                // No validator admitted or refused it, and one that was
+                // sent it stayed silent: it may hold it, so the submitter
+                // waits like one whose transaction was admitted, and the
+                // probe of overdue transactions answers it (pending,
+                // committed, refused or lost). Answering "refused" here
+                // could make a submitter give up on a transaction that
+                // commits (a migration's indication: the instance would
+                // then run at both ends).
+                let w = match w {
+                    Some(Some(waiter)) if reason.is_none() && batch.maybe_admitted => {
+                        self.counters.unanswered_held += 1;
+                        self.waiting
+                            .entry(id)
+                            .or_insert_with(|| (batch.chain_id.clone(), Vec::new(), now, now))
+                            .1
+                            .push(waiter);
+                        continue;
+                    }
+                    other => other,
+                };
                 // Still holding its waiter: no validator admitted it.
                 if let Some(w) = w {
                     self.counters.refused += 1;
