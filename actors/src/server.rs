@@ -420,7 +420,9 @@ impl ServerActor {
                 let Some(verifier) = &verifier else {
                     return Ok(Checked::Answer(ServerResponse::Output(output)));
                 };
-                match check_result(
+                // A result that checks out may still be spot-checked; one
+                // whose digest differs from the committed one is rerun here.
+                let (committed, spot_check) = match check_result(
                     verifier,
                     &executor,
                     &task_id,
@@ -430,18 +432,11 @@ impl ServerActor {
                 ) {
                     Ok(committed) => {
                         OffloadCounters::bump(&counters.verified);
-                        if spot_checked(&task_id, spot, &spot_salt) {
-                            OffloadCounters::bump(&counters.spot_checks);
-                            return Ok(Checked::Rerun(Rerun {
-                                received: output,
-                                committed,
-                                task_id,
-                                scope,
-                                executor,
-                                spot_check: true,
-                            }));
+                        if !spot_checked(&task_id, spot, &spot_salt) {
+                            return Ok(Checked::Answer(ServerResponse::Output(output)));
                         }
-                        return Ok(Checked::Answer(ServerResponse::Output(output)));
+                        OffloadCounters::bump(&counters.spot_checks);
+                        (committed, true)
                     }
                     Err(Rejection::DigestMismatch {
                         committed,
@@ -450,14 +445,7 @@ impl ServerActor {
                         OffloadCounters::bump(&counters.digest_mismatches);
                         crate::metrics::Metrics::global().offload("result_rejected");
                         warn!(task = %task_id.short(), executor = %executor.short(), committed = %committed.short(), received = %received.short(), "offloaded result does not match its committed digest; rejected, running it here");
-                        return Ok(Checked::Rerun(Rerun {
-                            received: output,
-                            committed,
-                            task_id,
-                            scope,
-                            executor,
-                            spot_check: false,
-                        }));
+                        (committed, false)
                     }
                     Err(e @ Rejection::Unproven(_)) => {
                         // No proven completion: not taken; a new contract.
@@ -467,8 +455,17 @@ impl ServerActor {
                         last = FunctionError::ResultRejected {
                             reason: e.to_string(),
                         };
+                        continue;
                     }
-                }
+                };
+                return Ok(Checked::Rerun(Rerun {
+                    received: output,
+                    committed,
+                    task_id,
+                    scope,
+                    executor,
+                    spot_check,
+                }));
             }
             Err(last)
         };
