@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use federact_config::{Federation, NodeId, NodeKey};
-use federact_federation::{Inbox, Incoming, RemoteRefusal, Responder, Transport, TransportError};
+use federact_federation::{Inbox, Incoming, Responder, Transport};
 use federact_ledger::cert::ValidatorSet;
 use federact_ledger::error::ErrorChain;
 use federact_ledger::proof::CrossChainProof;
@@ -43,6 +43,9 @@ use crate::wire::{
 const QUERIES_MAX: usize = 64;
 /// Transactions waiting for their commit, at most.
 const WAITING_MAX: usize = 200_000;
+/// Most submitters waiting for one transaction (the same signed
+/// transaction sent again by its author or relayed by others).
+const WAITERS_PER_TX_MAX: usize = 64;
 /// Out-of-order blocks buffered per chain, at most.
 const AHEAD_MAX: usize = 1024;
 /// Transactions per submit batch to validators.
@@ -186,34 +189,15 @@ struct SubmitBatch {
     maybe_admitted: bool,
 }
 
-/// What a validator's lane got back for a batch.
-enum LaneAnswer {
-    /// One admission result per transaction.
-    Results(Vec<Result<(), Refusal>>),
+/// Why a validator's lane has no admission results for a batch.
+#[derive(Debug, Clone, Copy)]
+enum NoResults {
     /// The batch never reached the validator (unreachable, refused
     /// stream, dropped from an overfull queue).
     NotSent,
     /// The batch was sent and no usable answer came back: the validator
     /// may have admitted any of its transactions.
     Unanswered,
-}
-
-/// Whether a failed request may still have reached the peer's actor (it
-/// went out, and only a usable answer is missing). A lost connection
-/// counts as reached: it may have been lost after the request went out;
-/// so do a peer shutting down and a refusal code we do not know.
-fn may_have_reached(e: &TransportError) -> bool {
-    match e {
-        TransportError::Timeout { sent, .. } => *sent,
-        TransportError::Refused { reason, .. } => matches!(
-            reason,
-            RemoteRefusal::NoResponse | RemoteRefusal::Shutdown | RemoteRefusal::Other(_)
-        ),
-        TransportError::ConnectionLost { .. }
-        | TransportError::Remote { .. }
-        | TransportError::Frame { .. } => true,
-        _ => false,
-    }
 }
 
 /// One relayed delivery whose record has not committed on the local chain
@@ -609,7 +593,7 @@ impl GatewayActor {
             // gateway's memory: its oldest batches are not sent to it.
             while let Some(old) = self.lane_overflow(chain_id, lane) {
                 self.lane_sent(old);
-                self.on_submitted(old, LaneAnswer::NotSent);
+                self.on_submitted(old, Err(NoResults::NotSent));
             }
             self.pump(chain_id, lane, ctx);
         }
@@ -723,36 +707,36 @@ impl GatewayActor {
             if let Some(l) = act.chain_mut(&chain_id).and_then(|c| c.lanes.get_mut(lane)) {
                 l.in_flight = false;
             }
-            // Without results: whether the request may have reached the
-            // validator (it then may hold the batches' transactions).
-            let reached = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
-                Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == total => {
-                    let mut r = r.into_iter();
-                    for (b, k) in taken {
-                        act.on_submitted(b, LaneAnswer::Results(r.by_ref().take(k).collect()));
-                    }
-                    None
-                }
+            let results = match reply.map(|b| wire::decode::<ValidatorResponse>(&b)) {
+                Ok(Ok(ValidatorResponse::Submitted(r))) if r.len() == total => Ok(r),
                 Ok(_) => {
                     act.counters.malformed += 1;
-                    Some((taken, true))
+                    Err(NoResults::Unanswered)
+                }
+                // Whether the request may have reached the validator (it
+                // then may hold the batches' transactions).
+                Err(e) if e.may_have_reached() => {
+                    act.counters.submit_failures += 1;
+                    debug!(chain = %chain_id, error = %e, "submit to a validator unanswered");
+                    Err(NoResults::Unanswered)
                 }
                 Err(e) => {
                     act.counters.submit_failures += 1;
                     debug!(chain = %chain_id, error = %e, "submit to a validator failed");
-                    Some((taken, may_have_reached(&e)))
+                    Err(NoResults::NotSent)
                 }
             };
-            if let Some((taken, reached)) = reached {
-                for (b, _) in taken {
-                    act.on_submitted(
-                        b,
-                        if reached {
-                            LaneAnswer::Unanswered
-                        } else {
-                            LaneAnswer::NotSent
-                        },
-                    );
+            match results {
+                Ok(r) => {
+                    let mut r = r.into_iter();
+                    for (b, k) in taken {
+                        act.on_submitted(b, Ok(r.by_ref().take(k).collect()));
+                    }
+                }
+                Err(why) => {
+                    for (b, _) in taken {
+                        act.on_submitted(b, Err(why));
+                    }
                 }
             }
             // Refusals as already delivered may have settled deliveries.
@@ -763,18 +747,18 @@ impl GatewayActor {
 
     /// One validator's answer to batch `batch_id`: its admission results,
     /// or why there are none.
-    fn on_submitted(&mut self, batch_id: u64, answer: LaneAnswer) {
+    fn on_submitted(&mut self, batch_id: u64, answer: Result<Vec<Result<(), Refusal>>, NoResults>) {
         let Some(batch) = self.batches.get_mut(&batch_id) else {
             return;
         };
         batch.replies_left = batch.replies_left.saturating_sub(1);
         let results = match answer {
-            LaneAnswer::Results(r) if r.len() == batch.ids.len() => r,
-            LaneAnswer::Results(_) | LaneAnswer::Unanswered => {
+            Ok(r) if r.len() == batch.ids.len() => r,
+            Ok(_) | Err(NoResults::Unanswered) => {
                 batch.maybe_admitted = true;
                 Vec::new()
             }
-            LaneAnswer::NotSent => Vec::new(),
+            Err(NoResults::NotSent) => Vec::new(),
         };
         let now = now_ms();
         let mut admitted = Vec::new();
@@ -804,19 +788,7 @@ impl GatewayActor {
         let done = batch.replies_left == 0;
         for (id, w) in admitted {
             if let Some(w) = w {
-                if self.waiting.len() >= WAITING_MAX {
-                    self.metrics.tx_rejected(&chain_id, "gateway_full");
-                    self.end_traced(&id, Some("gateway has too many waiting submitters"), None);
-                    w.answer(GatewayResponse::Refused(
-                        "gateway has too many waiting submitters".into(),
-                    ));
-                    continue;
-                }
-                let entry = self
-                    .waiting
-                    .entry(id)
-                    .or_insert_with(|| (chain_id.clone(), Vec::new(), now, now));
-                entry.1.push(w);
+                self.wait_for_commit(id, &chain_id, w, now);
             }
         }
         if done {
@@ -843,11 +815,7 @@ impl GatewayActor {
                 let w = match w {
                     Some(Some(waiter)) if reason.is_none() && batch.maybe_admitted => {
                         self.counters.unanswered_held += 1;
-                        self.waiting
-                            .entry(id)
-                            .or_insert_with(|| (batch.chain_id.clone(), Vec::new(), now, now))
-                            .1
-                            .push(waiter);
+                        self.wait_for_commit(id, &batch.chain_id, waiter, now);
                         continue;
                     }
                     other => other,
@@ -887,6 +855,32 @@ impl GatewayActor {
                 self.settle_deliveries(|d| settled.contains(&d.tx_id));
             }
         }
+    }
+
+    /// Keeps `w` waiting for transaction `id` to commit on `chain_id`: the
+    /// block that commits it answers, or the probe of overdue transactions
+    /// does. At most [`WAITING_MAX`] transactions wait, each for at most
+    /// [`WAITERS_PER_TX_MAX`] submitters; past that the submitter is told
+    /// the gateway is full.
+    fn wait_for_commit(&mut self, id: TxId, chain_id: &str, w: Waiter, now: u64) {
+        let full = match self.waiting.get(&id) {
+            // The same signed transaction submitted again and again.
+            Some((_, waiters, _, _)) => waiters.len() >= WAITERS_PER_TX_MAX,
+            None => self.waiting.len() >= WAITING_MAX,
+        };
+        if full {
+            self.metrics.tx_rejected(chain_id, "gateway_full");
+            self.end_traced(&id, Some("gateway has too many waiting submitters"), None);
+            w.answer(GatewayResponse::Refused(
+                "gateway has too many waiting submitters".into(),
+            ));
+            return;
+        }
+        self.waiting
+            .entry(id)
+            .or_insert_with(|| (chain_id.to_string(), Vec::new(), now, now))
+            .1
+            .push(w);
     }
 
     /// Verifies and processes a block pushed or fetched from a validator.

@@ -294,3 +294,43 @@ pub enum TransportError {
         source: std::io::Error,
     },
 }
+
+impl TransportError {
+    /// Whether a failed request may still have reached the peer's actor:
+    /// it went out and only a usable answer is missing, so the peer may
+    /// have acted on it. A lost connection, a peer shutting down and a
+    /// refusal code we do not know count as reached (they may come after
+    /// the request went out); so does any error an actor could only see
+    /// after reading the request. Errors raised before anything was sent
+    /// (dialing, membership, local limits) do not.
+    pub fn may_have_reached(&self) -> bool {
+        match self {
+            TransportError::Timeout { sent, .. } => *sent,
+            TransportError::Refused { reason, .. } => match reason {
+                RemoteRefusal::NoResponse | RemoteRefusal::Shutdown | RemoteRefusal::Other(_) => {
+                    true
+                }
+                RemoteRefusal::FrameTooLarge
+                | RemoteRefusal::FrameMalformed
+                | RemoteRefusal::ForgedSender
+                | RemoteRefusal::UnknownActor
+                | RemoteRefusal::InboxFull
+                | RemoteRefusal::TransferRejected => false,
+            },
+            TransportError::ConnectionLost { .. }
+            | TransportError::Remote { .. }
+            | TransportError::Frame { .. } => true,
+            TransportError::NotMember { .. }
+            | TransportError::Unreachable { .. }
+            | TransportError::WrongPeer { .. }
+            | TransportError::HandshakeRefused { .. }
+            | TransportError::TooLarge { .. }
+            | TransportError::Backpressure { .. }
+            | TransportError::AlreadyRegistered { .. }
+            | TransportError::InvalidActor { .. }
+            | TransportError::Closed
+            | TransportError::Tls(_)
+            | TransportError::Io { .. } => false,
+        }
+    }
+}
