@@ -158,16 +158,25 @@ impl Node {
             }
             _ => None,
         };
-        // ---- Migration (issue 8): every server runs a migration actor. ----
-        let migration = match (spec.roles().contains(Role::Server), gateway_id) {
+        // One ledger client per server node, shared by its migration and
+        // server actors: they sign as the same node, so they must share one
+        // nonce sequence (and its submission order), and the federation's
+        // validator sets (to check proofs) are built once.
+        let server_ledger = match (spec.roles().contains(Role::Server), gateway_id) {
             (true, Some(g)) => {
+                Some(LedgerClient::new(transport.clone(), key.clone(), g).with_federation(fed))
+            }
+            _ => None,
+        };
+        // ---- Migration (issue 8): every server runs a migration actor. ----
+        let migration = match &server_ledger {
+            Some(ledger) => {
                 let actor =
                     crate::migration::MigrationActor::new(crate::migration::MigrationSetup {
                         federation: fed.clone(),
                         site: federact_ledger::record::Site::new(spec.cloud(), spec.name()),
                         transport: transport.clone(),
-                        ledger: LedgerClient::new(transport.clone(), key.clone(), g)
-                            .with_federation(fed),
+                        ledger: ledger.clone(),
                         dir: data.join("migration"),
                         state_dir: data.join("migration-state"),
                         limits: node_options.migration,
@@ -181,15 +190,13 @@ impl Node {
         let server = if spec.roles().contains(Role::Server) {
             // With the federation's validator sets: the server checks the
             // proofs executors send with offloaded results.
-            let ledger = gateway_id
-                .map(|g| LedgerClient::new(transport.clone(), key.clone(), g).with_federation(fed));
             let actor = ServerActor::new(
                 transport.clone(),
                 orchestrator_id,
                 node_options.functions,
                 node_options.server,
             )?
-            .with_ledger(ledger)
+            .with_ledger(server_ledger)
             .with_migration(migration.clone(), data.join("migration"))
             .with_offload_checks(node_options.offload);
             offload_counters = Some(actor.offload_counters());
