@@ -86,8 +86,8 @@ const CERTIFIED_BLOCKS_MAX: usize = 1024;
 /// Waiters for one migration's end ([`MigrationEnded`]).
 const END_WAITERS_MAX: usize = 16;
 /// How often received images that belong to no running migration are
-/// removed (see [`sweep_incoming`]), and kept images past their age
-/// ([`expire_images`]).
+/// removed (see [`sweep_incoming`]); the shortest pause between scans for
+/// kept images past their age ([`expire_images`]).
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Longest pause between two attempts to ask the chains about a migration
 /// being resumed after a restart (the gateway may be restarting too).
@@ -803,6 +803,8 @@ impl MigrationActor {
         self.finished.push_back(report);
     }
 
+    /// Submits `record` for migration `id` through the gateway; `attempt`
+    /// counts from 1 (the core's first submission).
     fn submit(&mut self, id: Hash, record: Record, attempt: u32, ctx: &mut Context<Self>) {
         let client = self.ledger.clone();
         let addr = ctx.address();
@@ -1252,6 +1254,9 @@ impl MigrationActor {
         let Some(peer) = self.server_id(other) else {
             warn!(migration = %id.short(), "resumed migration names no server; forgotten");
             let _ = self.store.remove(p.side, &id);
+            // Its held notices go with it (they would keep a slot of the
+            // shared bound for good).
+            self.held_notices.retain(|(_, m, _)| *m != id);
             return;
         };
         let records = committed_records(&committed);
@@ -1572,6 +1577,12 @@ impl Actor for MigrationActor {
             sweep_incoming(&act.dir.join("incoming"), |id| {
                 act.running.contains_key(id) || act.resuming.contains_key(id)
             });
+        });
+        // Kept images live for hours: a scan of the directory every 1/24th
+        // of their age (within [`SWEEP_EVERY`] and an hour) is enough.
+        let expire_every =
+            (self.limits.kept_image_max_age / 24).clamp(SWEEP_EVERY, Duration::from_secs(3600));
+        ctx.run_interval(expire_every, |act, _| {
             expire_images(
                 &act.dir.join("images"),
                 act.limits.kept_image_max_age,
@@ -2118,7 +2129,7 @@ impl Handler<Submitted> for MigrationActor {
             // been refused as a duplicate of one that committed (the chain
             // keeps one per migration): ask the chains.
             (Record::Indication { .. }, Err(e))
-                if is_refusal(&e) && (run.resumed || msg.attempt > 0) =>
+                if is_refusal(&e) && (run.resumed || msg.attempt > 1) =>
             {
                 warn!(migration = %id.short(), error = %e, "resubmitted indication refused; asking the chains");
                 return self.ask_chains(id, Some(e), Duration::ZERO, ctx);
