@@ -30,8 +30,9 @@
 //!   (calls per row, default 20000);
 //! - `INVOKE_BENCH_VARIANTS=off,1.0,0.01` (the default; the first is the
 //!   baseline of the cost columns; also the experiments
-//!   `pipeline-no-layer`: pipeline threads at 0.01 but no OpenTelemetry
-//!   layer, and `layer-no-processor`: every span built by the layer but
+//!   `pipeline-no-layer`: a pipeline's threads (exporter, batch
+//!   processor) but no OpenTelemetry layer, so no span is built (the root
+//!   ratio lives in the layer's filter), and `layer-no-processor`: every span built by the layer but
 //!   no span processor, to set against ratio 1.0);
 //! - `INVOKE_BENCH_PATHS=same,quic`, `INVOKE_BENCH_CONCURRENT=0` (the
 //!   sequential column only), `INVOKE_BENCH_VERBOSE=1` (every round on
@@ -334,8 +335,9 @@ enum Variant {
     Off,
     /// The full pipeline at this parent-based ratio (what a node runs).
     On(f64),
-    /// Experiment: the pipeline at ratio 0.01 exists (threads, root
-    /// ratio) but no OpenTelemetry layer is in the subscriber.
+    /// Experiment: a pipeline exists (its threads) but no OpenTelemetry
+    /// layer is in the subscriber, so no span is built: its ratio, which
+    /// lives in the layer's filter, plays no part.
     PipelineNoLayer,
     /// Experiment: every span built, none exported: the subscriber's
     /// OpenTelemetry layer (no root ratio, so every root is sampled) feeds
@@ -435,6 +437,7 @@ async fn telemetry_cost(
             let ratio = match variant {
                 Variant::Off => None,
                 Variant::On(r) => Some(*r),
+                // Any ratio: without the layer it samples nothing.
                 Variant::PipelineNoLayer => Some(0.01),
                 Variant::LayerNoProcessor => None,
             };

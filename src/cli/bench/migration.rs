@@ -813,6 +813,8 @@ fn write_report(
     r.text("Delay = request at the source server's migration actor → last record committed (local: Confirmation; inter: Leave). Unfinished = still running when the step's drain limit passed (abandoned). Bounded = all started migrations completed, none shed, and the median delay of the migrations started in the last third of the step ≤ 2 × that of the first third + 50 ms and ≤ 2 × the lowest rate's median + 50 ms.\n");
     r.text("## Stability limit (highest bounded rate)\n");
     let mut lim_rows = Vec::new();
+    let mut cpu_lines = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut pairs: Vec<(u32, Scope)> = steps.iter().map(|s| (s.block, s.scope)).collect();
     pairs.dedup();
     for (block, scope) in &pairs {
@@ -820,14 +822,9 @@ fn write_report(
             .iter()
             .filter(|s| s.block == *block && s.scope == *scope)
             .collect();
-        let mut limit = None;
-        for s in &of {
-            if s.bounded {
-                limit = Some(s.step.offered_per_s);
-            } else {
-                break;
-            }
-        }
+        // The highest step of the ascending sweep below the first unbounded one.
+        let top = of.iter().take_while(|s| s.bounded).last();
+        let limit = top.map(|s| s.step.offered_per_s);
         let tested_all = of.iter().all(|s| s.bounded);
         let low = of.first().map(|s| s.step.latencies.quantile_ms(0.5));
         lim_rows.push(vec![
@@ -840,25 +837,9 @@ fn write_report(
             },
             low.map_or("-".into(), |x| f(x, 1)),
         ]);
-    }
-    let lh = [
-        "block size",
-        "scope",
-        "stability limit (migrations/s)",
-        "p50 delay at the lowest rate (ms)",
-    ];
-    r.table(&lh, &lim_rows);
-    r.csv("stability.csv", &lh, &lim_rows)?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    for (block, scope) in &pairs {
-        let of: Vec<&Step> = steps
-            .iter()
-            .filter(|s| s.block == *block && s.scope == *scope)
-            .collect();
-        let top = of.iter().take_while(|s| s.bounded).last();
         if let (Some(lo), Some(hi)) = (of.first(), top) {
             if let Some(c) = CpuCost::between(lo, hi) {
-                r.text(&format!(
+                cpu_lines.push(format!(
                     "CPU per {} migration, block size {block} (all nodes and the driver): {} ms at {}/s; marginal {} ms (slope of CPU time against completed migrations from {}/s to {}/s, which leaves out the idle federation's own {} % of a core): {cores} cores would bound the rate near {}/s.\n",
                     scope.name(),
                     f(cpu_ms_per_migration(hi), 2),
@@ -871,6 +852,17 @@ fn write_report(
                 ));
             }
         }
+    }
+    let lh = [
+        "block size",
+        "scope",
+        "stability limit (migrations/s)",
+        "p50 delay at the lowest rate (ms)",
+    ];
+    r.table(&lh, &lim_rows);
+    r.csv("stability.csv", &lh, &lim_rows)?;
+    for line in &cpu_lines {
+        r.text(line);
     }
     r.text(&format!(
         "Goals (issue 12): local stability limit ≥ 2,560/s (10× BASICS' 128–256/s in simulation); inter-cloud p50 at low rate ≤ 3 × one-way delay + 20 ms = {} ms here.\n",
